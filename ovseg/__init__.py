@@ -1,0 +1,41 @@
+"""ovseg: open-vocabulary segmentation and detection.
+
+Importing the package registers every built-in component (backbones, pipelines, datasets,
+tasks, evaluators), so configs can name them by ``type``.
+"""
+
+from ovseg import components as _components  # noqa: F401  (registers built-ins)
+from ovseg.api import DEFAULT_PRESET, build_pipeline_config, create_pipeline
+from ovseg.config import list_presets, load_config
+from ovseg.registry import (
+    BACKBONES,
+    DATASETS,
+    EVALUATORS,
+    HEADS,
+    PIPELINES,
+    TASKS,
+    TRANSFORMS,
+    Registry,
+)
+from ovseg.structures import OVSegResult
+from ovseg.vocab import Vocabulary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKBONES",
+    "DATASETS",
+    "DEFAULT_PRESET",
+    "EVALUATORS",
+    "HEADS",
+    "PIPELINES",
+    "TASKS",
+    "TRANSFORMS",
+    "OVSegResult",
+    "Registry",
+    "Vocabulary",
+    "build_pipeline_config",
+    "create_pipeline",
+    "list_presets",
+    "load_config",
+]

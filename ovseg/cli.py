@@ -1,0 +1,250 @@
+"""The ``ovseg`` command: ``list``, ``config``, ``predict``, ``eval``, ``train``, ``data synth``.
+
+Every subcommand takes trailing ``key=value`` config overrides where a config is involved, and
+writes the fully resolved config next to its outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ovseg.errors import OVSegError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _split_overrides(values: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate ``key=value`` overrides from positional arguments."""
+    overrides = [v for v in values if "=" in v and not Path(v).exists()]
+    rest = [v for v in values if v not in overrides]
+    return rest, overrides
+
+
+# ----------------------------------------------------------------------------- list / config
+def cmd_list(args: argparse.Namespace) -> int:
+    import open_clip
+
+    from ovseg.config import list_presets
+    from ovseg.models.backbones.clip import register_packaged_model_configs
+    from ovseg.registry import _ALL_REGISTRIES
+
+    what = args.what
+    if what in ("presets", "all"):
+        print("presets:")
+        for name in list_presets():
+            print(f"  {name}")
+    if what in ("models", "all"):
+        register_packaged_model_configs()
+        print("open_clip models (pretrained tags):")
+        for name in open_clip.list_models():
+            tags = open_clip.list_pretrained_tags_by_model(name)
+            print(f"  {name}" + (f"  [{', '.join(tags)}]" if tags else ""))
+    if what in ("components", "all"):
+        for kind, registry in sorted(_ALL_REGISTRIES.items()):
+            print(f"{kind}: {', '.join(registry.names()) or '-'}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ovseg.config import load_config, to_container
+
+    cfg = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(to_container(cfg), sort_keys=False), end="")
+    return 0
+
+
+# ----------------------------------------------------------------------------- predict
+def _collect_images(source: Path) -> list[Path]:
+    if source.is_dir():
+        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise OVSegError(f"{source} holds no image ({', '.join(IMAGE_SUFFIXES)}).")
+        return images
+    if not source.exists():
+        raise OVSegError(f"{source} does not exist; give an image file or a folder of images.")
+    return [source]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ovseg.api import DEFAULT_PRESET, create_pipeline
+    from ovseg.config import save_resolved_config
+    from ovseg.io import read_image
+    from ovseg.outputs import write_semantic_outputs
+    from ovseg.vocab import Vocabulary
+
+    inputs, overrides = _split_overrides([args.input, *args.overrides])
+    if len(inputs) != 1:
+        raise OVSegError(f"predict takes one image or folder, got {inputs}.")
+    vocabulary = None
+    if args.vocab and args.vocab_file:
+        raise OVSegError("Give either --vocab or --vocab-file, not both.")
+    if args.vocab:
+        vocabulary = Vocabulary.create(args.vocab)
+    elif args.vocab_file:
+        vocabulary = Vocabulary.from_file(args.vocab_file)
+    images = _collect_images(Path(inputs[0]))
+    pipeline = create_pipeline(
+        args.preset or DEFAULT_PRESET, vocabulary, overrides=overrides, device=args.device
+    )
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(pipeline.config, out_dir / "config.yaml")
+    summaries = []
+    for path in tqdm(images, desc="predict", disable=len(images) == 1 or args.quiet):
+        image = read_image(path)
+        result = pipeline(image)
+        written = write_semantic_outputs(result, image, out_dir, path.stem)
+        summaries.append({"image": str(path), **{k: str(v) for k, v in written.items()}})
+        if not args.quiet:
+            present = [
+                f"{c['name']} {100 * c['area_fraction']:.1f}%"
+                for c in sorted(result.to_dict()["classes"], key=lambda c: -c["area"])
+                if c["area"] > 0
+            ]
+            tqdm.write(f"{path.name}: {', '.join(present)}")
+    if not args.quiet:
+        print(f"wrote {len(summaries)} result(s) to {out_dir}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- eval / train / data
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ovseg.evaluation.runner import run_semantic_evaluation
+
+    run_semantic_evaluation(args.config, args.overrides, work_dir=args.work_dir, device=args.device)
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from ovseg.data.writers import write_synthetic_world
+
+    summary = write_synthetic_world(
+        args.out,
+        num_train=args.num,
+        num_val=args.num_val,
+        seed=args.seed,
+        image_size=args.image_size,
+        crop_size=args.crop_size,
+        formats=tuple(args.formats.split(",")),
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+# ----------------------------------------------------------------------------- parsers
+def _list_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ovseg list", description="List presets, models or components."
+    )
+    p.add_argument(
+        "what", nargs="?", default="presets", choices=["presets", "models", "components", "all"]
+    )
+    p.set_defaults(func=cmd_list)
+    return p
+
+
+def _config_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ovseg config", description="Print a config fully resolved.")
+    p.add_argument("config", help="preset name or YAML path")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=cmd_config)
+    return p
+
+
+def _predict_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ovseg predict", description="Segment an image or a folder.")
+    p.add_argument("input", help="image file or folder")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--preset", help="preset name or config YAML (default: shapes-tiny)")
+    p.add_argument("--vocab", help="classes separated by commas, synonyms by '|'")
+    p.add_argument("--vocab-file", help="class file: one class per line, synonyms after commas")
+    p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_predict)
+    return p
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ovseg eval", description="Evaluate a config on its test data (mIoU table + JSON)."
+    )
+    p.add_argument("config", help="config YAML (or preset) with a data.test section")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--work-dir", help="where results.json and config.yaml go")
+    p.add_argument("--device", help="cpu, cuda ...")
+    p.set_defaults(func=cmd_eval)
+    return p
+
+
+def _synth_parser() -> argparse.ArgumentParser:
+    s = argparse.ArgumentParser(
+        prog="ovseg data synth", description="Write the synthetic open-vocabulary world."
+    )
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--num", type=int, required=True, help="number of training scenes")
+    s.add_argument("--num-val", type=int, help="validation scenes (default max(50, num/10))")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--image-size", type=int, default=128)
+    s.add_argument("--crop-size", type=int, default=64, help="caption crop size")
+    s.add_argument("--formats", default="ade20k,coco,captions")
+    s.add_argument("--overwrite", action="store_true", help="replace existing format folders")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_data_synth)
+    return s
+
+
+COMMANDS = {
+    "list": (_list_parser, "list presets, open_clip models or registered components"),
+    "config": (_config_parser, "print a preset or config fully resolved"),
+    "predict": (_predict_parser, "segment an image or a folder of images"),
+    "eval": (_eval_parser, "evaluate a config on its dataset (mIoU table + JSON)"),
+    "train": (None, "train from a config (torchrun for several processes)"),
+    "data synth": (_synth_parser, "write the synthetic open-vocabulary world"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: ovseg COMMAND [ARGS] (ovseg COMMAND --help for details)", "", "commands:"]
+    lines += [f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "data":
+        if not rest or rest[0] != "synth":
+            print("usage: ovseg data synth --out DIR --num N [--seed S]", file=sys.stderr)
+            return 2
+        command, rest = "data synth", rest[1:]
+    if command not in COMMANDS:
+        print(f"ovseg: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    try:
+        if command == "train":
+            from ovseg.engine.launch import main_train
+
+            return main_train(rest)
+        args = COMMANDS[command][0]().parse_intermixed_args(rest)
+        return int(args.func(args) or 0)
+    except OVSegError as exc:
+        print(f"ovseg: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Command-line entry of the trainer: ``CONFIG [--resume [PATH]] [--work-dir DIR] [key=value ...]``.
+
+``tools/train.py`` and ``ovseg train`` call ``main_train``; under ``torchrun`` every process runs
+it and ``train`` picks up the distributed environment::
+
+    torchrun --nproc-per-node 8 tools/train.py configs/clip/tiny.yaml train.max_iters=2000
+    python -m ovseg.engine CONFIG --resume          # same, one process
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ovseg.config import load_config
+from ovseg.engine.trainer import train
+
+
+def build_parser(prog: str = "ovseg train") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Train a task from a YAML config.")
+    parser.add_argument("config", help="training config YAML (or a preset name)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="PATH",
+        help="continue from the newest usable checkpoint in the work dir, or from PATH",
+    )
+    parser.add_argument("--work-dir", default=None, help="output folder (overrides work_dir)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    return parser
+
+
+def parse_train_args(argv: Sequence[str] | None, prog: str = "ovseg train") -> argparse.Namespace:
+    """Parse the arguments; a ``key=value`` right after a bare ``--resume`` stays an override."""
+    args = build_parser(prog).parse_intermixed_args(argv)
+    if isinstance(args.resume, str) and "=" in args.resume and not os.path.exists(args.resume):
+        args.overrides = [args.resume, *args.overrides]
+        args.resume = True
+    return args
+
+
+def main_train(argv: Sequence[str] | None = None, prog: str = "ovseg train") -> int:
+    """Run training as the command line asks; returns the process exit code (0)."""
+    args = parse_train_args(argv, prog)
+    cfg = load_config(args.config, args.overrides)
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif not cfg.get("work_dir"):
+        cfg.work_dir = str(Path("work_dirs") / Path(str(args.config)).stem)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+    )
+    train(cfg, resume=args.resume)
+    return 0

@@ -1,0 +1,176 @@
+"""Turn dense pixel-text scores into a label map, the way training-free dense-CLIP methods do.
+
+The order of operations follows the evaluation code of SCLIP (wangf3014/SCLIP,
+``clip_segmentor.py`` ``postprocess_result``), ClearCLIP (mc-lan/ClearCLIP,
+``clearclip_segmentor.py``) and NACLIP (sinahmr/NACLIP, ``naclip.py``):
+
+1. scale the cosine logits (the caller does this) and softmax over **all queries**; a class
+   may have several queries (synonyms), and the softmax runs before they are merged;
+2. merge synonyms by taking, per class, the max probability over its queries;
+3. (SCLIP on VOC21 only) area threshold: classes, other than the background, whose predicted
+   area is a small fraction of the non-background area are suppressed (probability set to 0);
+4. argmax over classes; pixels whose top probability is below ``prob_threshold`` get the
+   background index.
+
+Which preset uses which knob (see ``ovseg/model_zoo/presets``): every method uses steps 1, 2
+and 4; only ``sclip-vitb16-voc21`` sets ``area_threshold`` (0.1). The three methods agree on
+everything else, so there is a single code path. NACLIP additionally renormalises the
+probabilities it stores after the labels are taken; that does not change the labels, and is
+left to the caller.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ovseg.errors import ConfigError, VocabularyError
+
+__all__ = ["labels_from_logits", "reduce_synonyms"]
+
+
+def _check_query_to_class(query_to_class: Tensor, num_queries: int, num_classes: int) -> Tensor:
+    if query_to_class.dim() != 1 or query_to_class.numel() != num_queries:
+        raise ValueError(
+            f"query_to_class must be a 1-D tensor with one entry per query ({num_queries}), "
+            f"got shape {tuple(query_to_class.shape)}."
+        )
+    if query_to_class.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"query_to_class must be an integer tensor, got {query_to_class.dtype}.")
+    index = query_to_class.long()
+    if num_queries and (int(index.min()) < 0 or int(index.max()) >= num_classes):
+        raise VocabularyError(
+            f"query_to_class holds class indices outside [0, {num_classes}); check that the "
+            "vocabulary and the number of classes agree."
+        )
+    present = torch.zeros(num_classes, dtype=torch.bool, device=index.device)
+    present[index] = True
+    if not bool(present.all()):
+        missing = torch.nonzero(~present).flatten().tolist()
+        raise VocabularyError(
+            f"classes {missing[:10]} have no query (name); give every class at least one name."
+        )
+    return index
+
+
+def reduce_synonyms(logits: Tensor, query_to_class: Tensor, num_classes: int) -> Tensor:
+    """Merge per-query score maps into per-class maps by taking the max over each class's queries.
+
+    Args:
+        logits: ``(B, Q, H, W)`` float scores, one channel per query (class name or synonym).
+            Works on logits or on probabilities alike (max commutes with monotone maps).
+        query_to_class: ``(Q,)`` integer tensor, the class index in ``[0, num_classes)`` of each
+            query. Every class must own at least one query.
+        num_classes: ``C``.
+
+    Returns:
+        ``(B, C, H, W)`` tensor of the same dtype and device as ``logits``; channel ``c`` is the
+        element-wise max of the channels ``q`` with ``query_to_class[q] == c``.
+
+    Raises:
+        VocabularyError: a class has no query, or an index is out of range.
+    """
+    if logits.dim() != 4:
+        raise ValueError(f"logits must be (B, Q, H, W), got shape {tuple(logits.shape)}.")
+    batch, num_queries, height, width = logits.shape
+    index = _check_query_to_class(query_to_class.to(logits.device), num_queries, num_classes)
+    if num_classes == num_queries and bool(
+        (index == torch.arange(num_queries, device=index.device)).all()
+    ):
+        return logits
+    out = logits.new_full((batch, num_classes, height, width), float("-inf"))
+    scatter_index = index.view(1, num_queries, 1, 1).expand(batch, num_queries, height, width)
+    return out.scatter_reduce(1, scatter_index, logits, reduce="amax", include_self=True)
+
+
+def _suppress_small_classes(
+    probs: Tensor, area_threshold: float, background_index: int | None
+) -> Tensor:
+    """Zero the probability maps of classes whose predicted area is too small.
+
+    A class (other than the background) is kept when its number of argmax pixels is strictly
+    greater than ``area_threshold`` times the number of pixels predicted as any non-background
+    class. The background class is never suppressed. Without a background class, the
+    reference is all pixels.
+    """
+    num_classes = probs.shape[0]
+    counts = torch.bincount(probs.argmax(0).flatten(), minlength=num_classes).to(probs.dtype)
+    candidates = torch.ones(num_classes, dtype=torch.bool, device=probs.device)
+    if background_index is not None:
+        candidates[background_index] = False
+    total = counts[candidates].sum()
+    keep = (counts > area_threshold * total) | ~candidates
+    return probs * keep.to(probs.dtype).view(num_classes, 1, 1)
+
+
+def labels_from_logits(
+    logits: Tensor,
+    *,
+    prob_threshold: float = 0.0,
+    area_threshold: float = 0.0,
+    background_index: int | None = 0,
+    query_to_class: Tensor | None = None,
+    num_classes: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Label map from scaled pixel-text logits, in the order of the SCLIP/ClearCLIP/NACLIP code.
+
+    Args:
+        logits: ``(C, H, W)`` float scores already multiplied by the logit scale (cosine
+            similarity x scale). With ``query_to_class`` they are per-query: ``(Q, H, W)``.
+        prob_threshold: pixels whose highest class probability is strictly below this value are
+            labelled ``background_index``. ``0`` disables it.
+        area_threshold: classes other than the background whose argmax area is not strictly
+            greater than this fraction of the non-background area get probability 0 everywhere
+            (SCLIP's ``area_thd``). Applied before the argmax and the probability threshold.
+            ``0`` disables it.
+        background_index: index of the background class, or ``None`` when the vocabulary has
+            none (then ``prob_threshold`` must be 0).
+        query_to_class: optional ``(Q,)`` class index of each query. When given, the softmax runs
+            over the ``Q`` queries and each class then takes the max over its queries, as the
+            reference code does (this changes the probabilities, hence the thresholds' effect,
+            compared with merging logits first).
+        num_classes: ``C``; required with ``query_to_class``.
+
+    Returns:
+        ``labels``: ``(H, W)`` int64 class indices in ``[0, C)``.
+        ``probs``: ``(C, H, W)`` float32 class probabilities after synonym merging and area
+        suppression (not renormalised; with synonyms they need not sum to 1).
+
+    Raises:
+        ConfigError: a probability threshold without a background class, or a threshold outside
+            ``[0, 1]``.
+        VocabularyError: ``query_to_class`` does not cover every class.
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"logits must be (C, H, W), got shape {tuple(logits.shape)}.")
+    for name, value in (("prob_threshold", prob_threshold), ("area_threshold", area_threshold)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(
+                f"{name} must lie in [0, 1], got {value}; fix the preset or override."
+            )
+    if background_index is None and prob_threshold > 0:
+        raise ConfigError(
+            "prob_threshold > 0 needs a background class to assign low-confidence pixels to; set "
+            "postprocess.background_index or use prob_threshold: 0."
+        )
+
+    probs = torch.softmax(logits.float(), dim=0)
+    if query_to_class is not None:
+        if num_classes is None:
+            raise ValueError("num_classes is required together with query_to_class.")
+        probs = reduce_synonyms(probs.unsqueeze(0), query_to_class, num_classes).squeeze(0)
+    num_classes = probs.shape[0]
+    if background_index is not None and not 0 <= background_index < num_classes:
+        raise ConfigError(
+            f"background_index {background_index} is outside the {num_classes} classes; point it "
+            "at the background line of the vocabulary or set it to null."
+        )
+
+    if area_threshold > 0:
+        probs = _suppress_small_classes(probs, area_threshold, background_index)
+
+    # one pass for both; max returns the first maximum on ties, like argmax in the reference
+    top_prob, labels = probs.max(dim=0)
+    if background_index is not None and prob_threshold > 0:
+        labels = torch.where(top_prob < prob_threshold, background_index, labels)
+    return labels, probs

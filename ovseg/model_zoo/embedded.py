@@ -1,0 +1,62 @@
+"""Weights shipped inside the package, addressed like open_clip tags: ``(model_name, tag)``.
+
+Each entry names its file in ``ovseg/model_zoo/weights``, the sha256 the file must have, and the
+commands that reproduce it. ``ClipBackbone(model_name, pretrained=tag)`` finds them here before
+asking open_clip's own tag table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ovseg.errors import WeightsNotFoundError
+from ovseg.weights import verify_sha256
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
+    ("ovseg-ViT-Ti-8", "shapes"): {
+        "file": "ovseg-ViT-Ti-8-shapes.safetensors",
+        "sha256": "",
+        "recipe": (
+            "ovseg data synth --out data/synth --num 8000 --num-val 500 --seed 0 && "
+            "ovseg train configs/clip/shapes_tiny_clip.yaml && "
+            "python tools/export_weights.py work_dirs/shapes_tiny_clip/model_final.safetensors "
+            "ovseg/model_zoo/weights/ovseg-ViT-Ti-8-shapes.safetensors --fp16"
+        ),
+    },
+}
+
+_VERIFIED: set[Path] = set()
+
+
+def embedded_checkpoint(model_name: str, tag: str | None) -> Path | None:
+    """The verified local file of a packaged ``(model_name, tag)``, or None if not packaged."""
+    entry = EMBEDDED_WEIGHTS.get((model_name, tag or ""))
+    if entry is None:
+        return None
+    path = WEIGHTS_DIR / entry["file"]
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"The packaged weights {path.name} for {model_name} / {tag} are missing from this "
+            f"installation; reinstall ovseg or rebuild them with: {entry['recipe']}"
+        )
+    if path not in _VERIFIED:
+        verify_sha256(path, entry["sha256"])
+        _VERIFIED.add(path)
+    return path
+
+
+def export_weights(source: str | Path, destination: str | Path, *, fp16: bool = True) -> str:
+    """Copy a trained state dict to a shippable safetensors file (optionally fp16); returns sha256.
+
+    Floating-point tensors are cast to fp16 (they are cast back to the model's dtype on load);
+    integer tensors are kept. The file is written atomically.
+    """
+    from ovseg.weights import load_state_dict, save_state_dict, sha256_file
+
+    state = load_state_dict(source)
+    if fp16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_state_dict(state, destination, metadata={"format": "pt", "source": Path(source).name})
+    return sha256_file(destination)

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny random-init open_clip architectures registered at run time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+
+TINY_TEXT = {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+TINY_CONFIGS = {
+    "ovseg-test-vit": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 16},
+        "text_cfg": TINY_TEXT,
+    },
+    "ovseg-test-vit-avg": {
+        "embed_dim": 32,
+        "vision_cfg": {
+            "image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 16,
+            "pool_type": "avg",
+        },
+        "text_cfg": TINY_TEXT,
+    },
+    "ovseg-test-rn": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8},
+        "text_cfg": TINY_TEXT,
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_names(tmp_path_factory) -> dict[str, str]:
+    """Register the tiny configs with open_clip; returns {'vit', 'vit_avg', 'rn'} -> name."""
+    folder = tmp_path_factory.mktemp("model_configs")
+    for name, cfg in TINY_CONFIGS.items():
+        (folder / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(folder)
+    return {"vit": "ovseg-test-vit", "vit_avg": "ovseg-test-vit-avg", "rn": "ovseg-test-rn"}
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter non-trivial random values (layer norms included), reproducibly."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.2 + (param.ndim == 1) * 0.5)
+    return model
+
+
+@pytest.fixture
+def tmp_checkpoint_dir(tmp_path) -> Path:
+    return tmp_path

@@ -1,0 +1,133 @@
+"""SemanticSegmenter end to end on a tiny random CLIP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ovseg
+from ovseg.errors import ConfigError, ImageReadError, ImageTooLargeError, VocabularyError
+
+
+def tiny_config(model_name, **inference):
+    return {
+        "pipeline": {
+            "type": "SemanticSegmenter",
+            "backbone": {
+                "type": "ClipBackbone",
+                "model_name": model_name,
+                "dense_mode": "sclip",
+                "templates": "photo",
+            },
+            "logit_scale": 40.0,
+            "inference": {"mode": "slide", "crop_size": 32, "stride": 16, **inference},
+        }
+    }
+
+
+@pytest.fixture
+def image():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(40, 56, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def seg(tiny_model_names):
+    torch.manual_seed(0)
+    return ovseg.create_pipeline(tiny_config(tiny_model_names["vit"]), vocabulary=["cat", "dog|puppy", "sofa"])
+
+
+def test_result_shapes_and_json(seg, image):
+    result = seg(image)
+    assert result.sem_seg.shape == (40, 56)
+    assert result.probs.shape == (3, 40, 56)
+    assert set(np.unique(result.sem_seg)) <= {0, 1, 2}
+    summary = result.to_dict()
+    assert sum(c["area"] for c in summary["classes"]) == 40 * 56
+    assert [c["name"] for c in summary["classes"]] == ["cat", "dog", "sofa"]
+
+
+def test_matches_hand_computation_single_window(tiny_model_names, image):
+    torch.manual_seed(0)
+    seg = ovseg.create_pipeline(
+        tiny_config(tiny_model_names["vit"], mode="whole"), vocabulary=["cat", "dog|puppy", "sofa"]
+    )
+    result = seg(image)
+    backbone = seg.backbone
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    dense = F.normalize(backbone.encode_dense(backbone.normalize(tensor)), dim=1)[0]
+    text = backbone.encode_text(["cat", "dog", "puppy", "sofa"])
+    scores = torch.einsum("dhw,qd->qhw", dense, text)[None]
+    scores = F.interpolate(scores, size=(40, 56), mode="bilinear", align_corners=False)
+    scores = F.interpolate(scores, size=(40, 56), mode="bilinear", align_corners=False)[0]
+    probs = torch.softmax(40.0 * scores, dim=0)
+    probs = torch.stack([probs[0], probs[1:3].amax(0), probs[3]])
+    np.testing.assert_array_equal(result.sem_seg, probs.argmax(0).numpy())
+    np.testing.assert_allclose(result.probs, probs.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_slide_over_one_window_equals_whole(tiny_model_names):
+    image = np.random.default_rng(1).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    torch.manual_seed(0)
+    slide = ovseg.create_pipeline(tiny_config(tiny_model_names["vit"]), vocabulary=["a", "b"])
+    torch.manual_seed(0)
+    whole = ovseg.create_pipeline(tiny_config(tiny_model_names["vit"], mode="whole"), vocabulary=["a", "b"])
+    np.testing.assert_array_equal(slide(image).probs, whole(image).probs)
+
+
+def test_set_image_then_predict_reuses_tokens(seg, image, monkeypatch):
+    seg.set_image(image)
+    calls = []
+    original = seg.backbone.encode_dense
+    monkeypatch.setattr(seg.backbone, "encode_dense", lambda x: calls.append(1) or original(x))
+    first = seg.predict(["cat", "dog"])
+    second = seg.predict(["sofa", "cat", "table"])
+    assert calls == [] and first.class_names == ["cat", "dog"] and len(second.class_names) == 3
+    fresh = seg(image, ["cat", "dog"])
+    np.testing.assert_array_equal(first.probs, fresh.probs)
+
+
+def test_predict_batch_equals_single_images(seg, image):
+    other = np.ascontiguousarray(image[::-1, :40])
+    batch = seg.predict_batch([image, other])
+    for single, batched in zip([seg(image), seg(other)], batch):
+        np.testing.assert_allclose(batched.probs, single.probs, rtol=1e-5, atol=1e-6)
+
+
+def test_background_threshold_and_unlabelled(tiny_model_names, image):
+    cfg = tiny_config(tiny_model_names["vit"])
+    cfg["pipeline"]["postprocess"] = {"prob_threshold": 0.99}
+    seg = ovseg.create_pipeline(cfg, vocabulary=["background|sky", "cat", "dog"])
+    assert set(np.unique(seg(image).sem_seg)) <= {0, 1, 2}
+    assert (seg(image).sem_seg == 0).mean() > 0.5  # low confidence goes to background
+    no_bg = seg(image, ["cat", "dog"]).sem_seg
+    assert (no_bg == 255).mean() > 0.5  # no background class: unlabelled
+
+
+def test_pamr_runs(tiny_model_names, image):
+    cfg = tiny_config(tiny_model_names["vit"])
+    cfg["pipeline"]["postprocess"] = {"pamr": {"num_iter": 2, "dilations": [1, 2]}}
+    result = ovseg.create_pipeline(cfg, vocabulary=["a", "b"])(image)
+    assert result.sem_seg.shape == (40, 56)
+
+
+def test_bad_inputs(seg, tiny_model_names, tmp_path):
+    with pytest.raises(VocabularyError):
+        seg(np.zeros((8, 8, 3), np.uint8), [])
+    with pytest.raises(VocabularyError):
+        seg(np.zeros((8, 8, 3), np.uint8), ["cat", "cat"])
+    with pytest.raises(ConfigError, match="No preset"):
+        ovseg.create_pipeline("no-such-preset")
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(ImageReadError):
+        seg(bad)
+    cfg = tiny_config(tiny_model_names["vit"], max_pixels=100)
+    with pytest.raises(ImageTooLargeError):
+        ovseg.create_pipeline(cfg, vocabulary=["a"])(np.zeros((20, 20, 3), np.uint8))
+    with pytest.raises(ConfigError, match="inference"):
+        ovseg.create_pipeline(tiny_config(tiny_model_names["vit"], bogus=1), vocabulary=["a"])
+    with pytest.raises(ConfigError, match="set_image"):
+        ovseg.create_pipeline(tiny_config(tiny_model_names["vit"]), vocabulary=["a"]).predict()

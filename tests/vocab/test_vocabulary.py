@@ -1,0 +1,40 @@
+"""Vocabulary parsing and validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ovseg.errors import VocabularyError
+from ovseg.vocab import Vocabulary, load_class_file
+
+
+def test_string_list_and_file_forms(tmp_path):
+    v = Vocabulary.create("person|man|woman, dog , sofa")
+    assert v.names == ["person", "dog", "sofa"]
+    assert v.queries == ["person", "man", "woman", "dog", "sofa"]
+    assert torch.equal(v.query_to_class, torch.tensor([0, 0, 0, 1, 2]))
+    assert Vocabulary.create(["cat", ["dog", "puppy"]]).queries == ["cat", "dog", "puppy"]
+    path = tmp_path / "classes.txt"
+    path.write_text("# comment\nbackground, sky, wall\n\ncat\n")
+    v = Vocabulary.from_file(path)
+    assert v.names == ["background", "cat"] and v.background_index == 0
+    assert Vocabulary.create({"file": str(path)}) == v
+
+
+def test_packaged_class_files():
+    assert len(load_class_file("voc21.txt")) == 21
+    assert len(load_class_file("ade.txt")) == 150
+    objects = Vocabulary.from_file("object.txt")  # "bed" is in two classes, as in the reference
+    assert len(objects) == 81 and objects.queries.count("bed") == 2
+
+
+@pytest.mark.parametrize("spec", ["", " , ", [], ["cat", "Cat"], "dog,dog"])
+def test_bad_vocabularies(spec):
+    with pytest.raises(VocabularyError):
+        Vocabulary.create(spec)
+
+
+def test_missing_file():
+    with pytest.raises(VocabularyError, match="does not exist"):
+        Vocabulary.from_file("no-such-classes.txt")
