@@ -43,9 +43,9 @@ import torch
 import torch.nn.functional as F
 
 from ovseg.errors import ConfigError, OVSegError
+from ovseg.fileio import atomic_write_text
 from ovseg.inference.resize import rescale_size
 from ovseg.inference.sliding import sliding_windows
-from ovseg.io import atomic_path
 from ovseg.models.backbones.dense_vit import vit_dense_tokens
 from ovseg.models.backbones.templates import resolve_templates
 from ovseg.vocab import Vocabulary
@@ -717,9 +717,7 @@ def format_markdown(result: dict[str, Any]) -> str:
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
     """Write ``data`` as indented JSON to ``path`` atomically (temporary name, then rename)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    return Path(path)
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- command line

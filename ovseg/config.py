@@ -152,15 +152,7 @@ def to_container(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def save_resolved_config(cfg: DictConfig | Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write the fully resolved config as YAML, atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(to_container(cfg), handle, sort_keys=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """Write the fully resolved config as YAML, atomically (temporary file, then rename)."""
+    from ovseg.fileio import atomic_write_text
+
+    return atomic_write_text(path, yaml.safe_dump(to_container(cfg), sort_keys=False))

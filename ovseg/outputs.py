@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ovseg.data.atomic import atomic_write_text, save_png
+from ovseg.fileio import atomic_write_text, save_png
 from ovseg.structures import OVSegResult
 from ovseg.visualize import overlay
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ovseg.data.atomic import atomic_write_json, atomic_write_text, save_jpeg, save_png
 from ovseg.data.synthetic import Scene
+from ovseg.fileio import atomic_write_json, atomic_write_text, save_jpeg, save_png
 
 ADE_DIRNAME = "ADEChallengeData2016"
 CLASS_FILENAME = "ovseg_classes.txt"

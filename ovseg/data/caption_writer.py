@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ovseg.data.atomic import atomic_write_text, save_jpeg
 from ovseg.data.phrasing import object_caption, relation, stuff_caption
 from ovseg.data.synthetic import SPLIT_CODES, Scene
 from ovseg.data.synthetic_vocab import CLASS_NAMES, NUM_THINGS, UNSEEN_IDS
+from ovseg.fileio import atomic_write_text, save_jpeg
 
 _CAPTION_STREAM = 7  # separates the crop generator from the scene generator of the same index
 

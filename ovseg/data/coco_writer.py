@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ovseg.data.atomic import atomic_write_json, save_jpeg
 from ovseg.data.synthetic import Scene
+from ovseg.fileio import atomic_write_json, save_jpeg
 
 SEGMENTATION_KINDS = ("rle", "polygon")
 

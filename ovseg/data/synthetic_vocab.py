@@ -92,7 +92,7 @@ def class_file_text() -> str:
 
 def write_class_file(path: str | os.PathLike) -> Path:
     """Write the class list to ``path`` atomically (temp name + rename); returns the path."""
-    from ovseg.data.atomic import atomic_write_text
+    from ovseg.fileio import atomic_write_text
 
     path = Path(path)
     atomic_write_text(path, class_file_text())

@@ -16,12 +16,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ovseg.data.ade_writer import ADE_DIRNAME, ADE20KWriter
-from ovseg.data.atomic import atomic_write_json
 from ovseg.data.caption_writer import CaptionWriter
 from ovseg.data.coco_writer import CocoWriter
 from ovseg.data.synthetic import generate_scene, scene_rng
 from ovseg.data.synthetic_vocab import CLASS_NAMES, THING_CLASSES, UNSEEN_CLASSES
 from ovseg.errors import DatasetError
+from ovseg.fileio import atomic_write_json
 
 FORMATS: dict[str, str] = {"ade20k": ADE_DIRNAME, "coco": "coco", "captions": "captions"}
 """Format name -> the folder it owns under the output directory."""

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from tqdm import tqdm
 
 from ovseg.evaluation.semseg import COUNT_KEYS, SemSegMetric
 from ovseg.evaluation.table import format_table
+from ovseg.fileio import atomic_write_text
 
 
 def _dist_info() -> tuple[int, int]:
@@ -68,24 +67,8 @@ def results_to_json(results: dict[str, Any], metric: SemSegMetric) -> dict[str, 
 
 
 def write_json_atomic(path: str | Path, document: Any) -> Path:
-    """Write ``document`` as indented JSON to ``path`` via a temporary file and ``os.replace``.
-
-    A reader never sees a half-written file; on failure the temporary file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``document`` as indented strict JSON to ``path`` atomically (NaN is refused)."""
+    return atomic_write_text(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
 def evaluate_semantic(

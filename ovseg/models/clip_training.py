@@ -54,6 +54,7 @@ class ContrastiveCLIP(nn.Module):
         gather_with_grad: all-gather features with gradients. Keep True: only then do the
             gradients equal single-process training with the same global batch (see forward).
         crop_scale: area range of the training random resized crop.
+        crop_ratio: aspect-ratio range of that crop (``[1, 1]`` keeps shapes undistorted).
         hflip: random horizontal flip in training.
         color_jitter: None (off: colour is often what a caption says) or a strength in [0, 1]
             used for brightness, contrast and saturation.
@@ -72,6 +73,7 @@ class ContrastiveCLIP(nn.Module):
         local_loss: bool = False,
         gather_with_grad: bool = True,
         crop_scale: Sequence[float] = (0.7, 1.0),
+        crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
         hflip: bool = True,
         color_jitter: float | None = None,
         decay_embeddings: bool = False,
@@ -99,6 +101,7 @@ class ContrastiveCLIP(nn.Module):
         self.local_loss = bool(local_loss)
         self.gather_with_grad = bool(gather_with_grad)
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
+        self.crop_ratio = (float(crop_ratio[0]), float(crop_ratio[1]))
         self.hflip = bool(hflip)
         self.color_jitter = color_jitter
         self.decay_embeddings = bool(decay_embeddings)
@@ -121,7 +124,9 @@ class ContrastiveCLIP(nn.Module):
                 [T.Resize(min(self.image_size), bicubic), T.CenterCrop(self.image_size), *norm]
             )
         steps: list[Any] = [
-            T.RandomResizedCrop(self.image_size, scale=self.crop_scale, interpolation=bicubic)
+            T.RandomResizedCrop(
+                self.image_size, scale=self.crop_scale, ratio=self.crop_ratio, interpolation=bicubic
+            )
         ]
         if self.hflip:
             steps.append(T.RandomHorizontalFlip())

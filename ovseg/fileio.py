@@ -1,4 +1,4 @@
-"""Atomic file writes for dataset writers: temporary name in the target folder, then rename.
+"""Atomic file writes: a temporary name in the target folder, then a rename into place.
 
 A reader never sees a half-written file under the final name; an exception while writing
 removes the temporary file. Bulk files (thousands of images) skip fsync for speed: the rename
