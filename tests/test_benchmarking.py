@@ -167,3 +167,11 @@ def test_main_prints_table_and_writes_json(tiny_model_names, tmp_path, capsys):
 def test_main_reports_bad_settings(capsys):
     assert main(["--images", "0", "--quiet"]) == 2
     assert "num_images must be positive" in capsys.readouterr().err
+
+
+def test_bf16_ovseg_against_fp32_baseline_reports_agreement(tiny_model_names):
+    result = run_benchmark(tiny_model_names["vit"], "sclip", precision="bf16", **TINY)
+    check = result["check"]
+    assert result["settings"]["precision"] == "bf16"
+    assert 0.0 < check["label_agreement"] <= 1.0
+    assert check["max_abs_score_diff"] > 0  # bf16 really ran: scores are not bit-identical

@@ -167,6 +167,16 @@ class ClipBackbone(nn.Module):
         size = visual.image_size
         self.image_size = int(size[0] if isinstance(size, tuple) else size)
 
+    def set_precision(self, precision: str) -> None:
+        """Cast the model to ``fp32``, ``bf16`` or ``fp16`` (inputs follow; outputs stay float32)."""
+        if precision not in _PRECISIONS:
+            raise ConfigError(
+                f"precision must be one of {', '.join(_PRECISIONS)}, not {precision!r}."
+            )
+        self.dtype = _PRECISIONS[precision]
+        self.model.to(dtype=self.dtype)
+        self._text_cache.clear()
+
     @property
     def device(self) -> torch.device:
         return self.mean.device
