@@ -17,7 +17,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
     ("ovseg-ViT-Ti-8", "shapes"): {
         "file": "ovseg-ViT-Ti-8-shapes.safetensors",
-        "sha256": "",
+        "sha256": "402754bc7f95c67e54ee898310260fc6da712994620727fccacb4ab8f6fedc4b",
         "recipe": (
             "ovseg data synth --out data/synth --num 8000 --num-val 500 --seed 0 && "
             "ovseg train configs/clip/shapes_tiny_clip.yaml && "
