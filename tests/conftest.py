@@ -13,13 +13,23 @@ TINY_TEXT = {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2,
 TINY_CONFIGS = {
     "ovseg-test-vit": {
         "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 16},
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 2,
+            "width": 64,
+            "patch_size": 8,
+            "head_width": 16,
+        },
         "text_cfg": TINY_TEXT,
     },
     "ovseg-test-vit-avg": {
         "embed_dim": 32,
         "vision_cfg": {
-            "image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 16,
+            "image_size": 32,
+            "layers": 2,
+            "width": 64,
+            "patch_size": 8,
+            "head_width": 16,
             "pool_type": "avg",
         },
         "text_cfg": TINY_TEXT,
@@ -47,7 +57,9 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.2 + (param.ndim == 1) * 0.5)
+            param.copy_(
+                torch.randn(param.shape, generator=generator) * 0.2 + (param.ndim == 1) * 0.5
+            )
     return model
 
 

@@ -34,8 +34,17 @@ def image_folder(tmp_path):
 def test_predict_folder_writes_outputs(tiny_yaml, image_folder, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(
-        ["predict", str(image_folder), "--preset", str(tiny_yaml), "--vocab", "cat,dog|puppy",
-         "--out", str(out), "pipeline.logit_scale=30"]
+        [
+            "predict",
+            str(image_folder),
+            "--preset",
+            str(tiny_yaml),
+            "--vocab",
+            "cat,dog|puppy",
+            "--out",
+            str(out),
+            "pipeline.logit_scale=30",
+        ]
     )
     assert code == 0
     for stem in ("a", "b"):
@@ -54,8 +63,19 @@ def test_predict_folder_writes_outputs(tiny_yaml, image_folder, tmp_path, capsys
 def test_predict_vocab_file(tiny_yaml, image_folder, tmp_path):
     vocab = tmp_path / "classes.txt"
     vocab.write_text("background, sky\ncat\n")
-    code = main(["predict", str(image_folder / "a.png"), "--preset", str(tiny_yaml),
-                 "--vocab-file", str(vocab), "--out", str(tmp_path / "o"), "--quiet"])
+    code = main(
+        [
+            "predict",
+            str(image_folder / "a.png"),
+            "--preset",
+            str(tiny_yaml),
+            "--vocab-file",
+            str(vocab),
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+        ]
+    )
     assert code == 0
     summary = json.loads((tmp_path / "o" / "a.json").read_text())
     assert [c["name"] for c in summary["classes"]] == ["background", "cat"]
@@ -67,7 +87,10 @@ def test_predict_vocab_file(tiny_yaml, image_folder, tmp_path):
         (["predict", "missing.png", "--vocab", "a"], "does not exist"),
         (["predict", "{img}", "--preset", "no-such-preset", "--vocab", "a"], "No preset"),
         (["predict", "{img}", "--preset", "{cfg}", "--vocab", "a,a"], "more than once"),
-        (["predict", "{img}", "--preset", "{cfg}", "--vocab", "a", "--vocab-file", "x"], "not both"),
+        (
+            ["predict", "{img}", "--preset", "{cfg}", "--vocab", "a", "--vocab-file", "x"],
+            "not both",
+        ),
     ],
 )
 def test_errors_exit_2_with_message(args, message, tiny_yaml, image_folder, capsys, tmp_path):
@@ -87,8 +110,21 @@ def test_list_and_config(capsys):
 
 
 def test_data_synth_small(tmp_path, capsys):
-    code = main(["data", "synth", "--out", str(tmp_path / "w"), "--num", "3", "--num-val", "2",
-                 "--formats", "ade20k", "--quiet"])
+    code = main(
+        [
+            "data",
+            "synth",
+            "--out",
+            str(tmp_path / "w"),
+            "--num",
+            "3",
+            "--num-val",
+            "2",
+            "--formats",
+            "ade20k",
+            "--quiet",
+        ]
+    )
     assert code == 0
     root = tmp_path / "w" / "ADEChallengeData2016"
     assert len(list((root / "images" / "training").iterdir())) == 3

@@ -52,7 +52,9 @@ def test_presets_resolve_and_preset_as_base(tmp_path):
     cfg = load_config("sclip-vitb16-voc21")
     assert cfg.pipeline.backbone.dense_mode == "sclip"
     assert cfg.pipeline.logit_scale == 65.0
-    child = _write(tmp_path / "c.yaml", {"_base_": "sclip-vitb16-voc21", "pipeline": {"logit_scale": 1.0}})
+    child = _write(
+        tmp_path / "c.yaml", {"_base_": "sclip-vitb16-voc21", "pipeline": {"logit_scale": 1.0}}
+    )
     assert load_config(child).pipeline.logit_scale == 1.0
 
 

@@ -27,7 +27,9 @@ def test_register_get_alias_and_build_nested():
     )
     assert [w.size for w in car.wheels] == [3, 1]
     assert parts.get("wheel_alias") is Wheel
-    assert build_nested({"x": {"type": "not-registered", "a": 1}}) == {"x": {"type": "not-registered", "a": 1}}
+    assert build_nested({"x": {"type": "not-registered", "a": 1}}) == {
+        "x": {"type": "not-registered", "a": 1}
+    }
 
 
 def test_unknown_name_lists_close_matches():

@@ -22,8 +22,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def eval_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("evalrun")
-    write_synthetic_world(root / "synth", num_train=0, num_val=5, seed=3, image_size=64,
-                          formats=("ade20k",), progress=False)
+    write_synthetic_world(
+        root / "synth",
+        num_train=0,
+        num_val=5,
+        seed=3,
+        image_size=64,
+        formats=("ade20k",),
+        progress=False,
+    )
     configs = root / "model_configs"
     configs.mkdir()
     (configs / "ovseg-test-vit.json").write_text(json.dumps(TINY_CONFIGS["ovseg-test-vit"]))
@@ -32,11 +39,17 @@ def eval_setup(tmp_path_factory):
         "custom_model_configs": str(configs),
         "pipeline": {
             "type": "SemanticSegmenter",
-            "backbone": {"type": "ClipBackbone", "model_name": "ovseg-test-vit", "templates": "photo",
-                         "dense_mode": "naclip"},
+            "backbone": {
+                "type": "ClipBackbone",
+                "model_name": "ovseg-test-vit",
+                "templates": "photo",
+                "dense_mode": "naclip",
+            },
             "inference": {"mode": "slide", "crop_size": 32, "stride": 16},
         },
-        "data": {"test": {"type": "ADE20KDataset", "root": str(root / "synth"), "split": "validation"}},
+        "data": {
+            "test": {"type": "ADE20KDataset", "root": str(root / "synth"), "split": "validation"}
+        },
         "evaluation": {"groups": "auto", "progress": False},
         "seed": 0,
     }
@@ -60,14 +73,31 @@ def test_eval_one_process_vs_torchrun(eval_setup, capsys):
     assert one["num_images"] == 5 and set(one["groups"]) == {"seen", "unseen"}
     assert (root / "one" / "config.yaml").is_file()
 
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    )
     env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-port", str(_free_port()), str(REPO_ROOT / "tools" / "test.py"), str(cfg),
-         "--work-dir", str(root / "two")],
-        check=True, env=env, cwd=root, capture_output=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(_free_port()),
+            str(REPO_ROOT / "tools" / "test.py"),
+            str(cfg),
+            "--work-dir",
+            str(root / "two"),
+        ],
+        check=True,
+        env=env,
+        cwd=root,
+        capture_output=True,
+        timeout=240,
     )
     two = json.loads((root / "two" / "results.json").read_text())
     assert two == one

@@ -18,7 +18,6 @@ from ovseg.evaluation.semseg import SemSegMetric
 from ovseg.model_zoo import embedded
 from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, WEIGHTS_DIR, embedded_checkpoint
 
-
 # README reports aAcc 87.6, seen mIoU 13.5, unseen 13.5 on 500 scenes; 24 scenes vary more.
 AACC_BOUND = 70.0
 SEEN_MIOU_BOUND = 6.0
@@ -52,7 +51,10 @@ def test_default_preset_segments_held_out_scenes(shapes_tiny):
     metric = SemSegMetric(
         num_classes=len(data.class_names),
         class_names=data.class_names,
-        groups={"seen": [c for c in data.class_names if c not in data.unseen], "unseen": data.unseen},
+        groups={
+            "seen": [c for c in data.class_names if c not in data.unseen],
+            "unseen": data.unseen,
+        },
     )
     for sample in data:
         metric.process(shapes_tiny(sample["image"]).sem_seg, sample["label"])
@@ -67,5 +69,7 @@ def test_demo_scene_finds_its_classes(shapes_tiny):
     vocabulary = ovseg.Vocabulary.from_file(DEMO / "shapes_scene.txt")
     result = shapes_tiny(DEMO / "shapes_scene.jpg", vocabulary)
     areas = result.areas()
-    assert areas["water"] > 0.15 * result.sem_seg.size and areas["wall"] > 0.15 * result.sem_seg.size
+    assert (
+        areas["water"] > 0.15 * result.sem_seg.size and areas["wall"] > 0.15 * result.sem_seg.size
+    )
     assert np.isin(result.sem_seg, range(len(vocabulary))).all()

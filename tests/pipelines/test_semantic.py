@@ -36,7 +36,9 @@ def image():
 @pytest.fixture
 def seg(tiny_model_names):
     torch.manual_seed(0)
-    return ovseg.create_pipeline(tiny_config(tiny_model_names["vit"]), vocabulary=["cat", "dog|puppy", "sofa"])
+    return ovseg.create_pipeline(
+        tiny_config(tiny_model_names["vit"]), vocabulary=["cat", "dog|puppy", "sofa"]
+    )
 
 
 def test_result_shapes_and_json(seg, image):
@@ -73,7 +75,9 @@ def test_slide_over_one_window_equals_whole(tiny_model_names):
     torch.manual_seed(0)
     slide = ovseg.create_pipeline(tiny_config(tiny_model_names["vit"]), vocabulary=["a", "b"])
     torch.manual_seed(0)
-    whole = ovseg.create_pipeline(tiny_config(tiny_model_names["vit"], mode="whole"), vocabulary=["a", "b"])
+    whole = ovseg.create_pipeline(
+        tiny_config(tiny_model_names["vit"], mode="whole"), vocabulary=["a", "b"]
+    )
     np.testing.assert_array_equal(slide(image).probs, whole(image).probs)
 
 

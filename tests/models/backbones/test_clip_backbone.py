@@ -29,10 +29,15 @@ def saved_vit(tiny_model_names, tmp_path):
     torch.save(state, paths["bin"])
     save_file({k: v.contiguous() for k, v in state.items()}, paths["safetensors"])
     # open_clip training checkpoints wrap the weights: {"epoch", "state_dict" with "module." keys}
-    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in state.items()}}, paths["wrapped"])
+    torch.save(
+        {"epoch": 1, "state_dict": {f"module.{k}": v for k, v in state.items()}}, paths["wrapped"]
+    )
     folder = tmp_path / "hub"
     folder.mkdir()
-    cfg = {"model_cfg": TINY_CONFIGS[tiny_model_names["vit"]], "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    cfg = {
+        "model_cfg": TINY_CONFIGS[tiny_model_names["vit"]],
+        "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.25] * 3},
+    }
     (folder / "open_clip_config.json").write_text(json.dumps(cfg))
     save_file({k: v.contiguous() for k, v in state.items()}, folder / "open_clip_model.safetensors")
     paths["folder"] = folder
@@ -89,7 +94,9 @@ def test_torchscript_archive_is_refused(tiny_model_names, tmp_path):
 @pytest.fixture
 def backbone(saved_vit, tiny_model_names):
     _, paths = saved_vit
-    return ClipBackbone(tiny_model_names["vit"], checkpoint=str(paths["safetensors"]), templates="imagenet80")
+    return ClipBackbone(
+        tiny_model_names["vit"], checkpoint=str(paths["safetensors"]), templates="imagenet80"
+    )
 
 
 def test_encode_text_is_template_ensemble(backbone):
@@ -111,7 +118,9 @@ def test_repeated_vocabulary_costs_no_text_call(backbone, monkeypatch):
     backbone.encode_text(["a", "b"])
     calls = []
     original = backbone.model.encode_text
-    monkeypatch.setattr(backbone.model, "encode_text", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(
+        backbone.model, "encode_text", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
     backbone.encode_text(["b", "a", "a"])
     assert calls == []
     backbone.encode_text(["a", "c"])
@@ -141,13 +150,18 @@ def test_resnet_dense_matches_attention_pool(tiny_model_names):
         # every position as the only query of the same pool, computed by hand
         x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(images)))))
         tokens = x.flatten(2).permute(2, 0, 1)
-        tokens = torch.cat([tokens.mean(0, keepdim=True), tokens]) + visual.attnpool.positional_embedding[:, None]
+        tokens = (
+            torch.cat([tokens.mean(0, keepdim=True), tokens])
+            + visual.attnpool.positional_embedding[:, None]
+        )
         pool = visual.attnpool
         q, k, v = pool.q_proj(tokens), pool.k_proj(tokens), pool.v_proj(tokens)
         heads, (length, batch, width) = pool.num_heads, tokens.shape
         hd = width // heads
+
         def split(t):
             return t.reshape(length, batch, heads, hd).permute(1, 2, 0, 3)
+
         attn = torch.softmax(split(q) @ split(k).transpose(-1, -2) / hd**0.5, dim=-1)
         out = (attn @ split(v)).permute(0, 2, 1, 3).reshape(batch, length, width)
         out = pool.c_proj(out)

@@ -83,7 +83,9 @@ def _reference_last_block(block, x, mode, grid, std=5.0):
         elif mode == "maskclip":
             a = torch.eye(x.shape[1]).expand(x.shape[0], -1, -1)
         elif mode == "sclip":
-            a = _softmax_rows(qh @ qh.transpose(-1, -2) * s) + _softmax_rows(kh @ kh.transpose(-1, -2) * s)
+            a = _softmax_rows(qh @ qh.transpose(-1, -2) * s) + _softmax_rows(
+                kh @ kh.transpose(-1, -2) * s
+            )
         elif mode == "clearclip":
             a = _softmax_rows(qh @ qh.transpose(-1, -2) * s)
         elif mode == "naclip":
