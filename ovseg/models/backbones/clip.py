@@ -9,6 +9,8 @@ and normalised with :attr:`ClipBackbone.mean` / :attr:`ClipBackbone.std` (see
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,9 +32,28 @@ from ovseg.models.backbones.dense_vit import check_dense_mode, vit_dense_tokens
 from ovseg.models.backbones.templates import resolve_templates
 from ovseg.registry import BACKBONES
 
+LOGGER = logging.getLogger(__name__)
 MODEL_CONFIG_DIR = Path(__file__).resolve().parents[2] / "model_zoo" / "model_configs"
 _PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _TEXT_BATCH = 1024  # prompts per text-encoder call
+
+
+class _QuietRandomInit(logging.Filter):
+    """Drops open_clip's "initialized randomly" warning: ovseg loads the weights right after."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning():
+    root = logging.getLogger()
+    quiet = _QuietRandomInit()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 def register_packaged_model_configs() -> None:
@@ -67,7 +88,8 @@ def build_open_clip_model(
         )
     if ckpt is not None and ckpt.is_dir():
         folder_cfg = read_folder_config(ckpt)
-        model = open_clip.create_model(f"local-dir:{ckpt}", load_weights=False)
+        with _quiet_random_init_warning():
+            model = open_clip.create_model(f"local-dir:{ckpt}", load_weights=False)
         pp = folder_cfg.get("preprocess_cfg", {})
         mean = tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
         std = tuple(pp.get("std", open_clip.OPENAI_DATASET_STD))
@@ -87,11 +109,18 @@ def build_open_clip_model(
         )
     if quick_gelu is None:
         quick_gelu = bool(tag_cfg.get("quick_gelu", False))
-    model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=quick_gelu)
+    with _quiet_random_init_warning():
+        model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=quick_gelu)
     mean = tuple(tag_cfg.get("mean", model.visual.preprocess_cfg["mean"]))
     std = tuple(tag_cfg.get("std", model.visual.preprocess_cfg["std"]))
     if ckpt is not None:
         load_clip_state_dict(model, ckpt)
+    else:
+        LOGGER.warning(
+            "%s has random weights (no pretrained tag or checkpoint given); its outputs are "
+            "meaningless except for tests and speed measurements.",
+            model_name,
+        )
     return model.eval(), mean, std
 
 
