@@ -22,24 +22,27 @@ TINY_CONFIGS = {
         },
         "text_cfg": TINY_TEXT,
     },
-    "ovseg-test-vit-avg": {
-        "embed_dim": 32,
-        "vision_cfg": {
-            "image_size": 32,
-            "layers": 2,
-            "width": 64,
-            "patch_size": 8,
-            "head_width": 16,
-            "pool_type": "avg",
-        },
-        "text_cfg": TINY_TEXT,
-    },
     "ovseg-test-rn": {
         "embed_dim": 32,
         "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8},
         "text_cfg": TINY_TEXT,
     },
 }
+
+
+TINY_CONFIGS["ovseg-test-vit-avg"] = {
+    **TINY_CONFIGS["ovseg-test-vit"],
+    "vision_cfg": {**TINY_CONFIGS["ovseg-test-vit"]["vision_cfg"], "pool_type": "avg"},
+}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread: tiny models on a shared, busy CPU only get slower with more."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

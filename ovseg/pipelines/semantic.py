@@ -115,7 +115,8 @@ class SemanticSegmenter:
         self.pamr = PAMR(**dict(pamr)).to(backbone.device) if pamr else None
         self.vocabulary = Vocabulary.create(vocabulary) if vocabulary is not None else None
         self._features: ImageFeatures | None = None
-        self.meta: dict[str, Any] = {}
+        self.meta: dict[str, Any] = {}  # copied into every result (create_pipeline: the source)
+        self.config: Any = None  # the resolved config this pipeline was built from, if any
 
     # ----------------------------------------------------------------- vocabulary
     def set_vocabulary(self, vocabulary: Any) -> Vocabulary:

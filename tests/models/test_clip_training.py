@@ -17,14 +17,7 @@ from ovseg.errors import ConfigError
 from ovseg.models.clip_training import ContrastiveCLIP
 from tests.engine.clip_tiny import MODEL_NAME, make_model_config_dir, tiny_train_config
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # tiny models on a shared CPU: several intra-op threads only fight each other
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
