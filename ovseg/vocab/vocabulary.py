@@ -1,8 +1,10 @@
 """``Vocabulary``: the classes a user asks for, each with one or more names (synonyms).
 
 Class files hold one class per line; a line's names are separated by commas and the first one is
-the display name (``person, person in shirt, person in jeans``). Empty lines and lines starting
-with ``#`` are skipped. In a one-line string (the CLI's ``--vocab``), classes are separated by
+the display name (``person, person in shirt, person in jeans``). A line may instead start with
+``display name:`` to show a name that is not itself a query (``background: sky, wall, tree``
+queries the stuff words and displays "background"). Empty lines and lines starting with ``#``
+are skipped. In a one-line string (the CLI's ``--vocab``), classes are separated by
 commas and a class's synonyms by ``|`` (``"person|man|woman, dog, sofa"``).
 
 A name may appear in two classes (the reference class lists do this, e.g. "bed" both as a
@@ -33,8 +35,19 @@ def _clean(names: Sequence[str]) -> tuple[str, ...]:
     return cleaned
 
 
-def load_class_file(path: str | Path) -> list[tuple[str, ...]]:
-    """Read a class file (bare names resolve to ``ovseg/model_zoo/classes/<name>``)."""
+def parse_class_line(line: str) -> tuple[str | None, tuple[str, ...]]:
+    """``"display: a, b"`` -> ``("display", ("a", "b"))``; ``"a, b"`` -> ``(None, ("a", "b"))``."""
+    head = line.split(",", 1)[0]
+    if ":" in head:
+        display, rest = line.split(":", 1)
+        display = display.strip()
+        if not display:
+            raise VocabularyError(f"Empty display name before ':' in class line {line!r}.")
+        return display, _clean(rest.split(","))
+    return None, _clean(line.split(","))
+
+
+def _class_file_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file() and (CLASS_DIR / path).is_file():
         path = CLASS_DIR / path
@@ -43,11 +56,26 @@ def load_class_file(path: str | Path) -> list[tuple[str, ...]]:
             f"Class file {path} does not exist. Give a text file with one class per line "
             f"(synonyms after commas), or one of the packaged files in {CLASS_DIR}."
         )
-    classes = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            classes.append(_clean(line.split(",")))
-    return classes
+    return path
+
+
+def read_class_file(path: str | Path) -> list[tuple[str | None, tuple[str, ...]]]:
+    """Entries ``(display name or None, names)`` of a class file (see :func:`parse_class_line`)."""
+    lines = _class_file_path(path).read_text(encoding="utf-8").splitlines()
+    return [
+        parse_class_line(line)
+        for line in lines
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def load_class_file(path: str | Path) -> list[tuple[str, ...]]:
+    """Display name first, then the queries, per class (bare names resolve to the packaged files).
+
+    For a ``display: a, b`` line the tuple is ``(display, a, b)``; use :meth:`Vocabulary.from_file`
+    to keep the display name out of the queries.
+    """
+    return [((display,) if display else ()) + names for display, names in read_class_file(path)]
 
 
 @dataclass(frozen=True)
@@ -55,13 +83,16 @@ class Vocabulary:
     """Classes in order; ``classes[i]`` is the tuple of names of class ``i`` (display name first)."""
 
     classes: tuple[tuple[str, ...], ...]
+    display_names: tuple[str, ...] = ()  # optional; default: the first name of each class
 
     def __post_init__(self) -> None:
+        if self.display_names and len(self.display_names) != len(self.classes):
+            raise VocabularyError("display_names must give one name per class.")
         if not self.classes:
             raise VocabularyError(
                 "The vocabulary is empty; give at least one class name (e.g. --vocab 'cat,dog')."
             )
-        display = [names[0].lower() for names in self.classes]
+        display = [name.lower() for name in self.names]
         duplicates = sorted({n for n in display if display.count(n) > 1})
         if duplicates:
             raise VocabularyError(
@@ -77,7 +108,7 @@ class Vocabulary:
             return spec
         if isinstance(spec, dict) or hasattr(spec, "keys"):
             if spec.get("file"):
-                return cls(tuple(load_class_file(spec["file"])))
+                return cls.from_file(spec["file"])
             if spec.get("names"):
                 return cls.create(list(spec["names"]))
             raise VocabularyError("A vocabulary mapping needs 'file' or 'names'.")
@@ -95,7 +126,11 @@ class Vocabulary:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Vocabulary:
-        return cls(tuple(load_class_file(path)))
+        entries = read_class_file(path)
+        classes = tuple(names for _, names in entries)
+        if any(display for display, _ in entries):
+            return cls(classes, tuple(display or names[0] for display, names in entries))
+        return cls(classes)
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -103,6 +138,8 @@ class Vocabulary:
     @property
     def names(self) -> list[str]:
         """Display names, one per class."""
+        if self.display_names:
+            return list(self.display_names)
         return [names[0] for names in self.classes]
 
     @property
@@ -119,7 +156,7 @@ class Vocabulary:
 
     @property
     def background_index(self) -> int | None:
-        for index, names in enumerate(self.classes):
-            if names[0].lower() == BACKGROUND_NAME:
+        for index, name in enumerate(self.names):
+            if name.lower() == BACKGROUND_NAME:
                 return index
         return None

@@ -27,6 +27,21 @@ def test_packaged_class_files():
     assert len(load_class_file("ade.txt")) == 150
     objects = Vocabulary.from_file("object.txt")  # "bed" is in two classes, as in the reference
     assert len(objects) == 81 and objects.queries.count("bed") == 2
+    voc21 = Vocabulary.from_file("voc21.txt")
+    assert voc21.names[0] == "background" and voc21.background_index == 0
+    assert "background" not in voc21.queries  # displayed, not queried, as in the reference
+    assert voc21.queries[:3] == ["sky", "wall", "tree"] and len(voc21.queries) - len(voc21) > 25
+
+
+def test_display_name_lines(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("things: cup, mug\nplate\n")
+    v = Vocabulary.from_file(path)
+    assert v.names == ["things", "plate"] and v.queries == ["cup", "mug", "plate"]
+    assert load_class_file(path)[0] == ("things", "cup", "mug")
+    path.write_text(": cup\n")
+    with pytest.raises(VocabularyError, match="display name"):
+        Vocabulary.from_file(path)
 
 
 @pytest.mark.parametrize("spec", ["", " , ", [], ["cat", "Cat"], "dog,dog"])
