@@ -2,51 +2,97 @@
 
 A reader never sees a half-written file under the final name; an exception while writing
 removes the temporary file. Bulk files (thousands of images) skip fsync for speed: the rename
-still makes them appear whole or not at all. Index files (JSON, CSV, class lists) pass
-``durable=True`` and go through ``ovseg.io.atomic_path``, which also fsyncs file and folder.
+still makes them appear whole or not at all. Index files (JSON, CSV, class lists, checkpoints)
+are durable: file and folder are fsynced too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
-import tempfile
-from collections.abc import Callable
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from ovseg.io import atomic_path
 
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
+        os.fsync(fd)
+    except OSError:
+        if os.name != "nt":  # Windows cannot fsync a read-only handle; elsewhere it is real
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    if os.name == "nt":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse directory fsync; the rename already happened
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds.
+
+    The temporary file lives in the same directory (so the final ``os.replace`` is atomic on one
+    filesystem), is named ``.<name>.<random>.tmp<suffix>`` (it keeps the target's suffix so
+    writers that pick a format from the extension still work) and does not exist yet: the block
+    creates it, with the usual permissions.  On success the file is fsynced, renamed onto
+    ``path`` and the directory is fsynced.  On any exception (including ``KeyboardInterrupt``)
+    the temporary file is deleted and ``path`` is left untouched.  Missing parent directories
+    are created.  ``durable=False`` skips the fsyncs (bulk files such as dataset images: the
+    rename still makes them appear whole or not at all).
+
+    Example::
+
+        with atomic_path("out/result.json") as tmp:
+            tmp.write_text(json.dumps(result))
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(
+        f".{target.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp{target.suffix}"
+    )
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(
+                f"nothing was written to the temporary file {tmp} for {target}; the block inside "
+                "atomic_path() must create it"
+            )
+        if durable:
+            _fsync_path(tmp)
+        os.replace(tmp, target)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise
-    return path
+    if durable:
+        _fsync_dir(target.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically; ``durable`` also fsyncs (use for index files)."""
-    if durable:
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(data)
-        return Path(path)
-    return atomic_write(path, lambda f: f.write(data))
+    with atomic_path(path, durable=durable) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -73,8 +119,3 @@ def save_jpeg(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> 
     coloured objects lose much more to 4:2:0 (mean error ~7 vs ~3 grey levels at quality 95).
     """
     return atomic_write_bytes(path, encode_image(image, "JPEG", quality=quality, subsampling=0))
-
-
-def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """Save an HW uint8 (e.g. a label map) or HWC uint8 array as PNG atomically."""
-    return atomic_write_bytes(path, encode_image(array, "PNG"))

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import secrets
 import threading
 import warnings
 from collections.abc import Iterator
@@ -38,11 +37,11 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ovseg.errors import ImageReadError, ImageTooLargeError
+from ovseg.fileio import atomic_path
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageSource",
-    "atomic_path",
     "read_image",
     "read_label_png",
     "write_png_atomic",
@@ -58,75 +57,6 @@ ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image |
 _PIL_GLOBALS_LOCK = threading.Lock()
 
 _UINT16_MAX = 65535
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic writing
-# --------------------------------------------------------------------------------------------
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        if os.name != "nt":  # Windows cannot fsync a read-only handle; elsewhere it is real
-            raise
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name == "nt":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse directory fsync; the rename already happened
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds.
-
-    The temporary file lives in the same directory (so the final ``os.replace`` is atomic on one
-    filesystem), is named ``.<name>.<random>.tmp<suffix>`` (it keeps the target's suffix so
-    writers that pick a format from the extension still work) and does not exist yet: the block
-    creates it, with the usual permissions.  On success the file is fsynced, renamed onto
-    ``path`` and the directory is fsynced.  On any exception (including ``KeyboardInterrupt``)
-    the temporary file is deleted and ``path`` is left untouched.  Missing parent directories
-    are created.
-
-    Example::
-
-        with atomic_path("out/result.json") as tmp:
-            tmp.write_text(json.dumps(result))
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(
-        f".{target.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp{target.suffix}"
-    )
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(
-                f"nothing was written to the temporary file {tmp} for {target}; the block inside "
-                "atomic_path() must create it"
-            )
-        _fsync_path(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(target.parent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,16 +434,19 @@ def _array_to_pil(arr: np.ndarray) -> Image.Image:
     raise ValueError(f"cannot write dtype {arr.dtype} as PNG; use uint8, uint16/int labels or bool")
 
 
-def write_png_atomic(image: np.ndarray | Image.Image, path: str | os.PathLike) -> Path:
+def write_png_atomic(
+    image: np.ndarray | Image.Image, path: str | os.PathLike, *, durable: bool = True
+) -> Path:
     """Write ``image`` as a PNG at ``path`` atomically (temp file in the same folder + rename).
 
     Accepted arrays: ``(H, W, 3)`` / ``(H, W, 4)`` ``uint8`` (RGB / RGBA); ``(H, W)`` or
     ``(H, W, 1)`` ``uint8`` (mode L), other integer dtypes with values in ``[0, 65535]``
     (16-bit PNG, read back by :func:`read_label_png` as ``int32``), ``bool`` (1-bit PNG).
-    PIL images are written in their own mode.  Returns the final path.
+    PIL images are written in their own mode.  ``durable=False`` skips the fsyncs (bulk files).
+    Returns the final path.
     """
     pil = image if isinstance(image, Image.Image) else _array_to_pil(np.asarray(image))
     target = Path(path)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, durable=durable) as tmp:
         pil.save(tmp, format="PNG")
     return target

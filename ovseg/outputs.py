@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ovseg.fileio import atomic_write_text, save_png
+from ovseg.fileio import atomic_write_text
+from ovseg.io import write_png_atomic
 from ovseg.structures import OVSegResult
 from ovseg.visualize import overlay
 
@@ -25,7 +26,7 @@ def write_semantic_outputs(
         "overlay": out_dir / f"{stem}_overlay.png",
         "json": out_dir / f"{stem}.json",
     }
-    save_png(paths["labels"], labels.astype(dtype))
-    save_png(paths["overlay"], overlay(image, labels, result.class_names))
+    write_png_atomic(labels.astype(dtype), paths["labels"])
+    write_png_atomic(overlay(image, labels, result.class_names), paths["overlay"])
     atomic_write_text(paths["json"], json.dumps(result.to_dict(), indent=2) + "\n")
     return paths

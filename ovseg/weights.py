@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 import torch
 
 from ovseg.errors import CheckpointError, UnsafeCheckpointError, WeightsNotFoundError
-from ovseg.io import atomic_path
+from ovseg.fileio import atomic_path
 
 __all__ = [
     "ALLOWED_GLOBALS",

@@ -14,7 +14,6 @@ from PIL import Image, ImageFile
 from ovseg.errors import ImageReadError, ImageTooLargeError
 from ovseg.io import (
     DEFAULT_MAX_PIXELS,
-    atomic_path,
     read_image,
     read_label_png,
     write_png_atomic,
@@ -467,23 +466,3 @@ def test_write_png_atomic_keeps_old_file_when_saving_fails(tmp_path, monkeypatch
         write_png_atomic(np.full((2, 2), 2, np.uint8), path)
     assert path.read_bytes() == before
     assert _leftovers(tmp_path) == []
-
-
-def test_atomic_path_success_and_failure(tmp_path):
-    target = tmp_path / "out.json"
-    with atomic_path(target) as tmp:
-        assert tmp.parent == tmp_path and tmp.suffix == ".json" and not tmp.exists()
-        tmp.write_text("new")
-    assert target.read_text() == "new"
-
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_path(target) as tmp:
-            tmp.write_text("partial")
-            raise RuntimeError("boom")
-    assert target.read_text() == "new"
-    assert _leftovers(tmp_path) == []
-
-    with pytest.raises(FileNotFoundError, match="nothing was written"):
-        with atomic_path(tmp_path / "never.txt"):
-            pass
-    assert not (tmp_path / "never.txt").exists()

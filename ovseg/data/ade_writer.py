@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ovseg.data.synthetic import Scene
-from ovseg.fileio import atomic_write_json, atomic_write_text, save_jpeg, save_png
+from ovseg.fileio import atomic_write_json, atomic_write_text, save_jpeg
+from ovseg.io import write_png_atomic
 
 ADE_DIRNAME = "ADEChallengeData2016"
 CLASS_FILENAME = "ovseg_classes.txt"
@@ -71,7 +72,7 @@ class ADE20KWriter:
         stem = ade_stem(split, index)
         save_jpeg(self.root / "images" / folder / f"{stem}.jpg", scene.image, self.quality)
         label = encode_ade_label(scene.label, len(self.class_names))
-        save_png(self.root / "annotations" / folder / f"{stem}.png", label)
+        write_png_atomic(label, self.root / "annotations" / folder / f"{stem}.png", durable=False)
         self.counts[split] += 1
 
     def finalize(self) -> dict:

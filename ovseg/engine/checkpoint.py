@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ovseg.errors import CheckpointError
-from ovseg.io import atomic_path
+from ovseg.fileio import atomic_path
 from ovseg.weights import load_checkpoint, save_checkpoint
 
 LOGGER = logging.getLogger("ovseg.engine")

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ovseg.io import atomic_path
+from ovseg.fileio import atomic_path
 
 LOGGER = logging.getLogger("ovseg.engine")
 
