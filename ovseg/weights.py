@@ -18,7 +18,7 @@ Every failure is typed: :class:`~ovseg.errors.WeightsNotFoundError` (no such fil
 :class:`~ovseg.errors.UnsafeCheckpointError` (disallowed global),
 :class:`~ovseg.errors.CheckpointError` (truncated, corrupt or wrong content).
 
-Saving is atomic (:func:`atomic_path`, re-exported from :mod:`ovseg.io`): a crash mid-save
+Saving is atomic (:func:`atomic_path`, from :mod:`ovseg.fileio`): a crash mid-save
 leaves the previous file intact and no temporary file behind.
 """
 
