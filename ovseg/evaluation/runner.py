@@ -67,9 +67,8 @@ def run_semantic_evaluation(
     settings = to_container(cfg.get("evaluation", {}) or {})
     vocabulary = to_container(cfg)["vocabulary"] if cfg.get("vocabulary") else None
     class_names = list(dataset.class_names)
-    torch.manual_seed(
-        int(cfg.get("seed", 0))
-    )  # identical weights on every rank if randomly initialised
+    # identical weights on every rank if the backbone is randomly initialised
+    torch.manual_seed(int(cfg.get("seed", 0)))
     pipeline = create_pipeline(cfg, vocabulary or class_names, device=str(info.device))
     if len(pipeline.vocabulary) != len(class_names):
         raise ConfigError(

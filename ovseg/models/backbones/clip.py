@@ -38,6 +38,12 @@ _PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.floa
 _TEXT_BATCH = 1024  # prompts per text-encoder call
 
 
+def _dtype_for(precision: str) -> torch.dtype:
+    if precision not in _PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(_PRECISIONS)}, not {precision!r}.")
+    return _PRECISIONS[precision]
+
+
 class _QuietRandomInit(logging.Filter):
     """Drops open_clip's "initialized randomly" warning: ovseg loads the weights right after."""
 
@@ -157,17 +163,13 @@ class ClipBackbone(nn.Module):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        if precision not in _PRECISIONS:
-            raise ConfigError(
-                f"precision must be one of {', '.join(_PRECISIONS)}, not {precision!r}."
-            )
+        self.dtype = _dtype_for(precision)  # checked before the (possibly slow) model build
         self.model_name = model_name
         self.dense_mode = check_dense_mode(dense_mode)
         self.naclip_std = float(naclip_std)
         self.keep_residual = keep_residual
         self.keep_ffn = keep_ffn
         self.templates = resolve_templates(templates)
-        self.dtype = _PRECISIONS[precision]
         model, mean, std = build_open_clip_model(
             model_name, pretrained, checkpoint, quick_gelu=quick_gelu, cache_dir=cache_dir
         )
@@ -198,11 +200,7 @@ class ClipBackbone(nn.Module):
 
     def set_precision(self, precision: str) -> None:
         """Cast the model to ``fp32``, ``bf16`` or ``fp16`` (inputs follow; outputs stay float32)."""
-        if precision not in _PRECISIONS:
-            raise ConfigError(
-                f"precision must be one of {', '.join(_PRECISIONS)}, not {precision!r}."
-            )
-        self.dtype = _PRECISIONS[precision]
+        self.dtype = _dtype_for(precision)
         self.model.to(dtype=self.dtype)
         self._text_cache.clear()
 
