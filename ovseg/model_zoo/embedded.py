@@ -17,12 +17,12 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
     ("ovseg-ViT-Ti-8", "shapes"): {
         "file": "ovseg-ViT-Ti-8-shapes.safetensors",
-        "sha256": "402754bc7f95c67e54ee898310260fc6da712994620727fccacb4ab8f6fedc4b",
+        "sha256": "0b770b7a56f7398cf4d473682433735d50c4ab486af05042f60a67ab60b99731",
         "recipe": (
             "ovseg data synth --out data/synth --num 8000 --num-val 500 --seed 0 && "
             "ovseg train configs/clip/shapes_tiny_clip.yaml && "
             "python tools/export_weights.py work_dirs/shapes_tiny_clip/model_final.safetensors "
-            "ovseg/model_zoo/weights/ovseg-ViT-Ti-8-shapes.safetensors --fp16"
+            "ovseg/model_zoo/weights/ovseg-ViT-Ti-8-shapes.safetensors"
         ),
     },
 }
@@ -51,12 +51,15 @@ def export_weights(source: str | Path, destination: str | Path, *, fp16: bool = 
     """Copy a trained state dict to a shippable safetensors file (optionally fp16); returns sha256.
 
     Floating-point tensors are cast to fp16 (they are cast back to the model's dtype on load);
-    integer tensors are kept. The file is written atomically.
+    integer tensors are kept. The file is written atomically, and the same weights always give
+    the same bytes.
     """
     from ovseg.weights import load_state_dict, save_state_dict, sha256_file
 
     state = load_state_dict(source)
     if fp16:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    save_state_dict(state, destination, metadata={"format": "pt", "source": Path(source).name})
+    # a single metadata entry: safetensors writes several in arbitrary order, which would make
+    # the bytes, and so the sha256 in the table, differ between exports of the same weights
+    save_state_dict(state, destination, metadata={"format": "pt"})
     return sha256_file(destination)

@@ -73,3 +73,20 @@ def test_demo_scene_finds_its_classes(shapes_tiny):
         areas["water"] > 0.15 * result.sem_seg.size and areas["wall"] > 0.15 * result.sem_seg.size
     )
     assert np.isin(result.sem_seg, range(len(vocabulary))).all()
+
+
+def test_export_is_byte_reproducible(tmp_path):
+    import torch
+
+    from ovseg.model_zoo.embedded import export_weights
+    from ovseg.weights import load_state_dict, save_state_dict
+
+    source = tmp_path / "trained.safetensors"
+    save_state_dict(
+        {"b.weight": torch.randn(3, 4), "a.bias": torch.randn(4), "n": torch.arange(3)}, source
+    )
+    first = export_weights(source, tmp_path / "one.safetensors")
+    second = export_weights(source, tmp_path / "two.safetensors")
+    assert first == second
+    exported = load_state_dict(tmp_path / "one.safetensors")
+    assert exported["b.weight"].dtype == torch.float16 and exported["n"].dtype == torch.int64
