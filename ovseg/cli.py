@@ -220,17 +220,32 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _parser_factory(entry) -> argparse.ArgumentParser:
+    """A COMMANDS entry is a parser factory or a lazily imported ``"module:function"`` string."""
+    if isinstance(entry, str):
+        import importlib
+
+        module, _, name = entry.partition(":")
+        entry = getattr(importlib.import_module(module), name)
+    return entry()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "data":
-        if not rest or rest[0] != "synth":
-            print("usage: ovseg data synth --out DIR --num N [--seed S]", file=sys.stderr)
+    groups = {name.split()[0] for name in COMMANDS if " " in name}
+    if command in groups:
+        if not rest or f"{command} {rest[0]}" not in COMMANDS:
+            choices = [name for name in COMMANDS if name.startswith(command + " ")]
+            print(
+                f"usage: ovseg {command} {{{','.join(c.split()[1] for c in choices)}}} ...",
+                file=sys.stderr,
+            )
             return 2
-        command, rest = "data synth", rest[1:]
+        command, rest = f"{command} {rest[0]}", rest[1:]
     if command not in COMMANDS:
         print(f"ovseg: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
@@ -239,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ovseg.engine.launch import main_train
 
             return main_train(rest)
-        args = COMMANDS[command][0]().parse_intermixed_args(rest)
+        args = _parser_factory(COMMANDS[command][0]).parse_intermixed_args(rest)
         return int(args.func(args) or 0)
     except OVSegError as exc:
         print(f"ovseg: error: {exc}", file=sys.stderr)

@@ -68,3 +68,121 @@ class OVSegResult:
             "unlabelled_pixels": int((self.sem_seg == UNLABELLED).sum()),
             "meta": self.meta,
         }
+
+
+@dataclass
+class PointPrompts:
+    """Point prompts for a mask decoder.
+
+    Attributes:
+        coords: ``(P, 2)`` float32 ``(x, y)`` in input-image pixels (continuous; pixel centres at
+            ``i + 0.5``).
+        labels: ``(P,)`` int64: 1 positive (foreground), 0 negative (background), -1 neutral
+            (ignored by SAM's prompt encoder, kept so the selection can be displayed).
+    """
+
+    coords: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.coords = np.asarray(self.coords, dtype=np.float32).reshape(-1, 2)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        if len(self.coords) != len(self.labels):
+            raise ValueError(f"{len(self.coords)} point coordinates but {len(self.labels)} labels.")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "coords": [[round(float(x), 3), round(float(y), 3)] for x, y in self.coords],
+            "labels": [int(v) for v in self.labels],
+        }
+
+
+@dataclass
+class Instances:
+    """Named instance masks of one image (instance segmentation / detection).
+
+    Attributes:
+        masks: ``(N, H, W)`` bool, in input-image pixels.
+        boxes: ``(N, 4)`` float32 XYXY in input-image pixels (``x1, y1`` inclusive pixel edges,
+            ``x2, y2`` exclusive, so a one-pixel mask at (x, y) has box ``x, y, x+1, y+1``).
+        scores: ``(N,)`` float32 confidence in [0, 1].
+        labels: ``(N,)`` int64 index into ``class_names``.
+        class_names: display names, in vocabulary order.
+    """
+
+    masks: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+
+    def __post_init__(self) -> None:
+        self.masks = np.asarray(self.masks, dtype=bool)
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        n = len(self.scores)
+        if not (len(self.masks) == len(self.boxes) == len(self.labels) == n):
+            raise ValueError(
+                f"Instances need as many masks ({len(self.masks)}), boxes ({len(self.boxes)}) "
+                f"and labels ({len(self.labels)}) as scores ({n})."
+            )
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready list of instances (mask areas, not masks)."""
+        return {
+            "instances": [
+                {
+                    "label": int(label),
+                    "name": self.class_names[int(label)],
+                    "score": round(float(score), 6),
+                    "box_xyxy": [round(float(v), 2) for v in box],
+                    "area": int(mask.sum()),
+                }
+                for mask, box, score, label in zip(
+                    self.masks, self.boxes, self.scores, self.labels, strict=True
+                )
+            ],
+        }
+
+
+@dataclass
+class ReferringResult:
+    """Text-prompted (referring) segmentation of one image.
+
+    Attributes:
+        mask: ``(H, W)`` bool, in input-image pixels.
+        score: the mask decoder's predicted IoU of ``mask``.
+        phrase: the query phrase.
+        similarity: ``(H, W)`` float32 query-to-pixel similarity, min-max normalised to [0, 1].
+        points: the point prompts given to the mask decoder.
+    """
+
+    mask: np.ndarray
+    score: float
+    phrase: str
+    similarity: np.ndarray
+    points: PointPrompts
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        ys, xs = np.nonzero(self.mask)
+        box = (
+            [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+            if len(xs)
+            else None
+        )
+        return {
+            "phrase": self.phrase,
+            "score": round(float(self.score), 6),
+            "area": int(self.mask.sum()),
+            "box_xyxy": box,
+            "points": self.points.to_dict(),
+            "meta": self.meta,
+        }
