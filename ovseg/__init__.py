@@ -12,12 +12,17 @@ from ovseg.registry import (
     DATASETS,
     EVALUATORS,
     HEADS,
+    MASK_CLASSIFIERS,
+    MASK_DECODERS,
+    NECKS,
     PIPELINES,
+    POINT_SELECTORS,
     TASKS,
     TRANSFORMS,
+    VOCAB_SOURCES,
     Registry,
 )
-from ovseg.structures import OVSegResult
+from ovseg.structures import Instances, OVSegResult, PointPrompts, ReferringResult
 from ovseg.vocab import Vocabulary
 
 __version__ = "0.1.0"
@@ -28,10 +33,18 @@ __all__ = [
     "DEFAULT_PRESET",
     "EVALUATORS",
     "HEADS",
+    "MASK_CLASSIFIERS",
+    "MASK_DECODERS",
+    "NECKS",
     "PIPELINES",
+    "POINT_SELECTORS",
     "TASKS",
     "TRANSFORMS",
+    "VOCAB_SOURCES",
+    "Instances",
     "OVSegResult",
+    "PointPrompts",
+    "ReferringResult",
     "Registry",
     "Vocabulary",
     "build_pipeline_config",
