@@ -117,9 +117,57 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- eval / train / data
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise OVSegError(f"--limit must be at least 1, got {args.limit}.")
+    if args.suite:
+        from ovseg.evaluation.suite import run_suite
+
+        # with --suite every positional is a key=value override of the presets
+        extra, overrides = _split_overrides([*filter(None, [args.config]), *args.overrides])
+        if extra:
+            raise OVSegError(
+                f"--suite runs the presets of --preset; it takes no config file ({extra[0]}). "
+                "Give only key=value overrides."
+            )
+        if not args.preset or not args.data_root:
+            raise OVSegError(
+                "--suite needs --preset (a method, e.g. sclip-vitb16) and --data-root (the "
+                "folder holding the datasets; see datasets/README.md)."
+            )
+        run_suite(
+            args.suite,
+            args.preset,
+            args.data_root,
+            overrides,
+            work_dir=args.work_dir,
+            device=args.device,
+            limit=args.limit,
+        )
+        return 0
+    if not args.config:
+        raise OVSegError(
+            "Give a config with a data.test section (ovseg eval CONFIG), or run a benchmark "
+            "suite (ovseg eval --suite ovss8 --preset P --data-root DIR)."
+        )
+    if args.preset or args.data_root:
+        raise OVSegError("--preset and --data-root go with --suite; a config names its own data.")
+    from ovseg.config import load_config
+    from ovseg.evaluation.instance_eval import is_instance_evaluation, run_instance_evaluation
     from ovseg.evaluation.runner import run_semantic_evaluation
 
-    run_semantic_evaluation(args.config, args.overrides, work_dir=args.work_dir, device=args.device)
+    if is_instance_evaluation(load_config(args.config, args.overrides).get("evaluation")):
+        run_instance_evaluation(
+            args.config,
+            args.overrides,
+            work_dir=args.work_dir,
+            device=args.device,
+            limit=args.limit,
+        )
+        return 0
+
+    run_semantic_evaluation(
+        args.config, args.overrides, work_dir=args.work_dir, device=args.device, limit=args.limit
+    )
     return 0
 
 
@@ -177,12 +225,21 @@ def _predict_parser() -> argparse.ArgumentParser:
 
 def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="ovseg eval", description="Evaluate a config on its test data (mIoU table + JSON)."
+        prog="ovseg eval",
+        description="Evaluate a config on its test data (mIoU table + JSON), or a method preset "
+        "on a benchmark suite (--suite ovss8: VOC21, PC60, Object, VOC20, PC59, Stuff, City, "
+        "ADE; one paper-style row + JSON).",
     )
-    p.add_argument("config", help="config YAML (or preset) with a data.test section")
+    p.add_argument("config", nargs="?", help="config YAML (or preset) with a data.test section")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--suite", help="benchmark suite to run instead of a config (ovss8)")
+    p.add_argument("--preset", help="with --suite: method preset P; runs P-voc21, P-pc60 ...")
+    p.add_argument(
+        "--data-root", help="with --suite: folder holding the datasets (datasets/README.md)"
+    )
     p.add_argument("--work-dir", help="where results.json and config.yaml go")
     p.add_argument("--device", help="cpu, cuda ...")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images (smoke runs)")
     p.set_defaults(func=cmd_eval)
     return p
 

@@ -44,3 +44,27 @@ class VocabularyError(OVSegError, ValueError):
 
 class DatasetError(OVSegError, ValueError):
     """A dataset folder does not have the expected layout."""
+
+
+class EvaluationError(OVSegError, ValueError):
+    """Predictions cannot be scored against the ground truth (unknown image or category ids)."""
+
+
+class InsecureLaunchError(ConfigError):
+    """A server would be reachable from other machines without a login (add --auth/--auth-file)."""
+
+
+class MissingDependencyError(OVSegError, ImportError):
+    """An optional package a feature needs is not installed; the message names the pip extra."""
+
+
+class DatabaseError(OVSegError, ValueError):
+    """A text database (vocabulary-free search) is missing, damaged or was built differently."""
+
+
+class DatabaseMismatchError(DatabaseError):
+    """A text database was built with another CLIP model than the pipeline that loads it."""
+
+
+class PromptError(OVSegError, ValueError):
+    """Prompts for a mask decoder are malformed, or no image was set before predicting."""

@@ -1,7 +1,13 @@
 """Datasets: readers (ADE20K layout, caption CSVs) and the synthetic open-vocabulary world."""
 
-from ovseg.data.ade20k import ADE20KDataset
+from ovseg.data.ade20k import ADE20K847Dataset, ADE20KDataset
 from ovseg.data.captions import CsvCaptionDataset
+from ovseg.data.cityscapes import CityscapesDataset
+from ovseg.data.coco_instances import COCOInstances
+from ovseg.data.coco_object import COCOObjectDataset
+from ovseg.data.coco_stuff import COCOStuffDataset
+from ovseg.data.folder import FolderDataset
+from ovseg.data.pascal_context import PascalContextDataset
 from ovseg.data.synthetic import (
     CLASS_NAMES,
     SEEN_CLASSES,
@@ -14,10 +20,19 @@ from ovseg.data.synthetic import (
     generate_scene,
     scene_rng,
 )
+from ovseg.data.voc import PascalVOCDataset
 from ovseg.data.writers import write_synthetic_world
 
 __all__ = [
+    "ADE20K847Dataset",
     "ADE20KDataset",
+    "COCOInstances",
+    "COCOObjectDataset",
+    "COCOStuffDataset",
+    "CityscapesDataset",
+    "FolderDataset",
+    "PascalContextDataset",
+    "PascalVOCDataset",
     "CLASS_NAMES",
     "CsvCaptionDataset",
     "SEEN_CLASSES",

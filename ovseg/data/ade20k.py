@@ -14,7 +14,21 @@ Annotations are uint8 PNGs with value = class index + 1 and 0 = unlabelled; with
 Class names come from, in order: the ``class_file`` argument (one class per line, synonyms after
 commas; a bare name such as ``"shapes.txt"`` means a packaged file), ``ovseg_classes.txt``,
 the ``classes`` of ``ovseg_split.json``, or the ``Name`` column of ADE's ``objectInfo150.csv``
-(synonyms separated by ``;``).
+or of the tab-separated ``objectInfo150.txt`` the challenge zip ships (synonyms separated by
+``;``).
+
+``ADE20K847Dataset`` reads the full ADE20K (847 classes, ``ADE20K_2021_17_01``) as the
+open-vocabulary papers prepare it with detectron2's ``prepare_ade20k_full_sem_seg.py`` (from
+MaskFormer; SAN, FC-CLIP and ODISE ship the same script): images resized to a short side of at
+most 512 and uint16 label TIFFs::
+
+    ADE20K_2021_17_01/
+        images_detectron2/{training,validation}/ADE_val_00000001.jpg ...
+        annotations_detectron2/{training,validation}/ADE_val_00000001.tif ...
+                                   uint16: 0-846 the classes of ade847.txt, 65535 unlabelled
+
+Its ``ignore_index`` is 65535 (255 is a class there). 16-bit PNG labels with the same values are
+read too.
 """
 
 from __future__ import annotations
@@ -28,6 +42,9 @@ from typing import Any
 import numpy as np
 
 from ovseg.data.ade_writer import ADE_DIRNAME, CLASS_FILENAME, SPLIT_FILENAME
+from ovseg.data.layout import LabelMapDataset, files_by_key, load_classes, pair_files
+from ovseg.data.layout import require_dir as require_layout_dir
+from ovseg.data.layout import resolve_root as resolve_layout_root
 from ovseg.errors import DatasetError, VocabularyError
 from ovseg.io import read_image, read_label_png
 from ovseg.registry import DATASETS
@@ -77,11 +94,15 @@ def resolve_ade_root(root: str | os.PathLike) -> Path:
 
 
 def _read_object_info(path: Path) -> list[tuple[str, ...]]:
-    """Class names from ADE's objectInfo150.csv (``Name`` column, synonyms split on ';')."""
+    """Class names from ADE's objectInfo150.csv / .txt (``Name`` column, synonyms split on ';').
+
+    The .csv is comma-separated, the .txt of the challenge zip tab-separated.
+    """
+    delimiter = "\t" if path.suffix == ".txt" else ","
     with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+        rows = list(csv.DictReader(f, delimiter=delimiter))
     if not rows or "Name" not in rows[0]:
-        raise DatasetError(f"{path} has no 'Name' column; it is not ADE's objectInfo150.csv.")
+        raise DatasetError(f"{path} has no 'Name' column; it is not ADE's {path.name}.")
     return [tuple(n.strip() for n in row["Name"].split(";") if n.strip()) for row in rows]
 
 
@@ -103,11 +124,13 @@ def load_ade_classes(
         classes = _load_split_json(split_file).get("classes")
         if classes:
             return [(str(c),) for c in classes]
-    if (dataset_dir / "objectInfo150.csv").is_file():
-        return _read_object_info(dataset_dir / "objectInfo150.csv")
+    for info in ("objectInfo150.csv", "objectInfo150.txt"):
+        if (dataset_dir / info).is_file():
+            return _read_object_info(dataset_dir / info)
     raise DatasetError(
         f"No class names found for {dataset_dir}: it has no {CLASS_FILENAME}, {SPLIT_FILENAME} "
-        "or objectInfo150.csv. Pass class_file=<file with one class per line, in label order>. "
+        "or objectInfo150.csv/.txt. Pass class_file=<file with one class per line, in label "
+        "order>. "
         "(A synthetic dataset without its class file was probably interrupted while writing; "
         "generate it again.)"
     )
@@ -205,4 +228,66 @@ class ADE20KDataset:
         if self.reduce_zero_label:
             # ADE: 0 = unlabelled -> ignore; k -> k - 1; a stored 255 stays ignore.
             label = np.where((raw == 0) | (raw == IGNORE_INDEX), IGNORE_INDEX, label - 1)
-        return {"image": image, "label": label, "filename": str(image_path)}
+        return {
+            "image": image,
+            "label": label,
+            "filename": str(image_path),
+            "image_path": str(image_path),
+            "label_path": str(ann_path),
+        }
+
+
+ADE847_DIRNAME = "ADE20K_2021_17_01"
+ADE847_IGNORE = 65535
+ADE847_TREE = f"""Expected tree (ADE20K-847: ADE20K_2021_17_01 prepared with detectron2's
+prepare_ade20k_full_sem_seg.py):
+  <root>/{ADE847_DIRNAME}/
+      images_detectron2/validation/ADE_val_00000001.jpg ...
+      annotations_detectron2/validation/ADE_val_00000001.tif ...  (uint16: 0-846, 65535 ignored)"""
+
+
+@DATASETS.register(aliases=("ade847", "ade20k_full"))
+class ADE20K847Dataset(LabelMapDataset):
+    """ADE20K-847 samples: {"image", "label" ((H, W) int64, 65535 = ignore), "filename",
+    "image_path", "label_path"}; see the module docstring for the layout.
+
+    Args:
+        root: the data root or the ``ADE20K_2021_17_01`` folder.
+        split: ``validation`` (or ``val``) / ``training`` (or ``train``).
+        class_file: class names in label order; default the packaged ``ade847.txt``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "validation",
+        class_file: str | os.PathLike | None = None,
+    ) -> None:
+        if split not in SPLIT_FOLDERS:
+            raise DatasetError(f"ADE20K split must be 'training' or 'validation', got {split!r}.")
+        self.dataset_dir = resolve_layout_root(
+            root,
+            (ADE847_DIRNAME,),
+            ("images_detectron2", "annotations_detectron2"),
+            "ADE20K-847",
+            ADE847_TREE,
+        )
+        self.split = SPLIT_FOLDERS[split]
+        image_dir = require_layout_dir(
+            self.dataset_dir / "images_detectron2" / self.split, "the resized images", ADE847_TREE
+        )
+        label_dir = require_layout_dir(
+            self.dataset_dir / "annotations_detectron2" / self.split,
+            "the uint16 label TIFFs",
+            ADE847_TREE,
+        )
+        samples = pair_files(
+            files_by_key(image_dir, IMAGE_SUFFIXES),
+            files_by_key(label_dir, (".tif", ".tiff", ".png")),
+            image_dir,
+            label_dir,
+            "<name>.tif",
+            ADE847_TREE,
+        )
+        classes = load_classes(class_file or "ade847.txt", 847, "ADE20K-847")
+        super().__init__(samples, classes, ignore_index=ADE847_IGNORE)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ovseg.data.ade20k import ADE20KDataset, resolve_ade_root
+from ovseg.data.ade20k import ADE20K847Dataset, ADE20KDataset, resolve_ade_root
 from ovseg.data.synthetic import CLASS_NAMES, UNSEEN_CLASSES, generate_scene, scene_rng
 from ovseg.errors import DatasetError
 from ovseg.registry import DATASETS
@@ -130,3 +130,64 @@ def test_unknown_unseen_classes_are_rejected(tmp_path):
     (ade / "ovseg_split.json").write_text("{not json")
     with pytest.raises(DatasetError, match="regenerate"):
         ADE20KDataset(tmp_path)
+
+
+def test_class_names_from_challenge_object_info_txt(tmp_path):
+    ade = _tiny_ade(tmp_path)
+    (ade / "objectInfo150.txt").write_text(
+        "Idx\tRatio\tTrain\tVal\tName\n1\t0.1576\t11664\t1172\twall\n"
+        "2\t0.1072\t6046\t612\tbuilding;edifice\n"
+    )
+    ds = ADE20KDataset(ade)
+    assert ds.class_names == ["wall", "building"]
+    assert ds.class_synonyms[1] == ("building", "edifice")
+    sample = ds[0]
+    assert sample["image_path"] == sample["filename"]
+    assert sample["label_path"].endswith("annotations/validation/ADE_val_00000001.png")
+
+
+# ADE20K-847 TIFF values: 0 wall ... 846 adding machine, 65535 unlabelled; 255 is a class
+FULL_LABEL = np.array([[0, 1, 846, 65535], [255, 256, 65535, 0]], np.uint16)
+
+
+def _tiny_ade847(root, stems=("ADE_val_00000001", "ADE_val_00000002")):
+    """ADE20K_2021_17_01 as detectron2's prepare_ade20k_full_sem_seg.py leaves it."""
+    full = root / "ADE20K_2021_17_01"
+    (full / "images_detectron2/validation").mkdir(parents=True)
+    (full / "annotations_detectron2/validation").mkdir(parents=True)
+    for stem in stems:
+        Image.fromarray(np.full((2, 4, 3), 50, np.uint8)).save(
+            full / f"images_detectron2/validation/{stem}.jpg"
+        )
+        Image.fromarray(FULL_LABEL).save(full / f"annotations_detectron2/validation/{stem}.tif")
+    return full
+
+
+def test_ade847_reads_uint16_tiffs(tmp_path):
+    full = _tiny_ade847(tmp_path)
+    ds = DATASETS.build({"type": "ade847", "root": str(tmp_path)})
+    assert isinstance(ds, ADE20K847Dataset) and len(ds) == 2
+    assert ds.num_classes == 847 and ds.ignore_index == 65535
+    assert ds.class_names[0] == "wall" and ds.class_names[846] == "adding machine"
+    assert ds.class_synonyms[1] == ("building", "edifice")
+    # repeated first names get distinct display names; the queries stay the reference synonyms
+    assert ds.class_names[147] == "screen (crt screen)"
+    assert ds.class_synonyms[147][1:] == ("screen", "crt screen")
+    assert len(set(ds.class_names)) == 847
+    sample = ds[1]
+    assert sample["label"].dtype == np.int64 and np.array_equal(sample["label"], FULL_LABEL)
+    assert sample["label_path"].endswith("annotations_detectron2/validation/ADE_val_00000002.tif")
+    assert ADE20K847Dataset(full, split="val").samples == ds.samples
+
+
+def test_ade847_mislaid(tmp_path):
+    full = _tiny_ade847(tmp_path)
+    (full / "annotations_detectron2/validation/ADE_val_00000002.tif").unlink()
+    with pytest.raises(DatasetError, match="ADE_val_00000002") as err:
+        ADE20K847Dataset(tmp_path)
+    assert "datasets/README.md" in str(err.value)
+    shutil.rmtree(full / "annotations_detectron2")
+    with pytest.raises(DatasetError, match=r"Missing folder .*annotations_detectron2/validation"):
+        ADE20K847Dataset(tmp_path)
+    with pytest.raises(DatasetError, match="images_detectron2"):
+        ADE20K847Dataset(tmp_path / "ADE20K_2021_17_01" / "images_detectron2")

@@ -1,0 +1,335 @@
+"""evaluate_instances over a tiny COCO set: oracle vs noisy predictors, partial runs, errors,
+the registered evaluator, the config runner, and a 2-process torchrun equal to 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ovseg.data.coco_instances import COCOInstances
+from ovseg.data.writers import write_synthetic_world
+from ovseg.errors import EvaluationError
+from ovseg.evaluation.instance_eval import (
+    CocoInstanceEvaluator,
+    evaluate_instances,
+    is_instance_evaluation,
+    run_instance_evaluation,
+)
+from ovseg.registry import EVALUATORS
+from ovseg.structures import Instances
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Predictors shared by the in-process tests and the torchrun workers (exec'd / written out).
+PREDICTORS = '''
+import numpy as np
+
+from ovseg.structures import Instances
+
+
+def make_predictors(dataset):
+    """(oracle, noisy): look the image up and return its ground truth, exact or moved."""
+    by_image = {}
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        by_image[sample["image"].tobytes()] = sample["instances"]
+
+    def oracle(image):
+        inst = by_image[image.tobytes()]
+        n = len(inst["labels"])
+        return Instances(inst["masks"], inst["boxes"], np.ones(n), inst["labels"],
+                         dataset.class_names)
+
+    def noisy(image):
+        inst = by_image[image.tobytes()]
+        n = len(inst["labels"])
+        shift = np.array([2, 1, 2, 1], dtype=np.float32)
+        masks = np.roll(np.roll(inst["masks"], 2, axis=2), 1, axis=1)
+        return Instances(masks, inst["boxes"] + shift, np.linspace(0.9, 0.4, n),
+                         inst["labels"], dataset.class_names)
+
+    return oracle, noisy
+'''
+
+WORKER = (
+    PREDICTORS
+    + """
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    import torch.distributed as dist
+
+    from ovseg.data.coco_instances import COCOInstances
+    from ovseg.evaluation.instance_eval import evaluate_instances
+
+    dist.init_process_group("gloo")
+    dataset = COCOInstances(sys.argv[1], split="val")
+    _, noisy = make_predictors(dataset)
+    out = sys.argv[2]
+    metrics = evaluate_instances(
+        noisy, dataset, out_json=out + ".json", results_json=out + ".results.json", progress=False
+    )
+    with open(f"{out}.rank{dist.get_rank()}", "w") as handle:
+        json.dump({k: metrics[k]["AP"] for k in ("bbox", "segm")}, handle)
+    dist.destroy_process_group()
+"""
+)
+
+
+def _predictors(dataset):
+    namespace: dict = {}
+    exec(compile(PREDICTORS, "predictors", "exec"), namespace)
+    return namespace["make_predictors"](dataset)
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("instance_eval")
+    write_synthetic_world(
+        out, num_train=0, num_val=4, seed=2, image_size=48, formats=("coco",), progress=False
+    )
+    return out / "coco"
+
+
+@pytest.fixture(scope="module")
+def dataset(coco_root) -> COCOInstances:
+    return COCOInstances(coco_root, split="val")
+
+
+def test_oracle_scores_100_and_noise_scores_less(dataset, tmp_path, capsys) -> None:
+    oracle, noisy = _predictors(dataset)
+    out = tmp_path / "metrics.json"
+    results_path = tmp_path / "coco_results.json"
+    perfect = evaluate_instances(
+        oracle, dataset, out_json=out, results_json=results_path, progress=False
+    )
+    for iou_type in ("bbox", "segm"):
+        assert perfect[iou_type]["AP"] == pytest.approx(100.0)
+        assert perfect[iou_type]["AP75"] == pytest.approx(100.0)
+    assert perfect["num_images"] == 4 and perfect["num_predictions"] == 12
+    printed = capsys.readouterr().out
+    assert printed.count("per category AP:") == 1 and "AR100" in printed
+
+    document = json.loads(out.read_text())
+    assert document["task"] == "instance_segmentation"
+    assert document["metrics"]["segm"]["AP"] == pytest.approx(100.0)
+    results = json.loads(results_path.read_text())
+    assert len(results) == 12
+    assert [r["image_id"] for r in results] == sorted(r["image_id"] for r in results)
+    assert {r["category_id"] for r in results} == {
+        a["category_id"] for a in dataset.coco.anns.values()
+    }
+
+    worse = evaluate_instances(noisy, dataset, progress=False)
+    for iou_type in ("bbox", "segm"):
+        assert 0.0 < worse[iou_type]["AP"] < 100.0
+
+
+def test_dataset_reads_the_same_after_evaluating(coco_root) -> None:
+    """COCOeval rewrites ground-truth polygons as RLEs in place; the reader must cope."""
+    write_synthetic_world(
+        coco_root.parent / "polygons",
+        num_train=0,
+        num_val=2,
+        seed=4,
+        image_size=48,
+        formats=("coco",),
+        progress=False,
+        coco_segmentation="polygon",
+    )
+    dataset = COCOInstances(coco_root.parent / "polygons" / "coco", split="val")
+    before = [dataset[i]["instances"]["masks"] for i in range(len(dataset))]
+    oracle, _ = _predictors(dataset)
+    assert evaluate_instances(oracle, dataset, progress=False)["segm"]["AP"] == 100.0
+    assert any(isinstance(a["segmentation"], dict) for a in dataset.coco.anns.values())
+    for index, masks in enumerate(before):
+        np.testing.assert_array_equal(dataset[index]["instances"]["masks"], masks)
+
+
+def test_partial_run_is_scored_on_its_images(dataset) -> None:
+    oracle, _ = _predictors(dataset)
+    metrics = evaluate_instances(oracle, dataset, indices=[1, 3], progress=False)
+    assert metrics["num_images"] == 2
+    assert metrics["segm"]["AP"] == pytest.approx(100.0)
+    assert metrics["num_predictions"] == len(dataset.coco.getAnnIds(imgIds=[2, 4]))
+
+
+def test_wrong_mask_size_names_the_image(dataset) -> None:
+    def small_masks(image):
+        return Instances(np.ones((1, 8, 8), bool), [[0, 0, 8, 8]], [1.0], [0], dataset.class_names)
+
+    with pytest.raises(EvaluationError, match=r"000000000001\.jpg: Masks are 8x8 but image 1"):
+        evaluate_instances(small_masks, dataset, progress=False)
+    # boxes only: masks are not looked at
+    boxes_only = CocoInstanceEvaluator(dataset.coco, dataset.category_ids, iou_types="bbox")
+    metrics = evaluate_instances(small_masks, dataset, boxes_only, progress=False)
+    assert "segm" not in metrics and metrics["bbox"]["AP"] < 100.0
+
+
+def test_predict_must_return_instances_of_the_dataset_classes(dataset) -> None:
+    with pytest.raises(TypeError, match="must return ovseg.structures.Instances"):
+        evaluate_instances(lambda image: {"masks": []}, dataset, progress=False)
+
+    def two_classes(image):
+        return Instances(np.zeros((0, 48, 48), bool), np.zeros((0, 4)), [], [], ["a", "b"])
+
+    with pytest.raises(EvaluationError, match="name 2 classes but there are 64 categories"):
+        evaluate_instances(two_classes, dataset, progress=False)
+
+
+def test_evaluator_checks(dataset) -> None:
+    oracle, _ = _predictors(dataset)
+    evaluator = CocoInstanceEvaluator(dataset.ann_file)  # a path works as ground truth
+    assert evaluator.category_ids == dataset.category_ids
+    with pytest.raises(EvaluationError, match="No image was processed"):
+        evaluator.compute()
+    sample = dataset[0]
+    with pytest.raises(EvaluationError, match="image id 999 is not in the ground truth"):
+        evaluator.process(999, oracle(sample["image"]))
+    evaluator.process(sample["image_id"], oracle(sample["image"]))
+    evaluator.process(sample["image_id"], oracle(sample["image"]))
+    with pytest.raises(EvaluationError, match=r"Images \[1\] were processed more than once"):
+        evaluator.compute()
+    evaluator.reset()
+    evaluator.process(sample["image_id"], oracle(sample["image"]))
+    evaluator.all_gather()
+    with pytest.raises(RuntimeError, match="already called"):
+        evaluator.all_gather()
+    assert evaluator.compute()["segm"]["AP"] == pytest.approx(100.0)
+    with pytest.raises(EvaluationError, match=r"category_ids \[999\]"):
+        CocoInstanceEvaluator(dataset.coco, [1, 999])
+
+
+def test_registered_evaluator_and_dispatch_rule(dataset) -> None:
+    built = EVALUATORS.build(
+        {"type": "CocoInstanceEvaluator", "iou_types": ["segm"]},
+        gt=dataset.coco,
+        category_ids=dataset.category_ids,
+    )
+    assert isinstance(built, CocoInstanceEvaluator) and built.iou_types == ["segm"]
+    assert is_instance_evaluation({"type": "CocoInstanceEvaluator"})
+    assert is_instance_evaluation({"type": "coco_ap", "iou_types": ["bbox"]})
+    assert not is_instance_evaluation({"groups": "auto"})
+    assert not is_instance_evaluation(None)
+    assert not is_instance_evaluation({"type": "SemSegMetric"})
+
+
+ORACLE_PIPELINE = '''
+"""An instance pipeline that answers with the ground truth (to test the config runner)."""
+
+import numpy as np
+
+from ovseg.data.coco_instances import COCOInstances
+from ovseg.registry import PIPELINES
+from ovseg.structures import Instances
+
+
+@PIPELINES.register()
+class GroundTruthInstancePipeline:
+    def __init__(self, vocabulary, root, split):
+        dataset = COCOInstances(root, split=split)
+        self.vocabulary = list(vocabulary)
+        self.by_image = {}
+        for index in range(len(dataset)):
+            sample = dataset[index]
+            self.by_image[sample["image"].tobytes()] = sample["instances"]
+
+    def __call__(self, image):
+        inst = self.by_image[image.tobytes()]
+        n = len(inst["labels"])
+        return Instances(inst["masks"], inst["boxes"], np.ones(n), inst["labels"], self.vocabulary)
+'''
+
+
+def test_config_runner_end_to_end(coco_root, tmp_path, monkeypatch, capsys) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "ovseg_gt_instance_pipeline.py").write_text(textwrap.dedent(ORACLE_PIPELINE))
+    monkeypatch.syspath_prepend(str(plugins))
+    config = {
+        "custom_imports": ["ovseg_gt_instance_pipeline"],
+        "pipelines": {
+            "instance": {
+                "type": "GroundTruthInstancePipeline",
+                "root": str(coco_root),
+                "split": "val",
+            }
+        },
+        "data": {"test": {"type": "COCOInstances", "root": str(coco_root), "split": "val"}},
+        "evaluation": {"type": "CocoInstanceEvaluator", "progress": False},
+    }
+    work_dir = tmp_path / "work"
+    metrics = run_instance_evaluation(config, work_dir=work_dir, limit=3)
+    assert metrics["num_images"] == 3
+    assert metrics["bbox"]["AP"] == pytest.approx(100.0)
+    assert metrics["segm"]["AP"] == pytest.approx(100.0)
+    assert sorted(p.name for p in work_dir.iterdir()) == [
+        "coco_results.json",
+        "config.yaml",
+        "results.json",
+    ]
+    assert json.loads((work_dir / "results.json").read_text())["num_images"] == 3
+    assert "results written to" in capsys.readouterr().out
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_torchrun_equals_one_process(coco_root, dataset, tmp_path) -> None:
+    _, noisy = _predictors(dataset)
+    single = tmp_path / "single"
+    evaluate_instances(
+        noisy,
+        dataset,
+        out_json=f"{single}.json",
+        results_json=f"{single}.results.json",
+        progress=False,
+    )
+
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    distributed = tmp_path / "dist"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["OMP_NUM_THREADS"] = "1"
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(_free_port()),
+        str(script),
+        str(coco_root),
+        str(distributed),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    assert Path(f"{distributed}.json").read_bytes() == Path(f"{single}.json").read_bytes()
+    assert (
+        Path(f"{distributed}.results.json").read_bytes()
+        == Path(f"{single}.results.json").read_bytes()
+    )
+    assert proc.stdout.count("per category AP:") == 1  # only rank 0 prints
+    rank0 = Path(f"{distributed}.rank0").read_text()
+    assert rank0 == Path(f"{distributed}.rank1").read_text()  # every rank returns the metrics
+    assert 0.0 < json.loads(rank0)["segm"] < 100.0
