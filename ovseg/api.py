@@ -64,6 +64,16 @@ def build_pipeline_config(
     return resolved
 
 
+def _set_device(pipeline_cfg: dict[str, Any], device: str) -> None:
+    """Put every model of a pipeline section (also nested pipelines) on ``device``."""
+    for part in ("backbone", "decoder"):
+        if isinstance(pipeline_cfg.get(part), dict):
+            pipeline_cfg[part]["device"] = device
+    for value in pipeline_cfg.values():
+        if isinstance(value, dict) and "type" in value and "backbone" in value:
+            _set_device(value, device)
+
+
 def create_pipeline(
     preset_or_config: str | os.PathLike | Mapping[str, Any] = DEFAULT_PRESET,
     vocabulary: Any = None,
@@ -99,9 +109,7 @@ def create_pipeline(
     load_plugins(cfg)
     pipeline_cfg = to_container(OmegaConf.select(cfg, _section_key(task)))
     if device is not None:
-        for part in ("backbone", "decoder"):
-            if isinstance(pipeline_cfg.get(part), dict):
-                pipeline_cfg[part]["device"] = device
+        _set_device(pipeline_cfg, device)
     if task != "referring":
         if vocabulary is None and cfg.get("vocabulary") is not None:
             vocabulary = to_container(cfg)["vocabulary"]

@@ -71,28 +71,83 @@ def _collect_images(source: Path) -> list[Path]:
     return [source]
 
 
+def _vocabulary_from_args(args: argparse.Namespace):
+    from ovseg.vocab import Vocabulary
+
+    if args.vocab and args.vocab_file:
+        raise OVSegError("Give either --vocab or --vocab-file, not both.")
+    if args.vocab:
+        return Vocabulary.create(args.vocab)
+    if args.vocab_file:
+        return Vocabulary.from_file(args.vocab_file)
+    return None
+
+
+def _check_task_arguments(args: argparse.Namespace) -> None:
+    if args.task == "referring":
+        if not args.prompt or not args.prompt.strip():
+            raise OVSegError("--task referring needs --prompt 'the phrase to segment'.")
+        if args.vocab or args.vocab_file:
+            raise OVSegError(
+                "--task referring segments --prompt; it takes no --vocab/--vocab-file."
+            )
+    elif args.prompt:
+        raise OVSegError(f"--prompt goes with --task referring; --task {args.task} takes --vocab.")
+
+
+def _predict_one(pipeline, task: str, image, args: argparse.Namespace, out_dir: Path, stem: str):
+    """Run one image; returns (files written, one-line summary)."""
+    from ovseg.outputs import (
+        write_instance_outputs,
+        write_referring_outputs,
+        write_semantic_outputs,
+    )
+
+    if task == "referring":
+        result = pipeline(image, args.prompt)
+        written = write_referring_outputs(result, image, out_dir, stem)
+        line = (
+            f"'{result.phrase}': {100 * result.mask.mean():.1f}% of the image, "
+            f"predicted IoU {result.score:.2f}"
+        )
+        return written, line
+    result = pipeline(image)
+    if task == "instance":
+        written = write_instance_outputs(result, image, out_dir, stem)
+        found = [
+            f"{result.class_names[int(label)]} {score:.2f}"
+            for label, score in zip(result.labels[:10], result.scores[:10], strict=True)
+        ]
+        more = f" (+{len(result) - 10} more)" if len(result) > 10 else ""
+        return written, (", ".join(found) + more) if found else "no instance"
+    written = write_semantic_outputs(result, image, out_dir, stem)
+    present = [
+        f"{c['name']} {100 * c['area_fraction']:.1f}%"
+        for c in sorted(result.to_dict()["classes"], key=lambda c: -c["area"])
+        if c["area"] > 0
+    ]
+    return written, ", ".join(present)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ovseg.api import DEFAULT_PRESET, create_pipeline
     from ovseg.config import save_resolved_config
     from ovseg.io import read_image
-    from ovseg.outputs import write_semantic_outputs
-    from ovseg.vocab import Vocabulary
 
     inputs, overrides = _split_overrides([args.input, *args.overrides])
     if len(inputs) != 1:
         raise OVSegError(f"predict takes one image or folder, got {inputs}.")
-    vocabulary = None
-    if args.vocab and args.vocab_file:
-        raise OVSegError("Give either --vocab or --vocab-file, not both.")
-    if args.vocab:
-        vocabulary = Vocabulary.create(args.vocab)
-    elif args.vocab_file:
-        vocabulary = Vocabulary.from_file(args.vocab_file)
+    _check_task_arguments(args)
+    vocabulary = _vocabulary_from_args(args)
     images = _collect_images(Path(inputs[0]))
     pipeline = create_pipeline(
-        args.preset or DEFAULT_PRESET, vocabulary, overrides=overrides, device=args.device
+        args.preset or DEFAULT_PRESET,
+        vocabulary,
+        task=args.task,
+        overrides=overrides,
+        device=args.device,
     )
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -100,16 +155,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summaries = []
     for path in tqdm(images, desc="predict", disable=len(images) == 1 or args.quiet):
         image = read_image(path)
-        result = pipeline(image)
-        written = write_semantic_outputs(result, image, out_dir, path.stem)
+        written, line = _predict_one(pipeline, args.task, image, args, out_dir, path.stem)
         summaries.append({"image": str(path), **{k: str(v) for k, v in written.items()}})
         if not args.quiet:
-            present = [
-                f"{c['name']} {100 * c['area_fraction']:.1f}%"
-                for c in sorted(result.to_dict()["classes"], key=lambda c: -c["area"])
-                if c["area"] > 0
-            ]
-            tqdm.write(f"{path.name}: {', '.join(present)}")
+            tqdm.write(f"{path.name}: {line}")
     if not args.quiet:
         print(f"wrote {len(summaries)} result(s) to {out_dir}")
     return 0
@@ -210,10 +259,22 @@ def _config_parser() -> argparse.ArgumentParser:
 
 
 def _predict_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ovseg predict", description="Segment an image or a folder.")
+    p = argparse.ArgumentParser(
+        prog="ovseg predict",
+        description="Segment an image or a folder: semantic maps, one phrase's mask "
+        "(--task referring --prompt PHRASE) or named instances (--task instance).",
+    )
     p.add_argument("input", help="image file or folder")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--preset", help="preset name or config YAML (default: shapes-tiny)")
+    p.add_argument(
+        "--task",
+        choices=("semantic", "referring", "instance"),
+        default="semantic",
+        help="semantic (default), referring (needs --prompt) or instance; the preset needs a "
+        "pipelines.<task> section for the last two",
+    )
+    p.add_argument("--prompt", help="with --task referring: the phrase to segment")
     p.add_argument("--vocab", help="classes separated by commas, synonyms by '|'")
     p.add_argument("--vocab-file", help="class file: one class per line, synonyms after commas")
     p.add_argument("--out", default="outputs", help="output folder (default: outputs)")

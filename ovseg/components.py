@@ -12,7 +12,8 @@ from ovseg.data import (  # noqa: F401
     synthetic,
     voc,
 )
-from ovseg.evaluation import instance_eval, referring, semseg  # noqa: F401
-from ovseg.models import clip_training  # noqa: F401
+from ovseg.evaluation import instance_eval, semseg  # noqa: F401
+from ovseg.evaluation import referring as referring_metrics  # noqa: F401
+from ovseg.models import classifiers, clip_training, prompts  # noqa: F401
 from ovseg.models.backbones import clip  # noqa: F401
-from ovseg.pipelines import semantic  # noqa: F401
+from ovseg.pipelines import instance, referring, semantic  # noqa: F401

@@ -1,16 +1,23 @@
-"""Writing per-image results: label PNG, colour overlay with legend, JSON summary."""
+"""Writing per-image results as PNGs and JSON (every file written atomically).
+
+Semantic: label PNG, colour overlay with legend, JSON summary. Referring: mask, overlay (mask,
+heat map, points), similarity, JSON. Instances: overlay with boxes and captions, instance-id
+PNG, JSON.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ovseg.errors import ConfigError
 from ovseg.fileio import atomic_write_text
 from ovseg.io import write_png_atomic
-from ovseg.structures import OVSegResult
-from ovseg.visualize import overlay
+from ovseg.structures import Instances, OVSegResult, ReferringResult
+from ovseg.visualize import draw_instances, overlay, referring_overlay
 
 
 def write_semantic_outputs(
@@ -29,4 +36,84 @@ def write_semantic_outputs(
     write_png_atomic(labels.astype(dtype), paths["labels"])
     write_png_atomic(overlay(image, labels, result.class_names), paths["overlay"])
     atomic_write_text(paths["json"], json.dumps(result.to_dict(), indent=2) + "\n")
+    return paths
+
+
+def write_referring_outputs(
+    result: ReferringResult, image: np.ndarray, out_dir: Path, stem: str
+) -> dict[str, Path]:
+    """Write ``<stem>_mask.png`` (255 inside the mask, 0 outside), ``<stem>_overlay.png`` (mask
+    with the points | heat map with the points), ``<stem>_similarity.png`` (the similarity map
+    as grey levels, ``round(255 * s)``) and ``<stem>.json`` (phrase, score, box, points)."""
+    out_dir = Path(out_dir)
+    paths = {
+        "mask": out_dir / f"{stem}_mask.png",
+        "overlay": out_dir / f"{stem}_overlay.png",
+        "similarity": out_dir / f"{stem}_similarity.png",
+        "json": out_dir / f"{stem}.json",
+    }
+    write_png_atomic(result.mask.astype(np.uint8) * 255, paths["mask"])
+    write_png_atomic(referring_overlay(image, result), paths["overlay"])
+    grey = (np.clip(result.similarity, 0.0, 1.0) * 255).round().astype(np.uint8)
+    write_png_atomic(grey, paths["similarity"])
+    summary = {"image_size": list(result.mask.shape), **result.to_dict()}
+    atomic_write_text(paths["json"], json.dumps(summary, indent=2) + "\n")
+    return paths
+
+
+def instance_id_map(instances: Instances) -> np.ndarray:
+    """``(H, W)`` instance ids: ``k`` marks instance ``k - 1`` (``instances`` order), 0 none.
+
+    Where masks overlap the higher-scored instance wins. uint8 up to 255 instances, else uint16.
+    """
+    height, width = instances.masks.shape[1:] if len(instances) else (0, 0)
+    dtype = np.uint8 if len(instances) < 256 else np.uint16
+    ids = np.zeros((height, width), dtype=dtype)
+    for index in np.argsort(instances.scores, kind="stable"):  # lowest score painted first
+        ids[instances.masks[index]] = index + 1
+    return ids
+
+
+def write_instance_outputs(
+    result: Instances,
+    image: np.ndarray,
+    out_dir: Path,
+    stem: str,
+    *,
+    image_id: int | None = None,
+    category_ids: Sequence[int] | None = None,
+) -> dict[str, Path]:
+    """Write ``<stem>_instances.png`` (masks, boxes, ``name score``), ``<stem>_instance_ids.png``
+    (:func:`instance_id_map`: id ``k`` is the JSON's instance ``k - 1``; 0 background) and
+    ``<stem>.json`` (per instance: label, name, score, box XYXY, area).
+
+    With ``image_id`` and ``category_ids`` (the COCO category id of each label) also
+    ``<stem>_coco.json``: the instances as COCO results (``bbox`` XYWH, RLE masks), ready for
+    :func:`ovseg.evaluation.coco.evaluate_coco`.
+    """
+    if (image_id is None) != (category_ids is None):
+        raise ConfigError("COCO results need both image_id and category_ids (or neither).")
+    out_dir = Path(out_dir)
+    paths = {
+        "overlay": out_dir / f"{stem}_instances.png",
+        "ids": out_dir / f"{stem}_instance_ids.png",
+        "json": out_dir / f"{stem}.json",
+    }
+    height, width = image.shape[:2]
+    ids = instance_id_map(result) if len(result) else np.zeros((height, width), dtype=np.uint8)
+    write_png_atomic(draw_instances(image, result), paths["overlay"])
+    write_png_atomic(ids, paths["ids"])
+    summary = {
+        "image_size": [height, width],
+        "class_names": list(result.class_names),
+        **result.to_dict(),
+    }
+    atomic_write_text(paths["json"], json.dumps(summary, indent=2) + "\n")
+    if image_id is not None:
+        from ovseg.evaluation.coco import instances_to_coco_results, write_coco_results
+
+        paths["coco"] = out_dir / f"{stem}_coco.json"
+        write_coco_results(
+            paths["coco"], instances_to_coco_results(result, image_id, list(category_ids))
+        )
     return paths

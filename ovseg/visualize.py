@@ -57,3 +57,103 @@ def overlay(
         draw.rectangle([x, y, x + 10, y + 10], fill=tuple(int(c) for c in colours[index]))
         draw.text((x + 16, y - 1), class_names[index], fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
+
+
+# --------------------------------------------------------------------------------------------
+# Heat maps, masks, points and instances (HWC uint8 RGB in, HWC uint8 RGB out)
+# --------------------------------------------------------------------------------------------
+POINT_COLOURS = {1: (0, 200, 0), 0: (220, 0, 0), -1: (150, 150, 150)}  # positive, negative, neutral
+
+
+def heat_map(values: np.ndarray) -> np.ndarray:
+    """``(H, W)`` values in [0, 1] -> ``(H, W, 3)`` uint8 "jet" colours (blue low, red high)."""
+    v = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)
+    channels = [np.clip(1.5 - np.abs(4.0 * v - c), 0.0, 1.0) for c in (3.0, 2.0, 1.0)]
+    return (np.stack(channels, axis=-1) * 255).round().astype(np.uint8)
+
+
+def blend_heat_map(image: np.ndarray, values: np.ndarray, opacity: float = 0.6) -> np.ndarray:
+    """``image`` with the heat map of ``values`` ``(H, W)`` blended over it."""
+    mixed = (1 - opacity) * image.astype(np.float32) + opacity * heat_map(values)
+    return mixed.round().clip(0, 255).astype(np.uint8)
+
+
+def draw_mask(
+    image: np.ndarray,
+    mask: np.ndarray,
+    colour: Sequence[int] = (30, 144, 255),
+    opacity: float = 0.5,
+) -> np.ndarray:
+    """``image`` with ``mask`` ``(H, W)`` bool filled in ``colour`` at ``opacity``."""
+    out = image.astype(np.float32).copy()
+    mask = np.asarray(mask, dtype=bool)
+    out[mask] = (1 - opacity) * out[mask] + opacity * np.asarray(colour, dtype=np.float32)
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def draw_points(image: np.ndarray, points, radius: int | None = None) -> np.ndarray:
+    """Point prompts as dots with a white rim: green positive, red negative, grey neutral.
+
+    ``points`` is a :class:`~ovseg.structures.PointPrompts` (``(x, y)`` input pixels, centres at
+    ``i + 0.5``). Neutral points are drawn first so the others stay visible.
+    """
+    canvas = Image.fromarray(np.ascontiguousarray(image))
+    draw = ImageDraw.Draw(canvas)
+    r = radius if radius is not None else max(2, round(min(image.shape[:2]) / 80))
+    order = np.argsort(np.asarray(points.labels) != -1, kind="stable")
+    for i in order:
+        x, y = (float(v) for v in points.coords[i])
+        colour = POINT_COLOURS.get(int(points.labels[i]), POINT_COLOURS[-1])
+        draw.ellipse([x - r - 1, y - r - 1, x + r + 1, y + r + 1], fill=(255, 255, 255))
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
+    return np.asarray(canvas)
+
+
+def draw_instances(
+    image: np.ndarray, instances, *, opacity: float = 0.5, boxes: bool = True, labels: bool = True
+) -> np.ndarray:
+    """Instance masks, boxes and ``name score`` captions over ``image``.
+
+    Each instance gets its own colour; where masks overlap the higher-scored one shows (alone).
+    Boxes are XYXY with exclusive ends (drawn on their last pixels).
+    """
+    colours = palette(max(len(instances), 1))
+    order = np.argsort(instances.scores, kind="stable")  # lowest first, the best wins
+    owner = np.full(image.shape[:2], -1, dtype=np.int64)
+    for i in order:
+        owner[instances.masks[i]] = i
+    out = image.astype(np.float32).copy()
+    covered = owner >= 0
+    out[covered] = (1 - opacity) * out[covered] + opacity * colours[owner[covered]]
+    canvas = Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for i in order:
+        colour = tuple(int(c) for c in colours[i])
+        x1, y1, x2, y2 = (float(v) for v in instances.boxes[i])
+        if boxes and x2 > x1 and y2 > y1:
+            draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=colour, width=2)
+        if labels:
+            text = f"{instances.class_names[int(instances.labels[i])]} {instances.scores[i]:.2f}"
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            ty = max(y1 - (bottom - top) - 3, 0)
+            draw.rectangle([x1, ty, x1 + right - left + 3, ty + bottom - top + 3], fill=colour)
+            draw.text((x1 + 2, ty + 1 - top), text, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas)
+
+
+def referring_overlay(image: np.ndarray, result, *, opacity: float = 0.5) -> np.ndarray:
+    """Two panels side by side: the mask with the points, and the similarity heat map with the
+    points; the phrase and score are written above them."""
+    left = draw_points(draw_mask(image, result.mask, opacity=opacity), result.points)
+    right = draw_points(blend_heat_map(image, result.similarity), result.points)
+    height, width = image.shape[:2]
+    font = ImageFont.load_default()
+    header = 16
+    canvas = Image.new("RGB", (2 * width + 4, height + header), (255, 255, 255))
+    canvas.paste(Image.fromarray(left), (0, header))
+    canvas.paste(Image.fromarray(right), (width + 4, header))
+    ImageDraw.Draw(canvas).text(
+        (4, 2), f"{result.phrase}  (predicted IoU {result.score:.2f})", fill=(0, 0, 0), font=font
+    )
+    return np.asarray(canvas)

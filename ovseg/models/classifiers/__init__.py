@@ -1,0 +1,35 @@
+"""Mask classifiers (mask pooling of dense tokens, masked crops) and class-wise NMS.
+
+A classifier is called as ``classifier.embed(masks (M, H, W) bool, MaskContext) -> (M, D)``;
+both are registered in ``MASK_CLASSIFIERS``.
+"""
+
+from ovseg.models.classifiers.mask_pooling import (
+    MaskPoolingClassifier,
+    mask_area_weights,
+    pool_tokens,
+)
+from ovseg.models.classifiers.masked_crop import MaskedCropClassifier, crop_masks
+from ovseg.models.classifiers.nms import box_iou, boxes_from_masks, class_wise_nms, mask_iou
+from ovseg.models.classifiers.scoring import (
+    MaskContext,
+    class_probabilities,
+    ensemble_probabilities,
+    query_probabilities,
+)
+
+__all__ = [
+    "MaskContext",
+    "MaskPoolingClassifier",
+    "MaskedCropClassifier",
+    "box_iou",
+    "boxes_from_masks",
+    "class_probabilities",
+    "class_wise_nms",
+    "crop_masks",
+    "ensemble_probabilities",
+    "mask_area_weights",
+    "mask_iou",
+    "pool_tokens",
+    "query_probabilities",
+]

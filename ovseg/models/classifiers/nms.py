@@ -1,0 +1,118 @@
+"""Boxes from masks, box / mask IoU and class-wise greedy non-maximum suppression.
+
+Boxes are XYXY in input-image pixels with exclusive ``x2, y2`` (as in
+:class:`~ovseg.structures.Instances`): a one-pixel mask at ``(x, y)`` has box
+``(x, y, x + 1, y + 1)`` and area 1, so box areas are ``(x2 - x1) * (y2 - y1)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ovseg.errors import ConfigError
+
+__all__ = ["box_iou", "boxes_from_masks", "class_wise_nms", "mask_iou"]
+
+
+def _as_tensor(values, dtype=None) -> torch.Tensor:
+    tensor = torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values)
+    return tensor.to(dtype) if dtype is not None else tensor
+
+
+def boxes_from_masks(masks: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """``(N, H, W)`` bool masks -> ``(N, 4)`` float32 XYXY boxes (exclusive ``x2, y2``).
+
+    An empty mask gets ``(0, 0, 0, 0)``.
+    """
+    masks = _as_tensor(masks, torch.bool)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (N, H, W), got shape {tuple(masks.shape)}.")
+    count, height, width = masks.shape
+    boxes = torch.zeros(count, 4, dtype=torch.float32)
+    if count == 0:
+        return boxes
+    cols = masks.any(dim=1)  # (N, W)
+    rows = masks.any(dim=2)  # (N, H)
+    present = cols.any(dim=1)
+    x_index = torch.arange(width)
+    y_index = torch.arange(height)
+    x1 = torch.where(cols, x_index, width).amin(dim=1)
+    x2 = torch.where(cols, x_index, -1).amax(dim=1) + 1
+    y1 = torch.where(rows, y_index, height).amin(dim=1)
+    y2 = torch.where(rows, y_index, -1).amax(dim=1) + 1
+    boxes[present] = torch.stack([x1, y1, x2, y2], dim=1)[present].float()
+    return boxes
+
+
+def box_iou(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """IoU of XYXY boxes ``a`` ``(N, 4)`` and ``b`` ``(M, 4)`` -> ``(N, M)`` float64."""
+    a = _as_tensor(a, torch.float64).reshape(-1, 4)
+    b = _as_tensor(b, torch.float64).reshape(-1, 4)
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    left_top = torch.maximum(a[:, None, :2], b[None, :, :2])
+    right_bottom = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (right_bottom - left_top).clamp(min=0).prod(dim=2)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+def mask_iou(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """IoU of bool masks ``a`` ``(N, H, W)`` and ``b`` ``(M, H, W)`` -> ``(N, M)`` float64."""
+    a = _as_tensor(a, torch.bool).flatten(1).float()
+    b = _as_tensor(b, torch.bool).flatten(1).float()
+    inter = (a @ b.t()).double()
+    union = a.sum(1).double()[:, None] + b.sum(1).double()[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
+
+
+def class_wise_nms(
+    scores: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    *,
+    boxes: torch.Tensor | np.ndarray | None = None,
+    masks: torch.Tensor | np.ndarray | None = None,
+    iou_threshold: float = 0.5,
+    mode: str = "box",
+) -> np.ndarray:
+    """Greedy NMS within each label; returns kept indices, highest score first.
+
+    Items are visited from the highest score down (ties: lower index first); an item is dropped
+    when its IoU with a kept item of the same label is strictly greater than ``iou_threshold``
+    (torchvision's ``batched_nms`` rule). ``mode="box"`` uses ``boxes`` ``(N, 4)`` XYXY,
+    ``mode="mask"`` uses ``masks`` ``(N, H, W)``.
+
+    Returns:
+        ``(K,)`` int64 indices into the inputs.
+    """
+    scores = _as_tensor(scores, torch.float64).reshape(-1)
+    labels = _as_tensor(labels, torch.int64).reshape(-1)
+    if mode == "box":
+        if boxes is None:
+            raise ConfigError("Box NMS needs boxes.")
+        items = _as_tensor(boxes, torch.float64).reshape(-1, 4)
+        iou_fn = box_iou
+    elif mode == "mask":
+        if masks is None:
+            raise ConfigError("Mask NMS needs masks.")
+        items = _as_tensor(masks, torch.bool)
+        iou_fn = mask_iou
+    else:
+        raise ConfigError(f"NMS mode must be 'box' or 'mask', not {mode!r}.")
+    if not (len(items) == len(scores) == len(labels)):
+        raise ValueError("NMS needs as many scores, labels and boxes/masks.")
+    keep: list[int] = []
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.argsort(scores[members], descending=True, stable=True)]
+        ious = iou_fn(items[members], items[members])
+        alive = torch.ones(len(members), dtype=torch.bool)
+        for position in range(len(members)):
+            if not alive[position]:
+                continue
+            keep.append(int(members[position]))
+            later = torch.arange(len(members)) > position
+            alive &= ~(later & (ious[position] > iou_threshold))
+    keep.sort(key=lambda index: (-float(scores[index]), index))
+    return np.asarray(keep, dtype=np.int64)

@@ -1,0 +1,77 @@
+"""Boxes from masks, IoU and class-wise NMS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from ovseg.errors import ConfigError
+from ovseg.models.classifiers import box_iou, boxes_from_masks, class_wise_nms, mask_iou
+
+
+def test_boxes_from_masks_exclusive_ends():
+    masks = np.zeros((3, 5, 6), dtype=bool)
+    masks[0, 2, 3] = True  # one pixel at x=3, y=2
+    masks[1, 1:4, 0:2] = True
+    masks[1, 4, 5] = True
+    boxes = boxes_from_masks(masks)
+    np.testing.assert_array_equal(boxes, [[3, 2, 4, 3], [0, 1, 6, 5], [0, 0, 0, 0]])
+    assert boxes.dtype == torch.float32
+
+
+def test_box_and_mask_iou_by_hand():
+    iou = box_iou([[0, 0, 2, 2]], [[1, 1, 3, 3], [0, 0, 2, 2], [5, 5, 6, 6]])
+    np.testing.assert_allclose(iou, [[1 / 7, 1.0, 0.0]])
+    a = np.zeros((1, 4, 4), dtype=bool)
+    a[0, :2, :] = True  # 8 px
+    b = np.zeros((2, 4, 4), dtype=bool)
+    b[0, 1:3, :] = True  # 8 px, 4 shared
+    np.testing.assert_allclose(mask_iou(a, b), [[4 / 12, 0.0]])
+
+
+def test_class_wise_nms_by_hand():
+    boxes = [
+        [0, 0, 10, 10],  # 0: label 0, 0.9
+        [1, 0, 10, 10],  # 1: label 0, 0.8, IoU with 0 = 90/100 -> dropped
+        [1, 0, 10, 10],  # 2: label 1, 0.7, other class -> kept
+        [0, 0, 10, 5],  # 3: label 0, 0.6, IoU with 0 = 50/100 = 0.5, not > 0.5 -> kept
+        [20, 20, 30, 30],  # 4: label 0, 0.95 -> kept, first
+    ]
+    scores = [0.9, 0.8, 0.7, 0.6, 0.95]
+    labels = [0, 0, 1, 0, 0]
+    keep = class_wise_nms(scores, labels, boxes=boxes, iou_threshold=0.5)
+    assert keep.tolist() == [4, 0, 2, 3]
+    keep = class_wise_nms(scores, labels, boxes=boxes, iou_threshold=0.4)
+    assert keep.tolist() == [4, 0, 2]
+
+
+def test_mask_mode():
+    masks = np.zeros((3, 4, 4), dtype=bool)
+    masks[0, :2] = True
+    masks[1, :3] = True  # IoU with 0: 8 / 12
+    masks[2, 2:] = True  # disjoint from 0
+    keep = class_wise_nms([0.9, 0.8, 0.7], [0, 0, 0], masks=masks, mode="mask", iou_threshold=0.6)
+    assert keep.tolist() == [0, 2]
+    keep = class_wise_nms([0.9, 0.8, 0.7], [0, 0, 0], masks=masks, mode="mask", iou_threshold=0.7)
+    assert keep.tolist() == [0, 1, 2]
+
+
+def test_matches_torchvision_batched_nms():
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(60, 2, generator=generator) * 50
+    wh = torch.rand(60, 2, generator=generator) * 30 + 1
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    scores = torch.rand(60, generator=generator)
+    labels = torch.randint(0, 3, (60,), generator=generator)
+    expected = torchvision.ops.batched_nms(boxes.double(), scores.double(), labels, 0.5)
+    keep = class_wise_nms(scores, labels, boxes=boxes, iou_threshold=0.5)
+    assert keep.tolist() == expected.tolist()
+
+
+def test_bad_mode():
+    with pytest.raises(ConfigError):
+        class_wise_nms([1.0], [0], boxes=[[0, 0, 1, 1]], mode="circle")
+    with pytest.raises(ConfigError):
+        class_wise_nms([1.0], [0], mode="mask")

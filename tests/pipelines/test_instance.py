@@ -1,0 +1,266 @@
+"""InstanceSegmenter, click-to-segment and SAM-refined semantic maps on tiny random models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+import ovseg.pipelines.instance  # noqa: F401  (registers the pipelines)
+from ovseg.errors import ConfigError, PromptError
+from ovseg.models.decoders.sam import SamDecoder
+from ovseg.pipelines.instance import refine_semantic
+from ovseg.registry import PIPELINES
+from ovseg.structures import UNLABELLED, Instances, OVSegResult, PointPrompts
+from ovseg.vocab import Vocabulary
+from tests.models.decoders.sam_tiny import random_image, tiny_sam
+
+VOCAB = ["cat", "dog|puppy", "sofa", "lamp"]
+PROPOSALS = {
+    "points_per_side": 4,
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.0,
+    "box_nms_thresh": 1.0,  # keep SAM's duplicates: the pipeline's own NMS must remove them
+}
+
+
+def backbone_config(model_name):
+    return {
+        "type": "ClipBackbone",
+        "model_name": model_name,
+        "dense_mode": "sclip",
+        "templates": "photo",
+    }
+
+
+def build(model_name, **kwargs):
+    torch.manual_seed(0)
+    return PIPELINES.build(
+        {
+            "type": "InstanceSegmenter",
+            "backbone": backbone_config(model_name),
+            "decoder": SamDecoder.from_model(tiny_sam()),
+            "inference": {"short_side": None, "max_long_side": None},
+            "proposals": PROPOSALS,
+            **kwargs,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_model_names, one_torch_thread):
+    # the tiny SAM's masks are scattered, so their boxes nearly all span the image: mask NMS
+    # keeps several of them, box NMS only one
+    return build(
+        tiny_model_names["vit"],
+        vocabulary=VOCAB,
+        postprocess={"score_threshold": 0.0, "nms_threshold": 0.5, "nms_mode": "mask"},
+    )
+
+
+@pytest.fixture(scope="module")
+def image():
+    return random_image(40, 48)
+
+
+@pytest.fixture(scope="module")
+def instances(segmenter, image):
+    return segmenter(image)
+
+
+def test_shapes_boxes_labels_and_order(segmenter, instances):
+    assert isinstance(instances, Instances)
+    n = len(instances)
+    assert n >= 2
+    assert instances.masks.shape == (n, 40, 48) and instances.masks.dtype == bool
+    assert instances.boxes.shape == (n, 4) and instances.labels.shape == (n,)
+    assert instances.class_names == ["cat", "dog", "sofa", "lamp"]
+    assert set(instances.labels.tolist()) <= {0, 1, 2, 3}
+    assert (np.diff(instances.scores) <= 0).all()
+    assert ((instances.scores >= 0) & (instances.scores <= 1)).all()
+    for mask, box in zip(instances.masks, instances.boxes):
+        ys, xs = np.nonzero(mask)
+        np.testing.assert_array_equal(box, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    flat = instances.masks.reshape(n, -1)
+    for i in range(n):
+        for j in range(i + 1, n):
+            if instances.labels[i] == instances.labels[j]:
+                inter = (flat[i] & flat[j]).sum()
+                assert inter / (flat[i] | flat[j]).sum() <= 0.5
+
+
+def rederive(segmenter, image):
+    """Proposals scored by hand: tokens pooled by area, cosine x 40, softmax, synonym max."""
+    proposals = segmenter.proposals()
+    masks = proposals.masks.cpu()
+    backbone = segmenter.backbone
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    tokens = F.normalize(backbone.encode_dense(backbone.normalize(tensor)), dim=1)[0]
+    weights = F.adaptive_avg_pool2d(masks.float(), tokens.shape[-2:])
+    pooled = torch.einsum("mhw,dhw->md", weights, tokens) / weights.sum((1, 2))[:, None]
+    pooled = F.normalize(pooled, dim=1)
+    text = backbone.encode_text(["cat", "dog", "puppy", "sofa", "lamp"])
+    query = torch.softmax(40.0 * pooled @ text.t(), dim=1)
+    probs = torch.stack([query[:, 0], query[:, 1:3].amax(1), query[:, 3], query[:, 4]], dim=1)
+    prob, labels = probs.max(1)
+    scores = prob * proposals.iou_scores.cpu().clamp(0, 1)
+    ys, xs = masks.any(2).float(), masks.any(1).float()
+    boxes = torch.stack(
+        [
+            xs.argmax(1),
+            ys.argmax(1),
+            masks.shape[2] - xs.flip(1).argmax(1),
+            masks.shape[1] - ys.flip(1).argmax(1),
+        ],
+        dim=1,
+    ).double()
+    return masks, scores, labels, boxes
+
+
+def test_mask_nms_matches_a_re_derivation(segmenter, image, instances):
+    masks, scores, labels, _ = rederive(segmenter, image)
+    flat = masks.flatten(1)
+    keep = []
+    for i in sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i)):
+        if all(
+            labels[k] != labels[i] or (flat[k] & flat[i]).sum() / (flat[k] | flat[i]).sum() <= 0.5
+            for k in keep
+        ):
+            keep.append(i)
+    np.testing.assert_allclose(instances.scores, scores[keep].numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(instances.labels, labels[keep].numpy())
+    np.testing.assert_array_equal(instances.masks, masks[keep].numpy())
+
+
+def test_box_nms_matches_torchvision(tiny_model_names, image):
+    boxed = build(tiny_model_names["vit"], vocabulary=VOCAB, postprocess={"score_threshold": 0})
+    out = boxed(image)
+    masks, scores, labels, boxes = rederive(boxed, image)
+    keep = torchvision.ops.batched_nms(boxes, scores.double(), labels, 0.5)
+    np.testing.assert_allclose(out.scores, scores[keep].numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(out.masks, masks[keep].numpy())
+    np.testing.assert_array_equal(out.boxes, boxes[keep].numpy())
+
+
+def test_other_vocabulary_reuses_proposals(segmenter, instances):
+    proposals = segmenter.proposals()
+    # the random CLIP names every proposal "sofa" in VOCAB; here sofa is a background word
+    vocab = Vocabulary((("red thing",), ("sofa", "sky")), ("red thing", "background"))
+    again = segmenter.predict(vocab)
+    assert segmenter.proposals() is proposals
+    assert set(again.labels.tolist()) <= {0}  # background instances are dropped
+    segmenter.postprocess["drop_background"] = False
+    try:
+        kept = segmenter.predict(vocab)
+    finally:
+        segmenter.postprocess["drop_background"] = True
+    assert len(kept) > len(again)  # the random CLIP calls some masks background
+    np.testing.assert_array_equal(again.masks, kept.masks[kept.labels == 0])
+    assert again.class_names == ["red thing", "background"]
+
+
+def test_threshold_max_instances_and_mask_nms(tiny_model_names, image):
+    strict = build(
+        tiny_model_names["vit"],
+        vocabulary=VOCAB,
+        postprocess={"score_threshold": 0.0, "max_instances": 2, "nms_mode": "mask"},
+    )
+    out = strict(image)
+    assert len(out) == 2
+    none = build(tiny_model_names["vit"], postprocess={"score_threshold": 1.01})
+    empty = none(image, VOCAB)
+    assert len(empty) == 0 and empty.masks.shape == (0, 40, 48)
+    with pytest.raises(ConfigError):
+        build(tiny_model_names["vit"], postprocess={"nms_mode": "circle"})
+    with pytest.raises(ConfigError):
+        build(tiny_model_names["vit"], postprocess={"unknown": 1})
+
+
+def test_crop_ensemble(tiny_model_names, segmenter, image):
+    both = build(
+        tiny_model_names["vit"],
+        vocabulary=VOCAB,
+        postprocess={"score_threshold": 0.0, "crop_weight": 0.5},
+        crop_classifier={"type": "MaskedCropClassifier", "context_scale": 1.2},
+    )
+    both.set_image(image)
+    masks = both.proposals().masks[:3].cpu()
+    pooled_only = segmenter.classify(masks, segmenter._resolve_vocabulary(None))
+    mixed = both.classify(masks, both._resolve_vocabulary(None))
+    assert mixed.shape == pooled_only.shape == (3, 4)
+    assert not torch.allclose(mixed, pooled_only)
+    assert both.crop_classifier.context_scale == 1.2
+
+
+def test_segment_clicks(segmenter, image):
+    segmenter.set_image(image)
+    clicks = PointPrompts([[10.5, 12.5], [30.5, 5.5]], [1, 0])
+    out = segmenter.segment_clicks(clicks)
+    prediction = segmenter.decoder.predict(
+        point_coords=(clicks.coords - 0.5)[None], point_labels=clicks.labels[None]
+    )
+    best = int(prediction.iou_scores[0].argmax())
+    expected = prediction.masks[0, best].numpy()
+    assert len(out) == int(expected.any())
+    if len(out):
+        np.testing.assert_array_equal(out.masks[0], expected)
+        assert out.scores[0] <= float(prediction.iou_scores[0, best]) + 1e-6
+    with pytest.raises(PromptError):
+        segmenter.segment_clicks(PointPrompts(np.zeros((0, 2)), np.zeros(0)))
+
+
+def test_refine_semantic_by_hand():
+    sem_seg = np.array(
+        [
+            [0, 0, 1, 1],
+            [0, 1, 1, 1],
+            [2, 2, UNLABELLED, 1],
+            [2, 2, 2, 2],
+        ]
+    )
+    probs = np.zeros((3, 4, 4), dtype=np.float32)
+    probs[0, :2, :2] = 0.9
+    probs[1, :2, :2] = 0.1
+    result = OVSegResult(sem_seg=sem_seg, class_names=["a", "b", "c"], probs=probs)
+    masks = np.zeros((2, 4, 4), dtype=bool)
+    masks[0, :2, :] = True  # 8 px: labels 0 x3, 1 x5 -> 1
+    masks[1, :2, :1] = True  # 2 px inside mask 0, painted after it: labels 0 x2 -> 0
+    out = refine_semantic(result, masks)
+    expected = sem_seg.copy()
+    expected[:2, :] = 1
+    expected[:2, :1] = 0
+    np.testing.assert_array_equal(out.sem_seg, expected)
+    assert out.meta["sam_refined_masks"] == 2
+    # mean probability over mask 0: class 0 mean 0.45, class 1 mean 0.05 -> 0
+    out = refine_semantic(result, masks[:1], mode="mean_prob")
+    assert (out.sem_seg[:2] == 0).all() and (out.sem_seg[2:] == sem_seg[2:]).all()
+    with pytest.raises(ConfigError):
+        refine_semantic(result, masks, mode="vote")
+    with pytest.raises(ConfigError):
+        refine_semantic(result, masks[:, :3])
+
+
+def test_sam_refined_semantic_segmenter(tiny_model_names, image, one_torch_thread):
+    torch.manual_seed(0)
+    pipeline = PIPELINES.build(
+        {
+            "type": "SamRefinedSemanticSegmenter",
+            "semantic": {
+                "type": "SemanticSegmenter",
+                "backbone": backbone_config(tiny_model_names["vit"]),
+                "inference": {"mode": "whole"},
+            },
+            "decoder": SamDecoder.from_model(tiny_sam()),
+            "proposals": PROPOSALS,
+            "vocabulary": VOCAB,
+        }
+    )
+    result = pipeline(image)
+    assert result.sem_seg.shape == (40, 48)
+    masks = pipeline._proposals.masks.cpu().numpy()
+    smallest = masks[np.argmin(masks.reshape(len(masks), -1).sum(1))]
+    assert len(np.unique(result.sem_seg[smallest])) == 1  # painted last, one label
+    plain = pipeline.semantic.predict()
+    np.testing.assert_array_equal(result.sem_seg[~masks.any(0)], plain.sem_seg[~masks.any(0)])
