@@ -329,6 +329,7 @@ COMMANDS = {
     "eval": (_eval_parser, "evaluate a config on its dataset (mIoU table + JSON)"),
     "train": (None, "train from a config (torchrun for several processes)"),
     "data synth": (_synth_parser, "write the synthetic open-vocabulary world"),
+    "demo": ("ovseg.demo.cli:demo_parser", "serve the interactive demo in a browser (gradio)"),
 }
 
 

@@ -2,7 +2,8 @@
 
 Each entry names its file in ``ovseg/model_zoo/weights``, the sha256 the file must have, and the
 commands that reproduce it. ``ClipBackbone(model_name, pretrained=tag)`` finds them here before
-asking open_clip's own tag table.
+asking open_clip's own tag table, and ``SamDecoder(model_type, pretrained=tag)`` (e.g.
+``("ovseg-sam-tiny", "shapes")``) before SAM's official release.
 """
 
 from __future__ import annotations

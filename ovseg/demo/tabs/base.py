@@ -1,0 +1,97 @@
+"""What every tab of the demo shares: its spec (:class:`TabSpec`) and the app context."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from ovseg.demo.handlers import (
+    Example,
+    PipelineProvider,
+    SessionFiles,
+    describe_failure,
+    is_out_of_memory,
+    release_accelerator_memory,
+)
+
+logger = logging.getLogger(__name__)
+
+# Every event that runs a model joins this concurrency group, so ``--concurrency`` bounds the
+# model work of all tabs together (they share one device).
+MODEL_CONCURRENCY_ID = "ovseg-models"
+
+
+@dataclass(frozen=True)
+class TabSpec:
+    """One task of the demo.
+
+    Attributes:
+        key: short id (``semantic``); also the tab's id and the prefix of its elements' ids.
+        title: the tab's label.
+        task: the pipeline task :class:`PipelineProvider` builds for it.
+        make_handler: ``pipeline -> handler`` (a class from :mod:`ovseg.demo.handlers`).
+        build: ``(context, spec) -> None``; creates the tab's components and events inside the
+            open ``gr.Tab``.
+        optional: leave the tab out (with a log line) when the served config has no pipeline
+            for ``task``, instead of refusing to start.
+    """
+
+    key: str
+    title: str
+    task: str
+    make_handler: Callable[[Any], Any]
+    build: Callable[[DemoContext, TabSpec], None]
+    optional: bool = False
+
+
+@dataclass
+class DemoContext:
+    """What the tabs of one app share: pipelines, handlers, session folders, examples, limits."""
+
+    provider: PipelineProvider
+    files: SessionFiles
+    examples: list[Example] = field(default_factory=list)
+    concurrency: int = 1
+    _handlers: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def handler(self, spec: TabSpec) -> Any:
+        """The tab's handler, built on first use around the task's pipeline."""
+        with self._lock:
+            if spec.key not in self._handlers:
+                self._handlers[spec.key] = spec.make_handler(self.provider.get(spec.task))
+            return self._handlers[spec.key]
+
+    def release_memory(self) -> None:
+        """Drop every cached feature and return accelerator memory (after an out-of-memory)."""
+        with self._lock:
+            handlers = list(self._handlers.values())
+        for handler in handlers:
+            if hasattr(handler, "release_memory"):
+                handler.release_memory()
+        release_accelerator_memory()
+
+    @contextlib.contextmanager
+    def user_errors(self) -> Iterator[None]:
+        """Show any failure as a ``gr.Error`` message; after an out-of-memory, free caches first
+        so the next request runs."""
+        try:
+            yield
+        except gr.Error:
+            raise
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                logger.warning("out of memory in a demo request; releasing cached features")
+                self.release_memory()
+            raise gr.Error(describe_failure(exc), print_exception=False) from exc
+
+
+def session_id(request: gr.Request | None) -> str | None:
+    """The browser session of a request (None outside a request)."""
+    return getattr(request, "session_hash", None) if request is not None else None

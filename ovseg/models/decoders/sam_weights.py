@@ -1,0 +1,101 @@
+"""Finding SAM weights: a local file, a packaged ``(model_type, tag)``, or the official release.
+
+Tags:
+
+* ``"sa1b"`` (the default for ``vit_b`` / ``vit_l`` / ``vit_h``): Meta's released checkpoint,
+  looked up as ``<torch hub dir>/checkpoints/<official file name>``; when the network is allowed
+  (``HF_HUB_OFFLINE`` unset) it is downloaded there first.
+* any tag in ``ovseg.model_zoo.embedded.EMBEDDED_WEIGHTS`` (e.g. ``"shapes"``): weights shipped
+  inside the package, verified by sha256.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ovseg.errors import ConfigError, WeightsNotFoundError
+from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, embedded_checkpoint
+from ovseg.models.decoders.sam_build import (
+    OFFICIAL_CHECKPOINTS,
+    missing_official_checkpoint,
+)
+
+OFFICIAL_TAG = "sa1b"
+
+
+def is_offline() -> bool:
+    """True when downloads are switched off (``HF_HUB_OFFLINE`` set to a true value)."""
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def official_checkpoint_path(model_type: str) -> Path:
+    """Where the official checkpoint of ``model_type`` is cached (it may not exist yet)."""
+    entry = OFFICIAL_CHECKPOINTS[model_type]
+    return Path(torch.hub.get_dir()) / "checkpoints" / entry["file"]
+
+
+def find_official_checkpoint(model_type: str) -> Path:
+    """The cached official checkpoint, downloaded first when missing and the network is allowed.
+
+    Raises:
+        WeightsNotFoundError: absent, and offline or the download failed (the message names
+            the file, where it is published and where to put it).
+    """
+    path = official_checkpoint_path(model_type)
+    if path.is_file():
+        return path
+    reason = "HF_HUB_OFFLINE is set"
+    if not is_offline():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # writes to a temporary file in the same folder and renames it when complete
+            torch.hub.download_url_to_file(OFFICIAL_CHECKPOINTS[model_type]["url"], str(path))
+            return path
+        except Exception as exc:  # network errors come in many types
+            reason = f"download failed: {type(exc).__name__}: {str(exc)[:200]}"
+    err = missing_official_checkpoint(model_type, path)
+    raise WeightsNotFoundError(f"{err} ({reason}; it may also be placed at {path}.)")
+
+
+def resolve_sam_checkpoint(
+    model_name: str,
+    checkpoint: str | os.PathLike | None,
+    pretrained: str | None,
+) -> Path:
+    """The weight file for a SAM of registered name ``model_name`` ("custom" for configs).
+
+    ``checkpoint`` (a path) and ``pretrained`` (a tag) are exclusive. With neither, official
+    architectures use ``"sa1b"``; other architectures need one of them.
+    """
+    if checkpoint is not None and pretrained is not None:
+        raise ConfigError("Pass either checkpoint=PATH or pretrained=TAG for SAM, not both.")
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.exists():
+            raise missing_official_checkpoint(model_name, path)
+        return path
+    tag = pretrained
+    if tag is None:
+        if model_name not in OFFICIAL_CHECKPOINTS:
+            raise WeightsNotFoundError(
+                f"SAM {model_name!r} has no default weights. Pass checkpoint=PATH (for example "
+                "the model_final.safetensors of `ovseg train configs/sam/shapes_tiny_sam.yaml`) "
+                "or a packaged tag as pretrained=TAG."
+            )
+        tag = OFFICIAL_TAG
+    packaged = embedded_checkpoint(model_name, tag)
+    if packaged is not None:
+        return packaged
+    if tag == OFFICIAL_TAG and model_name in OFFICIAL_CHECKPOINTS:
+        return find_official_checkpoint(model_name)
+    known = sorted(t for (name, t) in EMBEDDED_WEIGHTS if name == model_name)
+    if model_name in OFFICIAL_CHECKPOINTS:
+        known.append(OFFICIAL_TAG)
+    raise WeightsNotFoundError(
+        f"No SAM weights {model_name!r} / {tag!r} are known. Tags for {model_name!r}: "
+        f"{', '.join(known) or 'none'}; or pass checkpoint=PATH to a local file (train the small "
+        "model with `ovseg train configs/sam/shapes_tiny_sam.yaml`)."
+    )

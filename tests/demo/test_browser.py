@@ -1,0 +1,158 @@
+"""End to end in headless Chromium (Playwright): load the page, run the semantic task on an
+example, check the overlay and the legend. Screenshots go to ``$OVSEG_TEST_ARTIFACTS`` (default:
+the test's tmp folder)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from ovseg.demo.security import resolve_settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"
+    ),
+    pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*"),
+]
+
+
+@pytest.fixture
+def artifacts(tmp_path) -> Path:
+    folder = Path(os.environ.get("OVSEG_TEST_ARTIFACTS") or tmp_path) / "demo_browser"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def served(one_torch_thread, examples_dir, free_port):
+    from ovseg.demo.app import serve
+
+    settings = resolve_settings(port=free_port(), examples_dir=examples_dir)
+    served = serve(settings, "shapes-tiny", block=False)
+    try:
+        yield served
+    finally:
+        served.close()
+
+
+@pytest.fixture
+def page(tmp_path):
+    from playwright import sync_api
+
+    profile = tmp_path / "chromium-profile"
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1000},
+        )
+        try:
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def wait_for_new_overlay(page, previous_src: str | None) -> None:
+    page.wait_for_function(
+        "previous => { const img = document.querySelector('#semantic-overlay img');"
+        " return img && img.getAttribute('src') !== previous && img.complete"
+        " && img.naturalWidth > 0; }",
+        arg=previous_src,
+    )
+
+
+def test_semantic_task_on_an_example_in_chromium(served, page, artifacts, examples_dir):
+    import ovseg
+
+    started, served_url = time.monotonic(), served.url
+    hosts, errors = set(), []
+    page.on("request", lambda request: hosts.add(request.url.split("/")[2]))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_default_timeout(30_000)
+
+    page.goto(served_url, wait_until="domcontentloaded")
+    page.wait_for_selector("#semantic-run")
+    page.screenshot(path=str(artifacts / "01_loaded.png"), full_page=True)
+
+    page.locator("#semantic-examples :is(button.gallery-item, tbody tr)").first.click()
+    page.wait_for_selector("#semantic-image img")
+    vocabulary = page.locator("#semantic-vocabulary textarea").input_value()
+    assert vocabulary == "red star, red diamond, blue square, blue ring, water, wall"
+
+    page.click("#semantic-run")
+    page.wait_for_selector("#semantic-legend .ovseg-legend-item")
+    overlay = page.locator("#semantic-overlay img")
+    overlay.wait_for()
+    page.wait_for_function(
+        "() => { const img = document.querySelector('#semantic-overlay img');"
+        " return img && img.complete && img.naturalWidth > 0; }"
+    )
+    page.screenshot(path=str(artifacts / "02_segmented.png"), full_page=True)
+
+    size = overlay.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert size == [128, 128]
+    expected = ovseg.create_pipeline("shapes-tiny")(
+        examples_dir / "shapes_scene.jpg", vocabulary
+    ).to_dict()["classes"]
+    present = [c["name"] for c in sorted(expected, key=lambda c: -c["area"]) if c["area"] > 0]
+    legend = page.locator("#semantic-legend .ovseg-legend-item").all_inner_texts()
+    assert [text.rsplit(" ", 1)[0] for text in legend] == present
+    first_column = page.locator('#semantic-table [role="gridcell"][data-col="0"]')
+    assert first_column.all_inner_texts() == [c["name"] for c in expected]
+    downloads = page.locator("#semantic-files").inner_text()
+    assert "_labels" in downloads and ".json" in downloads and "_overlay" in downloads
+
+    before = overlay.get_attribute("src")
+    page.fill("#semantic-vocabulary textarea", "water, wall")
+    page.press("#semantic-vocabulary textarea", "Enter")  # submit: same image, new vocabulary
+    page.wait_for_function(
+        "() => document.querySelectorAll('#semantic-legend .ovseg-legend-item').length === 2"
+    )
+    wait_for_new_overlay(page, before)
+    page.screenshot(path=str(artifacts / "03_new_vocabulary.png"), full_page=True)
+
+    before = overlay.get_attribute("src")
+    page.locator("#semantic-opacity input[type=range]").fill("1")
+    page.locator("#semantic-opacity input[type=range]").dispatch_event("pointerup")
+    wait_for_new_overlay(page, before)
+    page.screenshot(path=str(artifacts / "04_opacity_1.png"), full_page=True)
+
+    assert hosts == {served_url.split("/")[2]}  # nothing fetched from outside
+    assert not errors
+    assert (artifacts / "02_segmented.png").stat().st_size > 0
+
+    sessions = served.context.files.root
+    assert [p.name for p in sessions.iterdir()]  # this session's result files
+    page.goto("about:blank")  # leaving the page ends the session: its folder goes
+    assert wait_until(lambda: not any(sessions.iterdir()), timeout=20)
+    assert time.monotonic() - started < 60
