@@ -420,7 +420,8 @@ def coco_metrics_to_json(metrics: Mapping[str, Any], task: str = "instance_segme
     """The JSON document for ``evaluate_coco`` metrics: fixed key order, NaN as null.
 
     Layout: ``task, num_images, num_predictions, iou_types, metrics {<iou type>: {AP ... ARl}},
-    per_category {<iou type>: [{category_id, name, AP}]}``.
+    per_category {<iou type>: [{category_id, name, AP}]}`` and, when present, ``groups
+    {<iou type>: {<group>: mean per-category AP}}``.
     """
     iou_types = [t for t in metrics["iou_types"] if t in metrics]
     return _nan_to_none(
@@ -431,6 +432,7 @@ def coco_metrics_to_json(metrics: Mapping[str, Any], task: str = "instance_segme
             "iou_types": iou_types,
             "metrics": {t: {n: metrics[t][n] for n in STAT_NAMES} for t in iou_types},
             "per_category": {t: metrics[t]["per_category"] for t in iou_types},
+            **({"groups": metrics["groups"]} if "groups" in metrics else {}),
         }
     )
 

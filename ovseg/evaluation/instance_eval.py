@@ -49,12 +49,13 @@ from ovseg.evaluation.coco import (
     write_coco_metrics,
     write_coco_results,
 )
+from ovseg.evaluation.groups import group_means, resolve_groups
 from ovseg.plugins import load_plugins
 from ovseg.registry import DATASETS, EVALUATORS
 from ovseg.structures import Instances
 
 # evaluation.* keys that steer the run rather than the evaluator
-RUN_SETTINGS = ("type", "progress")
+RUN_SETTINGS = ("type", "progress", "groups")
 
 
 @EVALUATORS.register(aliases=("coco_ap",))
@@ -330,6 +331,20 @@ def run_instance_evaluation(
         results_json=out_dir / "coco_results.json",
         progress=bool(settings.get("progress", True)),
     )
+    groups = resolve_groups(settings.get("groups"), dataset, list(dataset.class_names))
+    if groups:
+        metrics["groups"] = {
+            iou_type: group_means(
+                {c["name"]: c["AP"] for c in metrics[iou_type]["per_category"]}, groups
+            )
+            for iou_type in metrics["iou_types"]
+            if iou_type in metrics
+        }
+        if info.is_main:
+            write_coco_metrics(out_dir / "results.json", metrics)
+            for iou_type, means in metrics["groups"].items():
+                summary = ", ".join(f"{name} {value:.2f}" for name, value in means.items())
+                print(f"{iou_type} mean per-category AP by group: {summary}")
     if info.is_main:
         print(f"results written to {out_dir / 'results.json'}")
     return metrics

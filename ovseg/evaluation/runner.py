@@ -28,23 +28,11 @@ from ovseg.api import create_pipeline
 from ovseg.config import load_config, save_resolved_config, to_container
 from ovseg.engine.dist import init_distributed
 from ovseg.errors import ConfigError
+from ovseg.evaluation.groups import resolve_groups
 from ovseg.evaluation.semseg import SemSegMetric
 from ovseg.evaluation.semseg_eval import evaluate_semantic
 from ovseg.plugins import load_plugins
 from ovseg.registry import DATASETS
-
-
-def _groups(setting: Any, dataset: Any, class_names: list[str]) -> dict[str, list[str]] | None:
-    if setting in (None, False, "none"):
-        return None
-    if setting == "auto":
-        unseen = [name for name in getattr(dataset, "unseen", []) if name in class_names]
-        if not unseen:
-            return None
-        return {"seen": [n for n in class_names if n not in unseen], "unseen": unseen}
-    if isinstance(setting, dict):
-        return {str(k): list(v) for k, v in setting.items()}
-    raise ConfigError("evaluation.groups must be 'auto', null, or a mapping of name -> classes.")
 
 
 class FirstItems:
@@ -113,7 +101,7 @@ def run_semantic_evaluation(
         class_names=class_names,
         # 255 unless the dataset says otherwise (65535 for the 459 / 847-class sets)
         ignore_index=int(settings.get("ignore_index", getattr(dataset, "ignore_index", 255))),
-        groups=_groups(settings.get("groups", "auto"), dataset, class_names),
+        groups=resolve_groups(settings.get("groups", "auto"), dataset, class_names),
     )
     out_dir = Path(work_dir or cfg.get("work_dir") or "work_dirs/eval")
     if info.is_main:
