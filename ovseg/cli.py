@@ -142,13 +142,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _check_task_arguments(args)
     vocabulary = _vocabulary_from_args(args)
     images = _collect_images(Path(inputs[0]))
-    pipeline = create_pipeline(
-        args.preset or DEFAULT_PRESET,
-        vocabulary,
-        task=args.task,
-        overrides=overrides,
-        device=args.device,
-    )
+    if args.vocab_free:
+        if vocabulary is not None or args.task != "semantic":
+            raise OVSegError(
+                "--vocab-free finds the class names itself: drop --vocab/--vocab-file "
+                "(it runs the semantic task)."
+            )
+        from ovseg.pipelines.vocab_free import build_vocab_free_pipeline
+
+        pipeline = build_vocab_free_pipeline(
+            args.preset or DEFAULT_PRESET, args.db, args.device, overrides=overrides
+        )
+    else:
+        if args.db:
+            raise OVSegError("--db goes with --vocab-free.")
+        pipeline = create_pipeline(
+            args.preset or DEFAULT_PRESET,
+            vocabulary,
+            task=args.task,
+            overrides=overrides,
+            device=args.device,
+        )
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_resolved_config(pipeline.config, out_dir / "config.yaml")
@@ -286,6 +300,12 @@ def _predict_parser() -> argparse.ArgumentParser:
         "pipelines.<task> section for the last two",
     )
     p.add_argument("--prompt", help="with --task referring: the phrase to segment")
+    p.add_argument(
+        "--vocab-free",
+        action="store_true",
+        help="find the class names in a text database (CaSED) instead of taking a vocabulary",
+    )
+    p.add_argument("--db", help="with --vocab-free: database folder (default: the preset's)")
     p.add_argument("--vocab", help="classes separated by commas, synonyms by '|'")
     p.add_argument("--vocab-file", help="class file: one class per line, synonyms after commas")
     p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
@@ -341,6 +361,19 @@ COMMANDS = {
     "train": (None, "train from a config (torchrun for several processes)"),
     "data synth": (_synth_parser, "write the synthetic open-vocabulary world"),
     "demo": ("ovseg.demo.cli:demo_parser", "serve the interactive demo in a browser (gradio)"),
+    "db build": (
+        "ovseg.vocab.db_cli:build_parser",
+        "encode a text corpus into a database for vocabulary-free search",
+    ),
+    "db merge": (
+        "ovseg.vocab.db_cli:merge_parser",
+        "write the database of a sharded (torchrun) build",
+    ),
+    "db info": ("ovseg.vocab.db_cli:info_parser", "describe and verify a text database"),
+    "db search": (
+        "ovseg.vocab.db_cli:search_parser",
+        "name an image (or a box of it) with a text database",
+    ),
 }
 
 

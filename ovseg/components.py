@@ -10,11 +10,14 @@ from ovseg.data import (  # noqa: F401
     folder,
     pascal_context,
     synthetic,
+    transforms,
     voc,
 )
 from ovseg.evaluation import instance_eval, semseg  # noqa: F401
 from ovseg.evaluation import referring as referring_metrics  # noqa: F401
-from ovseg.models import classifiers, clip_training, prompts  # noqa: F401
-from ovseg.models.backbones import clip  # noqa: F401
+from ovseg.models import classifiers, clip_training, denseclip, necks, prompts  # noqa: F401
+from ovseg.models.backbones import clip, clip_pyramid  # noqa: F401
 from ovseg.models.decoders import sam, sam_training  # noqa: F401
-from ovseg.pipelines import instance, referring, semantic  # noqa: F401
+from ovseg.pipelines import denseclip as denseclip_pipeline  # noqa: F401
+from ovseg.pipelines import instance, referring, semantic, vocab_free  # noqa: F401
+from ovseg.vocab import cased  # noqa: F401

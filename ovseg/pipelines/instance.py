@@ -22,7 +22,7 @@ masks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,8 +63,21 @@ POSTPROCESS_DEFAULTS = {
     "max_instances": 100,
     "min_area": 1,
     "drop_background": True,
+    "background_classes": (),
 }
 REFINE_MODES = ("majority", "mean_prob")
+
+
+def with_background_classes(vocab: Vocabulary, extra: Sequence[str]) -> Vocabulary:
+    """``vocab`` followed by the ``extra`` names as classes of their own (indices >= len(vocab))."""
+    if not extra:
+        return vocab
+    taken = {name.lower() for name in vocab.names}
+    extra = [name for name in extra if name.lower() not in taken]
+    return Vocabulary(
+        vocab.classes + tuple((name,) for name in extra),
+        tuple(vocab.names) + tuple(extra) if vocab.display_names else (),
+    )
 
 
 def _masks_of(proposals: Any) -> torch.Tensor:
@@ -144,7 +157,9 @@ class InstanceSegmenter:
             ``min_mask_region_area`` ...).
         postprocess: ``logit_scale``, ``crop_weight``, ``crop_logit_scale``,
             ``score_threshold``, ``nms_threshold``, ``nms_mode`` (``box``/``mask``),
-            ``max_instances``, ``min_area`` (pixels), ``drop_background``.
+            ``max_instances``, ``min_area`` (pixels), ``drop_background``,
+            ``background_classes`` (names queried with the vocabulary whose masks are dropped,
+            e.g. the stuff of a scene, so that a road is not named the closest thing class).
         multimask: for clicks, three SAM masks and the highest predicted IoU kept.
     """
 
@@ -190,6 +205,7 @@ class InstanceSegmenter:
             if crop_weight > 0
             else None
         )
+        self.background_classes = tuple(str(n) for n in self.postprocess["background_classes"])
         self.encoder, self.inference = whole_image_encoder(backbone, inference)
         self.proposal_settings = dict(proposals or {})
         self.multimask = bool(multimask)
@@ -269,10 +285,10 @@ class InstanceSegmenter:
         keep = areas >= max(1, int(self.postprocess["min_area"]))
         masks, iou_scores = masks[keep], iou_scores[keep]
         if len(masks):
-            probs = self.classify(masks, vocab)
+            probs = self.classify(masks, with_background_classes(vocab, self.background_classes))
             class_prob, labels = probs.max(dim=1)
             scores = class_prob * iou_scores.clamp(0.0, 1.0)
-            keep = scores >= float(self.postprocess["score_threshold"])
+            keep = (scores >= float(self.postprocess["score_threshold"])) & (labels < len(vocab))
             background = vocab.background_index
             if self.postprocess["drop_background"] and background is not None:
                 keep &= labels != background

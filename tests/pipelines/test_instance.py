@@ -264,3 +264,37 @@ def test_sam_refined_semantic_segmenter(tiny_model_names, image, one_torch_threa
     assert len(np.unique(result.sem_seg[smallest])) == 1  # painted last, one label
     plain = pipeline.semantic.predict()
     np.testing.assert_array_equal(result.sem_seg[~masks.any(0)], plain.sem_seg[~masks.any(0)])
+
+
+def test_background_classes_are_queried_then_dropped(tiny_model_names, image):
+    from ovseg.pipelines.instance import with_background_classes
+    from ovseg.vocab import Vocabulary
+
+    vocab = Vocabulary.create(["cat", "dog|puppy"])
+    extended = with_background_classes(vocab, ["grass", "Cat", "sand"])
+    assert extended.names == ["cat", "dog", "grass", "sand"]  # a vocabulary class stays one
+    assert extended.queries == ["cat", "dog", "puppy", "grass", "sand"]
+    assert with_background_classes(vocab, ()) is vocab
+
+    plain = build(
+        tiny_model_names["vit"],
+        vocabulary=["cat", "dog"],
+        postprocess={"score_threshold": 0.0, "nms_threshold": 1.0},
+    )
+    with_stuff = build(
+        tiny_model_names["vit"],
+        vocabulary=["cat", "dog"],
+        postprocess={
+            "score_threshold": 0.0,
+            "nms_threshold": 1.0,
+            "background_classes": ["grass", "sand"],
+        },
+    )
+    everything = plain(image, ["cat", "dog", "grass", "sand"])
+    kept = with_stuff(image)
+    # the masks kept are exactly those whose best class among all four is a vocabulary class
+    assert sorted(kept.scores.tolist()) == pytest.approx(
+        sorted(everything.scores[everything.labels < 2].tolist())
+    )
+    assert set(kept.labels.tolist()) <= {0, 1} and kept.class_names == ["cat", "dog"]
+    assert (everything.labels >= 2).any()  # the check above dropped something

@@ -1,0 +1,248 @@
+"""``DenseCLIPSegmenter``: semantic segmentation with a trained DenseCLIP model, any vocabulary.
+
+Flow for one image (HWC uint8 RGB, input-image pixels), as mmseg's test pipeline of the recipes:
+
+1. keep-ratio resize so the short side is ``inference.short_side`` (long side capped at
+   ``max_long_side``), bilinear, then normalise with the model's statistics;
+2. cut sliding windows (``crop_size`` / ``stride``) or take the whole image and run the image
+   backbone on them (``batch_size`` windows at a time) - cached by :meth:`set_image`;
+3. per vocabulary: every query (class name or synonym) is prompted with the learned contexts,
+   the context decoder and decode head run on the cached features, window logits are upsampled
+   to their windows and averaged where they overlap, then upsampled to the input size;
+4. softmax over queries, max over each class's synonyms, optional area / probability
+   thresholds, argmax (:func:`ovseg.inference.postprocess.labels_from_logits`).
+
+Because the context decoder lets the vocabulary attend to the image, only step 2 is shared
+between vocabularies. Weights come from ``task.export`` of the ``DenseCLIP`` training task (a
+safetensors file holding the architecture in its metadata), loaded through :mod:`ovseg.weights`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ovseg.errors import ConfigError, WeightsNotFoundError
+from ovseg.inference.postprocess import labels_from_logits
+from ovseg.inference.resize import rescale_size, resize_bilinear
+from ovseg.inference.sliding import Window, average_window_scores
+from ovseg.io import DEFAULT_MAX_PIXELS, read_image
+from ovseg.models.backbones.clip_pyramid import PyramidOutput
+from ovseg.models.denseclip import DenseCLIPSegmentor, build_from_export
+from ovseg.registry import PIPELINES
+from ovseg.structures import UNLABELLED, OVSegResult
+from ovseg.vocab import Vocabulary
+
+_INFERENCE_DEFAULTS = {
+    "short_side": 512,
+    "max_long_side": 2048,
+    "mode": "slide",
+    "crop_size": 512,
+    "stride": 341,
+    "batch_size": 8,
+    "max_pixels": DEFAULT_MAX_PIXELS,
+}
+_POSTPROCESS_DEFAULTS = {"prob_threshold": 0.0, "area_threshold": 0.0, "background_index": "auto"}
+
+
+@dataclass
+class DenseCLIPImageFeatures:
+    """Cached backbone outputs of one image: ``chunks[i]`` covers ``windows[i]`` (a batch of
+    windows of one size, resized-image pixels)."""
+
+    original_size: tuple[int, int]
+    resized_size: tuple[int, int]
+    windows: list[list[Window]]
+    chunks: list[PyramidOutput]
+
+
+def _merge(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, what: str) -> dict:
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(f"Unknown {what} keys {unknown}; known: {sorted(defaults)}.")
+    return {**defaults, **given}
+
+
+@PIPELINES.register()
+class DenseCLIPSegmenter:
+    """Trained DenseCLIP segmentation for any vocabulary.
+
+    Args:
+        weights: the exported model (``model_final.safetensors`` of a ``DenseCLIP`` training
+            run). Required: the context decoder and decode head are learned.
+        model: :class:`~ovseg.models.denseclip.DenseCLIPSegmentor` keyword arguments; None
+            reads the architecture stored in ``weights``.
+        device: where the model runs.
+        backbone: accepted so ``create_pipeline(device=...)`` works; only its ``device`` key is
+            read.
+        inference: ``short_side``, ``max_long_side``, ``mode`` (``slide`` / ``whole``),
+            ``crop_size``, ``stride``, ``batch_size`` (windows per forward), ``max_pixels``.
+        postprocess: ``prob_threshold``, ``area_threshold``, ``background_index`` (as
+            :class:`~ovseg.pipelines.semantic.SemanticSegmenter`).
+        vocabulary: default vocabulary (see :meth:`Vocabulary.create`).
+    """
+
+    def __init__(
+        self,
+        weights: str | None = None,
+        model: Mapping[str, Any] | None = None,
+        device: str = "cpu",
+        backbone: Mapping[str, Any] | None = None,
+        inference: Mapping[str, Any] | None = None,
+        postprocess: Mapping[str, Any] | None = None,
+        vocabulary: Any = None,
+    ) -> None:
+        if backbone:
+            extra = sorted(set(backbone) - {"device"})
+            if extra:
+                raise ConfigError(
+                    f"DenseCLIPSegmenter reads only backbone.device, not {extra}; put the "
+                    "architecture under pipeline.model."
+                )
+            device = backbone.get("device", device) or device
+        if not weights:
+            raise WeightsNotFoundError(
+                "DenseCLIPSegmenter needs trained weights: train a DenseCLIP config (e.g. "
+                "`ovseg train configs/shapes/shapes_tiny_denseclip.yaml`) and pass "
+                "pipeline.weights=WORK_DIR/model_final.safetensors."
+            )
+        self.model: DenseCLIPSegmentor = build_from_export(weights, model).to(device).eval()
+        self.inference = _merge(_INFERENCE_DEFAULTS, inference, "inference")
+        self.postprocess = _merge(_POSTPROCESS_DEFAULTS, postprocess, "postprocess")
+        self.model.windows(1, 1, self.inference["mode"], 1, 1)  # validates the mode
+        self.vocabulary = Vocabulary.create(vocabulary) if vocabulary is not None else None
+        self._features: DenseCLIPImageFeatures | None = None
+        self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
+        self.meta: dict[str, Any] = {}
+        self.config: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.pixel_mean.device
+
+    # ----------------------------------------------------------------- vocabulary
+    def set_vocabulary(self, vocabulary: Any) -> Vocabulary:
+        self.vocabulary = Vocabulary.create(vocabulary)
+        return self.vocabulary
+
+    def _resolve_vocabulary(self, vocabulary: Any) -> Vocabulary:
+        if vocabulary is not None:
+            return Vocabulary.create(vocabulary)
+        if self.vocabulary is None:
+            return Vocabulary.create(None)  # raises a VocabularyError saying what to pass
+        return self.vocabulary
+
+    @torch.inference_mode()
+    def encode_queries(self, queries: Sequence[str]) -> torch.Tensor:
+        """Prompted embeddings ``(Q, D)`` of the queries (cached per query list)."""
+        key = tuple(queries)
+        if key not in self._text_cache:
+            self._text_cache[key] = self.model.encode_names(list(queries))
+        return self._text_cache[key]
+
+    # ----------------------------------------------------------------- image side
+    def _prepare(self, image: Any) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Image -> normalised resized ``(1, 3, H', W')`` tensor and the original ``(H, W)``."""
+        if isinstance(image, torch.Tensor):
+            if image.ndim != 4 or image.shape[:2] != (1, 3):
+                raise ConfigError("Tensor images must be (1, 3, H, W) RGB floats in [0, 1].")
+            tensor = image.float()
+        else:
+            array = read_image(image, max_pixels=self.inference["max_pixels"])
+            tensor = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255.0
+        tensor = tensor.to(self.device)
+        height, width = tensor.shape[-2:]
+        size = rescale_size(
+            height, width, self.inference["short_side"], self.inference["max_long_side"]
+        )
+        return self.model.normalize(resize_bilinear(tensor, size)), (int(height), int(width))
+
+    @torch.inference_mode()
+    def encode_images(self, images: Sequence[Any]) -> list[DenseCLIPImageFeatures]:
+        """Backbone features of each image's windows (``batch_size`` windows per forward)."""
+        features = []
+        batch_size = max(1, int(self.inference["batch_size"]))
+        for image in images:
+            tensor, original = self._prepare(image)
+            windows = self.model.windows(
+                *tensor.shape[-2:],
+                self.inference["mode"],
+                self.inference["crop_size"],
+                self.inference["stride"],
+            )
+            groups = [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]
+            chunks = [
+                self.model.encode_image(
+                    torch.cat([tensor[:, :, w.y1 : w.y2, w.x1 : w.x2] for w in group])
+                )
+                for group in groups
+            ]
+            features.append(
+                DenseCLIPImageFeatures(original, tuple(tensor.shape[-2:]), groups, chunks)
+            )
+        return features
+
+    def set_image(self, image: Any) -> DenseCLIPImageFeatures:
+        """Encode ``image`` (path, bytes, PIL, HWC uint8 array) and keep it for :meth:`predict`."""
+        self._features = self.encode_images([image])[0]
+        return self._features
+
+    # ----------------------------------------------------------------- vocabulary side
+    @torch.inference_mode()
+    def query_logits(self, features: DenseCLIPImageFeatures, vocab: Vocabulary) -> torch.Tensor:
+        """Decode-head logits ``(Q, H, W)`` of every query at input-image size."""
+        text = self.encode_queries(vocab.queries)
+        scores, windows = [], []
+        for group, pyramid in zip(features.windows, features.chunks):
+            scores.extend(self.model.decode(pyramid, text).logits.float())
+            windows.extend(group)
+        logits = average_window_scores(scores, windows, *features.resized_size)
+        return F.interpolate(
+            logits[None], size=features.original_size, mode="bilinear", align_corners=False
+        )[0]
+
+    def labels_from_logits(self, logits: torch.Tensor, vocab: Vocabulary) -> OVSegResult:
+        value = self.postprocess["background_index"]
+        background = vocab.background_index if value == "auto" else value
+        threshold = float(self.postprocess["prob_threshold"])
+        labels, probs = labels_from_logits(
+            logits,
+            prob_threshold=threshold if background is not None else 0.0,
+            area_threshold=float(self.postprocess["area_threshold"]),
+            background_index=background,
+            query_to_class=vocab.query_to_class,
+            num_classes=len(vocab),
+        )
+        if background is None and threshold > 0:
+            labels = torch.where(probs.amax(0) < threshold, UNLABELLED, labels)
+        return OVSegResult(
+            sem_seg=labels.cpu().numpy().astype(np.int64),
+            class_names=vocab.names,
+            probs=probs.cpu().numpy().astype(np.float32),
+            meta=dict(self.meta),
+        )
+
+    def predict(self, vocabulary: Any = None) -> OVSegResult:
+        """Segment the image given to :meth:`set_image` with ``vocabulary`` (or the default)."""
+        if self._features is None:
+            raise ConfigError("No image set; call set_image(image) first (or call the pipeline).")
+        vocab = self._resolve_vocabulary(vocabulary)
+        return self.labels_from_logits(self.query_logits(self._features, vocab), vocab)
+
+    def __call__(self, image: Any, vocabulary: Any = None) -> OVSegResult:
+        vocab = self._resolve_vocabulary(vocabulary)
+        self.set_image(image)
+        return self.predict(vocab)
+
+    def predict_batch(self, images: Sequence[Any], vocabulary: Any = None) -> list[OVSegResult]:
+        vocab = self._resolve_vocabulary(vocabulary)
+        return [
+            self.labels_from_logits(self.query_logits(features, vocab), vocab)
+            for features in self.encode_images(images)
+        ]
