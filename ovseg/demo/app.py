@@ -88,7 +88,8 @@ def build_demo(
     """The Blocks app: a header, one tab per spec whose pipeline builds, a bounded queue.
 
     Every tab's pipeline is built first, so a bad preset fails here, before serving; an
-    ``optional`` tab whose pipeline the config does not define is left out.
+    ``optional`` tab whose pipeline the config does not define (or whose optional packages are
+    missing) is left out.
 
     Extra requests beyond ``queue_size`` waiting ones are refused and the page shows gradio's
     "busy, try again" message; at most ``ctx.concurrency`` requests run models at once. The REST
@@ -111,8 +112,16 @@ def build_demo(
 
 
 def _pipeline_ready(ctx: DemoContext, spec: TabSpec) -> bool:
+    """Build the tab's handler; an optional tab whose config section is absent (ConfigError) or
+    whose optional packages are not installed (MissingDependencyError, e.g. faiss for the
+    vocabulary-free tab under ``pip install 'ovseg[demo]'``) is left out with a log line."""
     try:
         ctx.handler(spec)
+    except MissingDependencyError as exc:
+        if not spec.optional:
+            raise
+        logger.warning("tab %r left out: %s", spec.title, exc)
+        return False
     except ConfigError as exc:
         if not spec.optional:
             raise

@@ -1,4 +1,5 @@
-"""Fixtures of the demo tests: the embedded shapes-tiny pipeline, examples, a served app."""
+"""Fixtures of the demo tests: the embedded shapes-tiny pipeline, a config with every task on
+tiny random models, examples, a served app."""
 
 from __future__ import annotations
 
@@ -21,12 +22,104 @@ for _name, _value in {
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "demo" / "examples"
 
+TINY_VOCABULARY = ["red star", "blue ring", "water", "wall"]
+DATABASE_NAMES = [*TINY_VOCABULARY, "sand", "green square", "yellow disc", "sky", "grass"]
+# segment-anything's generator on a 4 x 4 point grid, keeping every mask: fast, and varied
+# enough that the pipeline's own thresholds and NMS have something to do
+TINY_PROPOSALS = {
+    "points_per_side": 4,
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.0,
+    "box_nms_thresh": 1.0,
+}
+
 
 @pytest.fixture(scope="module")
 def shapes_tiny(one_torch_thread):
     import ovseg
 
     return ovseg.create_pipeline("shapes-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_task_config(tiny_model_names, tmp_path_factory) -> dict:
+    """A config with a pipeline for every demo task on tiny random models saved to files.
+
+    ``pipeline`` (semantic), ``pipelines.referring`` and ``pipelines.instance`` share one tiny
+    random CLIP checkpoint; the two SAM pipelines load one tiny random SAM checkpoint
+    (``decoder: {type: SamDecoder, model_type: <architecture fields>, checkpoint: PATH}``);
+    ``database:`` is a text database of :data:`DATABASE_NAMES` built with the same CLIP
+    weights, so the vocabulary-free pipeline accepts it.
+    """
+    import torch
+
+    from ovseg.models.backbones.clip import ClipBackbone
+    from ovseg.vocab.db_build import build_database
+    from ovseg.weights import save_state_dict
+    from tests.conftest import randomize_
+    from tests.models.decoders.sam_tiny import TINY_SAM, tiny_sam
+
+    folder = tmp_path_factory.mktemp("tiny_tasks")
+    backbone_args = {
+        "model_name": tiny_model_names["vit"],
+        "dense_mode": "sclip",
+        "templates": "photo",
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        clip = ClipBackbone(**backbone_args)
+        randomize_(clip.model, seed=5)  # distinct text embeddings: the search has a ranking
+        clip_path = save_state_dict(clip.model.state_dict(), folder / "clip.safetensors")
+        sam_path = save_state_dict(tiny_sam().state_dict(), folder / "sam.safetensors")
+        backbone = {"type": "ClipBackbone", **backbone_args, "checkpoint": str(clip_path)}
+        clip = ClipBackbone(**{**backbone_args, "checkpoint": str(clip_path)})
+        (folder / "names.txt").write_text("\n".join(DATABASE_NAMES) + "\n")
+        database = build_database(
+            folder / "names.txt", clip, folder / "db", kind="concepts", progress=False
+        )
+    finally:
+        torch.set_num_threads(threads)
+    decoder = {"type": "SamDecoder", "model_type": dict(TINY_SAM), "checkpoint": str(sam_path)}
+    whole_image = {"short_side": None, "max_long_side": None}
+    return {
+        "pipeline": {
+            "type": "SemanticSegmenter",
+            "backbone": backbone,
+            "logit_scale": 40.0,
+            "inference": {"mode": "slide", "crop_size": 32, "stride": 16},
+        },
+        "vocabulary": list(TINY_VOCABULARY),
+        "pipelines": {
+            "referring": {
+                "type": "ReferringSegmenter",
+                "backbone": backbone,
+                "decoder": decoder,
+                "selector": {"type": "SasPSelector", "num_points": 5},
+                "inference": whole_image,
+            },
+            "instance": {
+                "type": "InstanceSegmenter",
+                "backbone": backbone,
+                "decoder": decoder,
+                "inference": whole_image,
+                "proposals": dict(TINY_PROPOSALS),
+                "postprocess": {"score_threshold": 0.05, "nms_mode": "mask"},
+            },
+        },
+        # names embedded alike by a random text tower: no de-duplication, keep every name
+        "database": {"path": str(database), "k": 5, "dedup_threshold": 1.5},
+        "vocab_free": {"min_score": 0.0, "max_names": 4},
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_provider(tiny_task_config, one_torch_thread):
+    """The default :class:`PipelineProvider` over :func:`tiny_task_config` (pipelines built on
+    first use, once per test module)."""
+    from ovseg.demo.handlers import PipelineProvider
+
+    return PipelineProvider(tiny_task_config)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +145,9 @@ def free_port():
 
 
 @contextlib.contextmanager
-def _served_demo(settings, pipeline, files_root: Path) -> Iterator[tuple]:
-    """Serve the demo app around ``pipeline`` in a background thread; yields (demo, ctx, url)."""
+def _served_demo(settings, pipeline, files_root: Path, provider=None) -> Iterator[tuple]:
+    """Serve the demo app around ``pipeline`` (every task gets it) or ``provider`` in a
+    background thread; yields (demo, ctx, url)."""
     from ovseg.demo.app import build_demo, create_context, launch_demo
     from ovseg.demo.handlers import PipelineProvider, SessionFiles
 
@@ -61,7 +155,7 @@ def _served_demo(settings, pipeline, files_root: Path) -> Iterator[tuple]:
         "shapes-tiny",
         examples_dir=settings.examples_dir,
         concurrency=settings.concurrency,
-        provider=PipelineProvider("shapes-tiny", factory=lambda *_: pipeline),
+        provider=provider or PipelineProvider("shapes-tiny", factory=lambda *_: pipeline),
         files=SessionFiles(files_root),
     )
     demo = build_demo(ctx, queue_size=settings.queue_size)
@@ -75,6 +169,7 @@ def _served_demo(settings, pipeline, files_root: Path) -> Iterator[tuple]:
 
 @pytest.fixture(scope="session")
 def served_demo():
-    """``served_demo(settings, pipeline, files_root)``: a context manager serving the app around
-    ``pipeline`` in a background thread; it yields ``(demo, context, url)``."""
+    """``served_demo(settings, pipeline, files_root, provider=None)``: a context manager serving
+    the app around ``pipeline`` (or ``provider``) in a background thread; it yields
+    ``(demo, context, url)``."""
     return _served_demo

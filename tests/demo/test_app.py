@@ -74,3 +74,87 @@ def test_the_semantic_tab_defaults_to_the_first_example_or_the_preset_vocabulary
     classes = vocabulary_box(without).split(", ")
     assert len(classes) == len(shapes_tiny.vocabulary) == 68
     assert classes == ["|".join(names) for names in shapes_tiny.vocabulary.classes]
+
+
+ALL_TABS = [
+    "Semantic segmentation",
+    "Referring segmentation",
+    "Instances / detection",
+    "Click to segment",
+    "Vocabulary-free",
+]
+
+
+def component_value(demo, elem_id):
+    (component,) = [c for c in demo.config["components"] if c["props"].get("elem_id") == elem_id]
+    return component["props"]["value"]
+
+
+def test_every_task_of_the_config_gets_its_tab_and_endpoint(tiny_provider, tmp_path, examples_dir):
+    ctx = create_context(
+        "tiny",
+        examples_dir=examples_dir,
+        concurrency=2,
+        provider=tiny_provider,
+        files=SessionFiles(tmp_path / "sessions"),
+    )
+    demo = build_demo(ctx)
+    assert tab_labels(demo) == ALL_TABS
+    public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
+    assert public == {"segment", "refer", "detect", "segment_clicks", "segment_vocab_free"}
+    grouped = [fn for fn in demo.fns.values() if fn.concurrency_id == MODEL_CONCURRENCY_ID]
+    assert {fn.name for fn in grouped} == {"segment", "refer", "detect"}
+    assert {fn.concurrency_limit for fn in grouped} == {2}
+    # a model runs on: semantic button + Enter, referring button + Enter, instance button +
+    # Enter, clicks button + click, vocabulary-free button
+    assert len(grouped) == 9
+    ungrouped = {fn.name for fn in demo.fns.values() if fn.concurrency_id != MODEL_CONCURRENCY_ID}
+    assert {"recolour", "refilter", "click", "forget_clicks"} <= ungrouped
+    assert not {"segment", "refer", "detect"} & ungrouped
+
+    assert component_value(demo, "referring-phrase") == "red star"
+    assert component_value(demo, "instance-threshold") == 0.05
+    assert component_value(demo, "clicks-points") == "[]"
+    assert component_value(demo, "clicks-vocabulary").startswith("red star, red diamond")
+
+
+def test_optional_tabs_follow_the_config_sections(tiny_task_config, tmp_path, one_torch_thread):
+    def labels(config):
+        ctx = create_context(
+            config,
+            provider=PipelineProvider(config),
+            files=SessionFiles(tmp_path / "sessions"),
+        )
+        return tab_labels(build_demo(ctx))
+
+    bare = {"pipeline": tiny_task_config["pipeline"], "vocabulary": ["a", "b"]}
+    assert labels(bare) == ["Semantic segmentation"]
+    with_database = {**bare, "database": tiny_task_config["database"]}
+    assert labels(with_database) == ["Semantic segmentation", "Vocabulary-free"]
+    instance_only = {**bare, "pipelines": {"instance": tiny_task_config["pipelines"]["instance"]}}
+    assert labels(instance_only) == [
+        "Semantic segmentation",
+        "Instances / detection",
+        "Click to segment",
+    ]
+
+
+def test_an_optional_tab_without_its_packages_is_left_out_with_a_warning(
+    shapes_tiny, tmp_path, caplog
+):
+    from ovseg.errors import MissingDependencyError
+
+    def factory(source, task, overrides, device):
+        if task != "semantic":
+            raise MissingDependencyError("faiss is missing; pip install 'ovseg[vocab]'.")
+        return shapes_tiny
+
+    ctx = create_context(
+        "shapes-tiny",
+        provider=PipelineProvider("shapes-tiny", factory=factory),
+        files=SessionFiles(tmp_path / "sessions"),
+    )
+    assert tab_labels(build_demo(ctx)) == ["Semantic segmentation"]
+    assert "'Vocabulary-free' left out: faiss is missing" in caplog.text
+    with pytest.raises(MissingDependencyError):
+        build_demo(ctx, tabs=[*TABS, probe_tab(optional=False)])

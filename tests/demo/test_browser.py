@@ -4,6 +4,7 @@ the test's tmp folder)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -155,4 +156,94 @@ def test_semantic_task_on_an_example_in_chromium(served, page, artifacts, exampl
     assert [p.name for p in sessions.iterdir()]  # this session's result files
     page.goto("about:blank")  # leaving the page ends the session: its folder goes
     assert wait_until(lambda: not any(sessions.iterdir()), timeout=20)
+    assert time.monotonic() - started < 60
+
+
+@pytest.fixture
+def served_tasks(one_torch_thread, tiny_task_config, examples_dir, free_port):
+    from ovseg.demo.app import serve
+
+    settings = resolve_settings(port=free_port(), examples_dir=examples_dir)
+    served = serve(settings, tiny_task_config, block=False)
+    try:
+        yield served
+    finally:
+        served.close()
+
+
+def wait_for_image(page, selector: str, previous_src: str | None = None) -> list[int]:
+    """Wait until ``selector`` shows a loaded image (other than ``previous_src``); its size."""
+    page.wait_for_function(
+        "([selector, previous]) => { const img = document.querySelector(selector);"
+        " return img && img.getAttribute('src') !== previous && img.complete"
+        " && img.naturalWidth > 0; }",
+        arg=[selector, previous_src],
+    )
+    return page.locator(selector).evaluate("img => [img.naturalWidth, img.naturalHeight]")
+
+
+def open_tab_with_example(page, title: str, key: str) -> None:
+    page.get_by_role("tab", name=title).click()
+    page.wait_for_selector(f"#{key}-run")
+    page.locator(f"#{key}-examples :is(button.gallery-item, tbody tr)").first.click()
+    page.wait_for_selector(f"#{key}-image img")
+
+
+def test_referring_instance_and_click_tabs_in_chromium(served_tasks, page, artifacts):
+    started, served_url = time.monotonic(), served_tasks.url
+    hosts, errors = set(), []
+    page.on("request", lambda request: hosts.add(request.url.split("/")[2]))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_default_timeout(30_000)
+    page.goto(served_url, wait_until="domcontentloaded")
+    page.wait_for_selector("#semantic-run")
+    tabs = page.get_by_role("tab").all_inner_texts()
+    assert [t.strip() for t in tabs] == [
+        "Semantic segmentation",
+        "Referring segmentation",
+        "Instances / detection",
+        "Click to segment",
+        "Vocabulary-free",
+    ]
+
+    # referring: the example's phrase, the mask with its points and the similarity map
+    open_tab_with_example(page, "Referring segmentation", "referring")
+    assert page.locator("#referring-phrase textarea").input_value() == "red star"
+    page.click("#referring-run")
+    assert wait_for_image(page, "#referring-mask img") == [128, 128]
+    assert wait_for_image(page, "#referring-similarity img") == [128, 128]
+    cells = page.locator('#referring-table [role="gridcell"]')
+    cells.first.wait_for()
+    assert cells.first.inner_text() == "red star"
+    page.screenshot(path=str(artifacts / "05_referring.png"), full_page=True)
+
+    # instances: masks with boxes and captions, a row per instance, the threshold slider
+    open_tab_with_example(page, "Instances / detection", "instance")
+    page.click("#instance-run")
+    assert wait_for_image(page, "#instance-overlay img") == [128, 128]
+    rows = page.locator('#instance-table [role="gridcell"][data-col="0"]')
+    rows.first.wait_for()
+    assert rows.count() >= 1
+    page.screenshot(path=str(artifacts / "06_instances.png"), full_page=True)
+    before = page.locator("#instance-overlay img").get_attribute("src")
+    page.locator("#instance-threshold input[type=range]").fill("1")
+    page.locator("#instance-threshold input[type=range]").dispatch_event("pointerup")
+    wait_for_image(page, "#instance-overlay img", before)  # every instance scores below 1
+    page.wait_for_function(
+        '() => !document.querySelector(\'#instance-table [role="gridcell"][data-col="0"]\')'
+    )
+    page.screenshot(path=str(artifacts / "07_instances_threshold_1.png"), full_page=True)
+
+    # click to segment: a click on the image runs SAM from the kept embedding
+    open_tab_with_example(page, "Click to segment", "clicks")
+    page.locator("#clicks-image img").click(position={"x": 20, "y": 20})
+    assert wait_for_image(page, "#clicks-overlay img") == [128, 128]
+    clicks = json.loads(page.locator("#clicks-points textarea").input_value())
+    assert len(clicks) == 1 and clicks[0][2] == 1
+    page.screenshot(path=str(artifacts / "08_clicks.png"), full_page=True)
+    page.click("#clicks-clear")
+    page.wait_for_function("() => document.querySelector('#clicks-points textarea').value === '[]'")
+
+    assert hosts == {served_url.split("/")[2]}  # nothing fetched from outside
+    assert not errors
     assert time.monotonic() - started < 60

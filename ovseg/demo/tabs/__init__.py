@@ -3,13 +3,17 @@
 A task plugs in with three pieces: a handler class in :mod:`ovseg.demo.handlers` (plain Python,
 tested without a browser), a module here with a ``build(ctx, spec)`` function and a
 :class:`TabSpec` named ``TAB``, and one entry in :data:`TABS`.
+
+Every tab but the semantic one is optional: it is shown only when the served config has a
+pipeline for its task (``pipelines.referring``, ``pipelines.instance`` for the instance and
+click tabs, a ``database:`` section for the vocabulary-free tab).
 """
 
 from __future__ import annotations
 
-from ovseg.demo.tabs import semantic
+from ovseg.demo.tabs import clicks, instance, referring, semantic, vocab_free
 from ovseg.demo.tabs.base import DemoContext, TabSpec
 
-TABS: list[TabSpec] = [semantic.TAB]
+TABS: list[TabSpec] = [semantic.TAB, referring.TAB, instance.TAB, clicks.TAB, vocab_free.TAB]
 
 __all__ = ["TABS", "DemoContext", "TabSpec"]

@@ -1,4 +1,5 @@
-"""What every tab of the demo shares: its spec (:class:`TabSpec`) and the app context."""
+"""What every tab of the demo shares: its spec (:class:`TabSpec`), the app context and the
+components every task lays out alike (upload box, result images, downloads, vocabulary box)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ovseg.demo.handlers import (
     describe_failure,
     is_out_of_memory,
     release_accelerator_memory,
+    vocabulary_text,
 )
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ logger = logging.getLogger(__name__)
 # Every event that runs a model joins this concurrency group, so ``--concurrency`` bounds the
 # model work of all tabs together (they share one device).
 MODEL_CONCURRENCY_ID = "ovseg-models"
+VOCABULARY_HELP = "Classes separated by commas; synonyms of one class separated by '|'."
 
 
 @dataclass(frozen=True)
@@ -95,3 +98,52 @@ class DemoContext:
 def session_id(request: gr.Request | None) -> str | None:
     """The browser session of a request (None outside a request)."""
     return getattr(request, "session_hash", None) if request is not None else None
+
+
+def model_event_limits(ctx: DemoContext) -> dict[str, Any]:
+    """Keyword arguments of an event that runs a model: the shared concurrency group."""
+    return {"concurrency_limit": ctx.concurrency, "concurrency_id": MODEL_CONCURRENCY_ID}
+
+
+def upload_image(key: str, label: str = "Image") -> gr.Image:
+    """The input image (``#<key>-image``): handed on as an undecoded file, so that ovseg's
+    reader applies the pixel cap before decoding."""
+    return gr.Image(
+        type="filepath",
+        image_mode=None,
+        label=label,
+        sources=["upload", "clipboard"],
+        elem_id=f"{key}-image",
+    )
+
+
+def result_image(key: str, name: str, label: str) -> gr.Image:
+    """An output image (``#<key>-<name>``), sent to the browser as PNG."""
+    return gr.Image(
+        label=label, type="numpy", format="png", interactive=False, elem_id=f"{key}-{name}"
+    )
+
+
+def downloads(key: str, label: str) -> gr.File:
+    """The result files of a run (``#<key>-files``)."""
+    return gr.File(label=label, file_count="multiple", interactive=False, elem_id=f"{key}-files")
+
+
+def default_vocabulary(ctx: DemoContext, vocabulary: Any) -> str:
+    """The first example's vocabulary, else ``vocabulary`` (a Vocabulary or None) as text."""
+    if ctx.examples:
+        return ctx.examples[0].vocabulary
+    return vocabulary_text(vocabulary) if vocabulary is not None else ""
+
+
+def vocabulary_box(key: str, value: str) -> gr.Textbox:
+    """The one-line vocabulary input (``#<key>-vocabulary``)."""
+    return gr.Textbox(
+        value=value,
+        label="Vocabulary",
+        info=VOCABULARY_HELP,
+        lines=1,
+        max_lines=4,
+        max_length=4000,
+        elem_id=f"{key}-vocabulary",
+    )
