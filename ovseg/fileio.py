@@ -47,6 +47,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_DEFAULT_FILE_MODE = _default_file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds.
@@ -77,6 +86,9 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Pa
                 f"nothing was written to the temporary file {tmp} for {target}; the block inside "
                 "atomic_path() must create it"
             )
+        if tmp.is_file():
+            # some writers (safetensors) create files 0600; give the usual umask permissions
+            os.chmod(tmp, _DEFAULT_FILE_MODE)
         if durable:
             _fsync_path(tmp)
         os.replace(tmp, target)

@@ -49,3 +49,15 @@ def test_failed_write_keeps_the_old_file(tmp_path):
             tmp.write_text("new")
             raise RuntimeError("boom")
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["keep.txt"]
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from ovseg.fileio import _DEFAULT_FILE_MODE, atomic_path
+
+    with atomic_path(tmp_path / "weights.bin") as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)  # as safetensors creates files
+        os.close(fd)
+    assert stat.S_IMODE((tmp_path / "weights.bin").stat().st_mode) == _DEFAULT_FILE_MODE

@@ -116,7 +116,7 @@ def format_referring_table(results: Mapping[str, Any]) -> str:
     rows = [("overall", results["overall"])] + list(results["groups"].items())
     header = ["split", *METRIC_COLUMNS, "samples"]
     body = [
-        [name, *[metrics[c] for c in METRIC_COLUMNS], metrics["num_samples"]]
+        [name, *[metrics[c] for c in METRIC_COLUMNS], str(metrics["num_samples"])]
         for name, metrics in rows
     ]
     return render_table(header, body)

@@ -26,6 +26,25 @@ EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
             "ovseg/model_zoo/weights/ovseg-ViT-Ti-8-shapes.safetensors"
         ),
     },
+    ("denseclip-ovseg-ViT-Ti-8", "shapes"): {
+        "file": "ovseg-ViT-Ti-8-shapes-denseclip.safetensors",
+        "sha256": "b8d6e206e4443be8d6d8398a625a1277e7f63544d91c4e6f8fb0e1d97298b0d2",
+        "recipe": (
+            "ovseg train configs/shapes/shapes_tiny_denseclip.yaml && "
+            "python tools/export_weights.py "
+            "work_dirs/shapes_tiny_denseclip/model_final.safetensors "
+            "ovseg/model_zoo/weights/ovseg-ViT-Ti-8-shapes-denseclip.safetensors"
+        ),
+    },
+    ("ovseg-sam-tiny", "shapes"): {
+        "file": "ovseg-sam-tiny-shapes.safetensors",
+        "sha256": "669fa2230d41ed1552108fac198af97955cac23c45376a7487903e12a801eee0",
+        "recipe": (
+            "ovseg train configs/sam/shapes_tiny_sam.yaml && "
+            "python tools/export_weights.py work_dirs/shapes_tiny_sam/model_final.safetensors "
+            "ovseg/model_zoo/weights/ovseg-sam-tiny-shapes.safetensors"
+        ),
+    },
 }
 
 _VERIFIED: set[Path] = set()

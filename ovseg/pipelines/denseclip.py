@@ -69,15 +69,46 @@ def _merge(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, what: s
     return {**defaults, **given}
 
 
+def embedded_denseclip_weights(model: Mapping[str, Any] | None, tag: str) -> str:
+    """The packaged weights of a DenseCLIP head on ``model["model_name"]`` under ``tag``.
+
+    Packaged exports are stored without architecture metadata (so their bytes are reproducible),
+    so ``model`` must spell the architecture out, as the packaged presets do.
+    """
+    from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, embedded_checkpoint
+
+    name = (model or {}).get("model_name")
+    if not name:
+        raise ConfigError(
+            "pipeline.pretrained names packaged DenseCLIP weights; also give pipeline.model with "
+            "the architecture (model_name, num_contexts, decoder, neck, neck_args)."
+        )
+    key = f"denseclip-{name}"
+    path = embedded_checkpoint(key, tag)
+    if path is None:
+        known = sorted(
+            f"{m[len('denseclip-') :]} / {t}"
+            for m, t in EMBEDDED_WEIGHTS
+            if m.startswith("denseclip-")
+        )
+        raise WeightsNotFoundError(
+            f"No packaged DenseCLIP weights for {name} / {tag} (packaged: {', '.join(known)}); "
+            "train a DenseCLIP config and pass pipeline.weights=WORK_DIR/model_final.safetensors."
+        )
+    return str(path)
+
+
 @PIPELINES.register()
 class DenseCLIPSegmenter:
     """Trained DenseCLIP segmentation for any vocabulary.
 
     Args:
         weights: the exported model (``model_final.safetensors`` of a ``DenseCLIP`` training
-            run). Required: the context decoder and decode head are learned.
+            run). Required unless ``pretrained`` names packaged weights: the context decoder and
+            decode head are learned.
         model: :class:`~ovseg.models.denseclip.DenseCLIPSegmentor` keyword arguments; None
             reads the architecture stored in ``weights``.
+        pretrained: tag of packaged weights for ``model["model_name"]`` (e.g. ``shapes``).
         device: where the model runs.
         backbone: accepted so ``create_pipeline(device=...)`` works; only its ``device`` key is
             read.
@@ -92,6 +123,7 @@ class DenseCLIPSegmenter:
         self,
         weights: str | None = None,
         model: Mapping[str, Any] | None = None,
+        pretrained: str | None = None,
         device: str = "cpu",
         backbone: Mapping[str, Any] | None = None,
         inference: Mapping[str, Any] | None = None,
@@ -106,6 +138,8 @@ class DenseCLIPSegmenter:
                     "architecture under pipeline.model."
                 )
             device = backbone.get("device", device) or device
+        if not weights and pretrained:
+            weights = embedded_denseclip_weights(model, pretrained)
         if not weights:
             raise WeightsNotFoundError(
                 "DenseCLIPSegmenter needs trained weights: train a DenseCLIP config (e.g. "

@@ -84,7 +84,7 @@ def _class_lines(name: str) -> list[str]:
     return [line for line in lines if line]
 
 
-EMBEDDED_PRESETS = {"shapes-tiny"}  # trained on the synthetic world, tested in tests/model_zoo
+EMBEDDED_PRESETS = {"shapes-tiny", "shapes-tiny-denseclip"}  # tested in tests/model_zoo
 # trained-head presets (their weights come from a training run), tested in
 # tests/pipelines/test_denseclip.py
 TRAINED_PRESETS = {p.stem for p in PRESETS.glob("denseclip-*.yaml")}

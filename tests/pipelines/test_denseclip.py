@@ -145,10 +145,14 @@ def test_ovseg_eval_reports_seen_and_unseen(weights, tmp_path):
     eval_cfg = yaml.safe_load(
         (ROOT / "configs" / "shapes" / "shapes_tiny_denseclip_eval.yaml").read_text()
     )
-    assert (
-        eval_cfg["pipeline"]["weights"] == "work_dirs/shapes_tiny_denseclip/model_final.safetensors"
-    )
-    eval_cfg["pipeline"].update(weights=weights, inference={**INFERENCE, "batch_size": 4})
+    assert eval_cfg["_base_"] == "shapes-tiny-denseclip"  # the packaged weights by default
+    # another run's export: its architecture comes from the file
+    eval_cfg["pipeline"] = {
+        "weights": weights,
+        "model": None,
+        "pretrained": None,
+        "inference": {**INFERENCE, "batch_size": 4},
+    }
     eval_cfg["data"]["test"]["root"] = str(tmp_path / "synth")
     eval_cfg["evaluation"]["progress"] = False
     path = tmp_path / "eval.yaml"
@@ -157,3 +161,15 @@ def test_ovseg_eval_reports_seen_and_unseen(weights, tmp_path):
     assert set(results["groups"]) == {"seen", "unseen"} and results["num_images"] == 2
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert "mIoU" in json.dumps(saved)
+
+
+def test_packaged_weights_need_the_architecture_and_a_known_tag():
+    from ovseg.errors import ConfigError
+    from ovseg.pipelines.denseclip import embedded_denseclip_weights
+
+    with pytest.raises(ConfigError, match="pipeline.model"):
+        embedded_denseclip_weights(None, "shapes")
+    with pytest.raises(WeightsNotFoundError, match="packaged: ovseg-ViT-Ti-8 / shapes"):
+        embedded_denseclip_weights({"model_name": "ovseg-ViT-Ti-8"}, "nope")
+    path = embedded_denseclip_weights({"model_name": "ovseg-ViT-Ti-8"}, "shapes")
+    assert path.endswith("ovseg-ViT-Ti-8-shapes-denseclip.safetensors")
