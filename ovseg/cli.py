@@ -143,15 +143,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     vocabulary = _vocabulary_from_args(args)
     images = _collect_images(Path(inputs[0]))
     if args.vocab_free:
-        if vocabulary is not None or args.task != "semantic":
+        if vocabulary is not None or args.task == "referring":
             raise OVSegError(
                 "--vocab-free finds the class names itself: drop --vocab/--vocab-file "
-                "(it runs the semantic task)."
+                "(it runs the semantic or the instance task)."
             )
         from ovseg.pipelines.vocab_free import build_vocab_free_pipeline
 
         pipeline = build_vocab_free_pipeline(
-            args.preset or DEFAULT_PRESET, args.db, args.device, overrides=overrides
+            args.preset or DEFAULT_PRESET,
+            args.db,
+            args.device,
+            overrides=overrides,
+            task=args.task,
         )
     else:
         if args.db:

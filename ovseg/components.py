@@ -19,5 +19,11 @@ from ovseg.models import classifiers, clip_training, denseclip, necks, prompts  
 from ovseg.models.backbones import clip, clip_pyramid  # noqa: F401
 from ovseg.models.decoders import sam, sam_training  # noqa: F401
 from ovseg.pipelines import denseclip as denseclip_pipeline  # noqa: F401
-from ovseg.pipelines import instance, referring, semantic, vocab_free  # noqa: F401
+from ovseg.pipelines import (  # noqa: F401
+    instance,
+    referring,
+    semantic,
+    vocab_free,
+    vocab_free_instance,
+)
 from ovseg.vocab import cased  # noqa: F401

@@ -260,14 +260,16 @@ def build_vocab_free_pipeline(
     *,
     overrides: Iterable[str] = (),
     search: Mapping[str, Any] | None = None,
+    task: str = "semantic",
     **kwargs: Any,
-) -> VocabFreeSegmenter:
+) -> Any:
     """A :class:`VocabFreeSegmenter` from a preset (``ovseg predict --vocab-free --db DIR``).
 
     The preset's semantic pipeline is built as usual; the search reads the config's
     ``database`` section (``{path: ..., k: ..., alpha: ..., max_ngram: ...}``; ``db`` replaces
     its path) and the optional ``vocab_free`` section (``mode``, ``grids`` ...; ``kwargs``
-    override it). ``search`` overrides search options.
+    override it). ``search`` overrides search options. ``task="instance"`` names the instance
+    pipeline's SAM proposals one by one instead (:class:`VocabFreeInstanceSegmenter`).
 
     Raises:
         ConfigError: neither ``db`` nor the preset names a database.
@@ -292,12 +294,19 @@ def build_vocab_free_pipeline(
             f"{cfg.get('_source_', name)} names no text database; pass --db DIR (build one with "
             f"`ovseg db build --texts CORPUS --preset {name or 'PRESET'} --out DIR`)."
         )
-    segmenter = create_pipeline(preset_or_config, overrides=overrides, device=device)
+    if task not in ("semantic", "instance"):
+        raise ConfigError(f"--vocab-free works with the semantic and instance tasks, not {task!r}.")
+    segmenter = create_pipeline(preset_or_config, task=task, overrides=overrides, device=device)
     pretrained = raw["pipeline"].get("backbone", {}).get("pretrained")
     searcher = CasedSearch(segmenter.backbone, path, pretrained=pretrained, preset=name, **section)
-    options = {**(raw.get("vocab_free") or {}), **kwargs}
-    pipeline = VocabFreeSegmenter(segmenter, searcher, **options)
+    if task == "instance":
+        from ovseg.pipelines.vocab_free_instance import VocabFreeInstanceSegmenter
+
+        pipeline = VocabFreeInstanceSegmenter(segmenter, searcher)
+    else:
+        options = {**(raw.get("vocab_free") or {}), **kwargs}
+        pipeline = VocabFreeSegmenter(segmenter, searcher, **options)
     cfg["database"] = {"path": str(searcher.database.path), **section}
     pipeline.config = cfg
-    pipeline.meta = {"config": str(cfg.get("_source_", "")), "task": "semantic"}
+    pipeline.meta = {"config": str(cfg.get("_source_", "")), "task": task}
     return pipeline

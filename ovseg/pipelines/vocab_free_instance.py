@@ -1,0 +1,98 @@
+"""Instances with no vocabulary: every SAM proposal is named by a CaSED search of its own.
+
+For the image given to :meth:`VocabFreeInstanceSegmenter.set_image`:
+
+1. the instance pipeline's SAM proposals (cached by that pipeline);
+2. each mask's region embedding: the masked crop through CLIP (outside pixels set to CLIP's
+   mean colour), as :meth:`CasedSearch.embed_regions` makes it;
+3. each embedding searched in the text database (:meth:`CasedSearch.name_regions`): the mask
+   takes the best candidate name, and score = that name's CaSED score x SAM's predicted IoU;
+4. score threshold, class-wise box NMS and the instance cap of the instance pipeline's
+   ``postprocess`` settings.
+
+``class_names`` of the result are the names found, in order of first use, so the output reads
+like one made with a user vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ovseg.models.classifiers import boxes_from_masks, class_wise_nms
+from ovseg.registry import PIPELINES
+from ovseg.structures import Instances
+
+
+def _empty(height: int, width: int) -> Instances:
+    return Instances(
+        masks=np.zeros((0, height, width), dtype=bool),
+        boxes=np.zeros((0, 4), dtype=np.float32),
+        scores=np.zeros(0, dtype=np.float32),
+        labels=np.zeros(0, dtype=np.int64),
+        class_names=[],
+    )
+
+
+@PIPELINES.register()
+class VocabFreeInstanceSegmenter:
+    """Instance segmentation whose names come from a text database (CaSED), mask by mask.
+
+    Args:
+        instance: an :class:`~ovseg.pipelines.instance.InstanceSegmenter` (its SAM proposals
+            and ``postprocess`` thresholds are used; its vocabulary is not).
+        search: a :class:`~ovseg.vocab.cased.CasedSearch` over the same CLIP.
+    """
+
+    def __init__(self, instance: Any, search: Any) -> None:
+        self.instance = instance
+        self.search = search
+        self.meta: dict[str, Any] = {}
+        self.config: Any = None
+
+    def set_image(self, image: Any) -> np.ndarray:
+        return self.instance.set_image(image)
+
+    def predict(self) -> Instances:
+        """Named instances of the set image, best first; ``(M, H, W)`` masks in its pixels."""
+        image = self.instance._require_image()
+        height, width = image.shape[:2]
+        post = self.instance.postprocess
+        proposals = self.instance.proposals()
+        masks = torch.as_tensor(proposals.masks).bool().cpu()
+        ious = torch.as_tensor(proposals.iou_scores).float().cpu().reshape(-1)
+        keep = masks.flatten(1).sum(dim=1) >= max(1, int(post["min_area"]))
+        masks, ious = masks[keep], ious[keep]
+        if not len(masks):
+            return _empty(height, width)
+        found = self.search.name_regions(self.search.embed_regions(image, masks=masks.numpy()))
+        names = [result.best for result in found]
+        name_scores = torch.tensor([float(result.scores[0]) for result in found])
+        scores = name_scores * ious.clamp(0.0, 1.0)
+        vocabulary = list(dict.fromkeys(names))
+        labels = torch.tensor([vocabulary.index(name) for name in names], dtype=torch.long)
+        keep = scores >= float(post["score_threshold"])
+        masks, scores, labels = masks[keep], scores[keep], labels[keep]
+        if not len(masks):
+            return _empty(height, width)
+        boxes = boxes_from_masks(masks)
+        order = class_wise_nms(
+            scores, labels, boxes=boxes, iou_threshold=float(post["nms_threshold"]), mode="box"
+        )[: int(post["max_instances"])]
+        order_t = torch.from_numpy(np.asarray(order))
+        used = list(dict.fromkeys(labels[order_t].tolist()))  # names of the kept masks only
+        return Instances(
+            masks=masks[order_t].numpy(),
+            boxes=boxes[order_t].numpy(),
+            scores=scores[order_t].numpy(),
+            labels=np.array([used.index(int(label)) for label in labels[order_t]]),
+            class_names=[vocabulary[index] for index in used],
+        )
+
+    def __call__(self, image: Any, vocabulary: Any = None) -> Instances:
+        if vocabulary is not None:  # a vocabulary given: the usual instance pipeline
+            return self.instance(image, vocabulary)
+        self.set_image(image)
+        return self.predict()
