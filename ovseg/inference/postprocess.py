@@ -21,10 +21,17 @@ left to the caller.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from ovseg.errors import ConfigError, VocabularyError
+from ovseg.structures import UNLABELLED, OVSegResult
+
+if TYPE_CHECKING:
+    from ovseg.vocab import Vocabulary
 
 __all__ = ["labels_from_logits", "reduce_synonyms"]
 
@@ -174,3 +181,35 @@ def labels_from_logits(
     if background_index is not None and prob_threshold > 0:
         labels = torch.where(top_prob < prob_threshold, background_index, labels)
     return labels, probs
+
+
+def semantic_result(
+    logits: Tensor,
+    vocab: Vocabulary,
+    *,
+    background_index: int | None,
+    prob_threshold: float,
+    area_threshold: float,
+    meta: dict[str, Any] | None = None,
+) -> OVSegResult:
+    """An :class:`OVSegResult` from ``(Q, H, W)`` per-query logits (already scaled).
+
+    With a background class, pixels whose best probability is below ``prob_threshold`` take it
+    (as :func:`labels_from_logits` does); without one, they become ``UNLABELLED``.
+    """
+    labels, probs = labels_from_logits(
+        logits,
+        prob_threshold=prob_threshold if background_index is not None else 0.0,
+        area_threshold=area_threshold,
+        background_index=background_index,
+        query_to_class=vocab.query_to_class,
+        num_classes=len(vocab),
+    )
+    if background_index is None and prob_threshold > 0:
+        labels = torch.where(probs.amax(0) < prob_threshold, UNLABELLED, labels)
+    return OVSegResult(
+        sem_seg=labels.cpu().numpy().astype(np.int64),
+        class_names=vocab.names,
+        probs=probs.cpu().numpy().astype(np.float32),
+        meta=dict(meta or {}),
+    )

@@ -22,19 +22,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ovseg.errors import ConfigError
 from ovseg.inference.pamr import PAMR
-from ovseg.inference.postprocess import labels_from_logits
+from ovseg.inference.postprocess import semantic_result
 from ovseg.inference.resize import rescale_size, resize_bilinear
 from ovseg.inference.sliding import Window, average_window_scores, sliding_windows, whole_window
 from ovseg.io import DEFAULT_MAX_PIXELS, read_image
 from ovseg.models.backbones.clip import ClipBackbone
 from ovseg.registry import BACKBONES, PIPELINES
-from ovseg.structures import UNLABELLED, OVSegResult
+from ovseg.structures import OVSegResult
 from ovseg.vocab import Vocabulary
 
 _INFERENCE_DEFAULTS = {
@@ -213,23 +212,13 @@ class SemanticSegmenter:
 
     @torch.inference_mode()
     def labels_from_scores(self, scores: torch.Tensor, vocab: Vocabulary) -> OVSegResult:
-        background = self._background_index(vocab)
-        threshold = float(self.postprocess["prob_threshold"])
-        labels, probs = labels_from_logits(
+        return semantic_result(
             scores * self.logit_scale,
-            prob_threshold=threshold if background is not None else 0.0,
+            vocab,
+            background_index=self._background_index(vocab),
+            prob_threshold=float(self.postprocess["prob_threshold"]),
             area_threshold=float(self.postprocess["area_threshold"]),
-            background_index=background,
-            query_to_class=vocab.query_to_class,
-            num_classes=len(vocab),
-        )
-        if background is None and threshold > 0:
-            labels = torch.where(probs.amax(0) < threshold, UNLABELLED, labels)
-        return OVSegResult(
-            sem_seg=labels.cpu().numpy().astype(np.int64),
-            class_names=vocab.names,
-            probs=probs.cpu().numpy().astype(np.float32),
-            meta=dict(self.meta),
+            meta=self.meta,
         )
 
     def predict(self, vocabulary: Any = None) -> OVSegResult:

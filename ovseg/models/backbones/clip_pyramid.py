@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ovseg.errors import ConfigError
+from ovseg.models.backbones.dense_resnet import attention_pool_everywhere
 from ovseg.registry import BACKBONES
 
 STRIDES = (4, 8, 16, 32)
@@ -243,35 +244,9 @@ class ClipPyramid(nn.Module):
 
     def _attention_pool_everywhere(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """CLIP's attention pool with the mean and every position as queries."""
-        pool = self.visual.attnpool
-        batch, channels, h, w = x.shape
-        tokens = x.reshape(batch, channels, h * w).permute(2, 0, 1)  # (hw, B, C)
-        tokens = torch.cat([tokens.mean(dim=0, keepdim=True), tokens], dim=0)
-        pos = resize_grid_embedding(pool.positional_embedding, (h, w))
-        tokens = tokens + pos[:, None, :].to(tokens.dtype)
-        out, _ = F.multi_head_attention_forward(
-            query=tokens,
-            key=tokens,
-            value=tokens,
-            embed_dim_to_check=channels,
-            num_heads=pool.num_heads,
-            q_proj_weight=pool.q_proj.weight,
-            k_proj_weight=pool.k_proj.weight,
-            v_proj_weight=pool.v_proj.weight,
-            in_proj_weight=None,
-            in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
-            bias_k=None,
-            bias_v=None,
-            add_zero_attn=False,
-            dropout_p=0.0,
-            out_proj_weight=pool.c_proj.weight,
-            out_proj_bias=pool.c_proj.bias,
-            use_separate_proj_weight=True,
-            training=self.training,
-            need_weights=False,
+        return attention_pool_everywhere(
+            self.visual.attnpool, x, resize_grid_embedding, training=self.training
         )
-        out = out.permute(1, 2, 0)  # (B, D, 1 + hw)
-        return out[:, :, 0], out[:, :, 1:].reshape(batch, -1, h, w)
 
     def _forward_vit(self, images: Tensor) -> PyramidOutput:
         visual = self.visual

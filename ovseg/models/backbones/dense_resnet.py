@@ -8,6 +8,8 @@ image embedding.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,11 +23,32 @@ def resnet_dense_tokens(
     """Return ``(global (B, D), dense (B, D, h, w))`` with ``h, w = H // 32, W // 32``."""
     x = visual.stem(images)
     x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(x))))
-    pool = visual.attnpool
+    return attention_pool_everywhere(visual.attnpool, x)
+
+
+def attention_pool_everywhere(
+    pool: nn.Module,
+    x: torch.Tensor,
+    resize_positions: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] = (
+        interpolate_pos_embed
+    ),
+    training: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's attention pool with the mean token and every position as queries.
+
+    Args:
+        pool: an open_clip ``AttentionPool2d``.
+        x: ``(B, C, h, w)`` last-stage features.
+        resize_positions: maps the pool's ``(1 + g*g, C)`` positional embedding to ``(h, w)``.
+        training: passed to the attention (dropout is 0 either way).
+
+    Returns:
+        ``(global (B, D), dense (B, D, h, w))``.
+    """
     batch, channels, h, w = x.shape
     tokens = x.reshape(batch, channels, h * w).permute(2, 0, 1)  # (hw, B, C)
     tokens = torch.cat([tokens.mean(dim=0, keepdim=True), tokens], dim=0)
-    pos = interpolate_pos_embed(pool.positional_embedding, (h, w))
+    pos = resize_positions(pool.positional_embedding, (h, w))
     tokens = tokens + pos[:, None, :].to(tokens.dtype)
     out, _ = F.multi_head_attention_forward(
         query=tokens,
@@ -45,7 +68,7 @@ def resnet_dense_tokens(
         out_proj_weight=pool.c_proj.weight,
         out_proj_bias=pool.c_proj.bias,
         use_separate_proj_weight=True,
-        training=False,
+        training=training,
         need_weights=False,
     )
     out = out.permute(1, 2, 0)  # (B, D, 1 + hw)
