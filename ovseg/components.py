@@ -9,6 +9,7 @@ from ovseg.data import (  # noqa: F401
     coco_stuff,
     folder,
     pascal_context,
+    refcoco,
     synthetic,
     transforms,
     voc,

@@ -1,6 +1,14 @@
-"""Referring segmentation scored on a COCO instances dataset: one phrase per class present.
+"""Referring segmentation scored on RefCOCO-style data, or on COCO instances (a phrase per class).
 
-Every image of the dataset gives one sample per category it contains: the phrase is the
+A dataset whose samples carry ``expressions`` ([{text, mask}], e.g. :class:`RefCOCODataset`) is
+scored on those sentences::
+
+    _base_: sclip-vitb16
+    data:
+      test: {type: RefCOCODataset, root: data/refer, dataset: refcoco, split_by: unc, split: val}
+    evaluation: {type: ReferringMetric}
+
+Otherwise every image of a COCO instances dataset gives one sample per category it contains: the phrase is the
 category name put into ``evaluation.phrase`` (default ``"{}"``), the target is the union of that
 category's instance masks. The pipeline (a config's ``pipelines.referring``) embeds each image
 once and segments every phrase; samples go into :class:`ReferringMetric` overall and per class
@@ -68,6 +76,15 @@ def phrases_and_targets(
     return out
 
 
+def _samples_of(
+    sample: Mapping[str, Any], class_names: list[str], category_ids: list[int], template: str
+) -> list[tuple[str | None, str, np.ndarray]]:
+    """A referring dataset's own expressions, or one phrase per class of a COCO sample."""
+    if "expressions" in sample:
+        return [(None, e["text"], np.asarray(e["mask"], dtype=bool)) for e in sample["expressions"]]
+    return phrases_and_targets(sample, class_names, category_ids, template)
+
+
 def evaluate_referring(
     pipeline: Any,
     dataset: Any,
@@ -84,7 +101,8 @@ def evaluate_referring(
         :meth:`ReferringMetric.compute`'s dict (percent); identical on every rank.
     """
     rank, world_size = get_rank(), get_world_size()
-    class_names, category_ids = list(dataset.class_names), list(dataset.category_ids)
+    class_names = list(getattr(dataset, "class_names", []))
+    category_ids = list(getattr(dataset, "category_ids", []))
     group_of = {c: g for g, members in (groups or {}).items() for c in members}
     overall = ReferringMetric()
     by_group = {name: ReferringMetric() for name in groups or {}}
@@ -94,9 +112,7 @@ def evaluate_referring(
         for index in bar:
             sample = dataset[index]
             pipeline.set_image(sample["image"])
-            for name, phrase, target in phrases_and_targets(
-                sample, class_names, category_ids, template
-            ):
+            for name, phrase, target in _samples_of(sample, class_names, category_ids, template):
                 predicted = pipeline.predict(phrase).mask
                 overall.process(predicted, target)
                 if name in group_of:
@@ -145,17 +161,22 @@ def run_referring_evaluation(
     load_plugins(cfg)
     info = init_distributed(device or "cpu")
     dataset = DATASETS.build(to_container(cfg["data"])["test"])
+    expressions = hasattr(dataset, "refs")  # a referring dataset brings its own sentences
     for attribute in ("class_names", "category_ids"):
-        if not hasattr(dataset, attribute):
+        if not expressions and not hasattr(dataset, attribute):
             raise ConfigError(
                 f"data.test ({type(dataset).__name__}) has no {attribute!r}; referring "
-                "evaluation needs a COCO instances dataset such as COCOInstances."
+                "evaluation needs RefCOCODataset or a COCO instances dataset (COCOInstances)."
             )
     settings = to_container(cfg.get("evaluation") or {})
     template = str(settings.get("phrase", "{}"))
     if "{}" not in template:
         raise ConfigError(f"evaluation.phrase must contain '{{}}' for the class name: {template!r}")
-    groups = resolve_groups(settings.get("groups"), dataset, list(dataset.class_names))
+    groups = (
+        None
+        if expressions
+        else resolve_groups(settings.get("groups"), dataset, list(dataset.class_names))
+    )
     torch.manual_seed(int(cfg.get("seed", 0)))
     pipeline = create_pipeline(cfg, task="referring", device=str(info.device))
     if limit is not None and int(limit) < 1:
