@@ -27,14 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from ovseg.errors import ConfigError, WeightsNotFoundError
-from ovseg.inference.postprocess import semantic_result
-from ovseg.inference.resize import rescale_size, resize_bilinear
 from ovseg.inference.sliding import Window, average_window_scores
-from ovseg.io import DEFAULT_MAX_PIXELS, read_image
+from ovseg.io import DEFAULT_MAX_PIXELS
 from ovseg.models.backbones.clip_pyramid import PyramidOutput
 from ovseg.models.denseclip import DenseCLIPSegmentor, build_from_export
+from ovseg.pipelines.base import SemanticPipelineBase, prepare_image
 from ovseg.registry import PIPELINES
-from ovseg.structures import OVSegResult
 from ovseg.vocab import Vocabulary
 
 _INFERENCE_DEFAULTS = {
@@ -98,7 +96,7 @@ def embedded_denseclip_weights(model: Mapping[str, Any] | None, tag: str) -> str
 
 
 @PIPELINES.register()
-class DenseCLIPSegmenter:
+class DenseCLIPSegmenter(SemanticPipelineBase):
     """Trained DenseCLIP segmentation for any vocabulary.
 
     Args:
@@ -160,17 +158,6 @@ class DenseCLIPSegmenter:
         return self.model.pixel_mean.device
 
     # ----------------------------------------------------------------- vocabulary
-    def set_vocabulary(self, vocabulary: Any) -> Vocabulary:
-        self.vocabulary = Vocabulary.create(vocabulary)
-        return self.vocabulary
-
-    def _resolve_vocabulary(self, vocabulary: Any) -> Vocabulary:
-        if vocabulary is not None:
-            return Vocabulary.create(vocabulary)
-        if self.vocabulary is None:
-            return Vocabulary.create(None)  # raises a VocabularyError saying what to pass
-        return self.vocabulary
-
     @torch.inference_mode()
     def encode_queries(self, queries: Sequence[str]) -> torch.Tensor:
         """Prompted embeddings ``(Q, D)`` of the queries (cached per query list)."""
@@ -182,19 +169,7 @@ class DenseCLIPSegmenter:
     # ----------------------------------------------------------------- image side
     def _prepare(self, image: Any) -> tuple[torch.Tensor, tuple[int, int]]:
         """Image -> normalised resized ``(1, 3, H', W')`` tensor and the original ``(H, W)``."""
-        if isinstance(image, torch.Tensor):
-            if image.ndim != 4 or image.shape[:2] != (1, 3):
-                raise ConfigError("Tensor images must be (1, 3, H, W) RGB floats in [0, 1].")
-            tensor = image.float()
-        else:
-            array = read_image(image, max_pixels=self.inference["max_pixels"])
-            tensor = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255.0
-        tensor = tensor.to(self.device)
-        height, width = tensor.shape[-2:]
-        size = rescale_size(
-            height, width, self.inference["short_side"], self.inference["max_long_side"]
-        )
-        return self.model.normalize(resize_bilinear(tensor, size)), (int(height), int(width))
+        return prepare_image(image, self.inference, self.device, self.model.normalize)
 
     @torch.inference_mode()
     def encode_images(self, images: Sequence[Any]) -> list[DenseCLIPImageFeatures]:
@@ -221,11 +196,6 @@ class DenseCLIPSegmenter:
             )
         return features
 
-    def set_image(self, image: Any) -> DenseCLIPImageFeatures:
-        """Encode ``image`` (path, bytes, PIL, HWC uint8 array) and keep it for :meth:`predict`."""
-        self._features = self.encode_images([image])[0]
-        return self._features
-
     # ----------------------------------------------------------------- vocabulary side
     @torch.inference_mode()
     def query_logits(self, features: DenseCLIPImageFeatures, vocab: Vocabulary) -> torch.Tensor:
@@ -240,33 +210,7 @@ class DenseCLIPSegmenter:
             logits[None], size=features.original_size, mode="bilinear", align_corners=False
         )[0]
 
-    def labels_from_logits(self, logits: torch.Tensor, vocab: Vocabulary) -> OVSegResult:
-        value = self.postprocess["background_index"]
-        background = vocab.background_index if value == "auto" else value
-        return semantic_result(
-            logits,
-            vocab,
-            background_index=background,
-            prob_threshold=float(self.postprocess["prob_threshold"]),
-            area_threshold=float(self.postprocess["area_threshold"]),
-            meta=self.meta,
-        )
-
-    def predict(self, vocabulary: Any = None) -> OVSegResult:
-        """Segment the image given to :meth:`set_image` with ``vocabulary`` (or the default)."""
-        if self._features is None:
-            raise ConfigError("No image set; call set_image(image) first (or call the pipeline).")
-        vocab = self._resolve_vocabulary(vocabulary)
-        return self.labels_from_logits(self.query_logits(self._features, vocab), vocab)
-
-    def __call__(self, image: Any, vocabulary: Any = None) -> OVSegResult:
-        vocab = self._resolve_vocabulary(vocabulary)
-        self.set_image(image)
-        return self.predict(vocab)
-
-    def predict_batch(self, images: Sequence[Any], vocabulary: Any = None) -> list[OVSegResult]:
-        vocab = self._resolve_vocabulary(vocabulary)
-        return [
-            self.labels_from_logits(self.query_logits(features, vocab), vocab)
-            for features in self.encode_images(images)
-        ]
+    def vocabulary_logits(
+        self, features: DenseCLIPImageFeatures, vocab: Vocabulary
+    ) -> torch.Tensor:
+        return self.query_logits(features, vocab)

@@ -40,6 +40,7 @@ from ovseg.models.classifiers import (
     ensemble_probabilities,
     query_probabilities,
 )
+from ovseg.pipelines.base import VocabularyDefault
 from ovseg.pipelines.referring import (
     best_mask,
     build_component,
@@ -140,7 +141,7 @@ def refine_semantic(result: OVSegResult, proposals: Any, mode: str = "majority")
 
 
 @PIPELINES.register()
-class InstanceSegmenter:
+class InstanceSegmenter(VocabularyDefault):
     """SAM proposals named with CLIP (see the module docstring for every step).
 
     Args:
@@ -215,18 +216,6 @@ class InstanceSegmenter:
         self._proposals: Any = None
         self.meta: dict[str, Any] = {}
         self.config: Any = None
-
-    # ----------------------------------------------------------------- vocabulary
-    def set_vocabulary(self, vocabulary: Any) -> Vocabulary:
-        self.vocabulary = Vocabulary.create(vocabulary)
-        return self.vocabulary
-
-    def _resolve_vocabulary(self, vocabulary: Any) -> Vocabulary:
-        if vocabulary is not None:
-            return Vocabulary.create(vocabulary)
-        if self.vocabulary is None:
-            return Vocabulary.create(None)  # raises a VocabularyError saying what to pass
-        return self.vocabulary
 
     # ----------------------------------------------------------------- image side
     def set_image(self, image: Any) -> np.ndarray:

@@ -27,11 +27,11 @@ import torch.nn.functional as F
 
 from ovseg.errors import ConfigError
 from ovseg.inference.pamr import PAMR
-from ovseg.inference.postprocess import semantic_result
-from ovseg.inference.resize import rescale_size, resize_bilinear
+from ovseg.inference.resize import resize_bilinear
 from ovseg.inference.sliding import Window, average_window_scores, sliding_windows, whole_window
-from ovseg.io import DEFAULT_MAX_PIXELS, read_image
+from ovseg.io import DEFAULT_MAX_PIXELS
 from ovseg.models.backbones.clip import ClipBackbone
+from ovseg.pipelines.base import SemanticPipelineBase, prepare_image
 from ovseg.registry import BACKBONES, PIPELINES
 from ovseg.structures import OVSegResult
 from ovseg.vocab import Vocabulary
@@ -77,7 +77,7 @@ def _merge(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, what: s
 
 
 @PIPELINES.register()
-class SemanticSegmenter:
+class SemanticSegmenter(SemanticPipelineBase):
     """Dense-CLIP semantic segmentation for any vocabulary.
 
     Args:
@@ -117,22 +117,6 @@ class SemanticSegmenter:
         self.meta: dict[str, Any] = {}  # copied into every result (create_pipeline: the source)
         self.config: Any = None  # the resolved config this pipeline was built from, if any
 
-    # ----------------------------------------------------------------- vocabulary
-    def set_vocabulary(self, vocabulary: Any) -> Vocabulary:
-        self.vocabulary = Vocabulary.create(vocabulary)
-        return self.vocabulary
-
-    def _resolve_vocabulary(self, vocabulary: Any) -> Vocabulary:
-        if vocabulary is not None:
-            return Vocabulary.create(vocabulary)
-        if self.vocabulary is None:
-            return Vocabulary.create(None)  # raises a VocabularyError saying what to pass
-        return self.vocabulary
-
-    def _background_index(self, vocab: Vocabulary) -> int | None:
-        value = self.postprocess["background_index"]
-        return vocab.background_index if value == "auto" else value
-
     # ----------------------------------------------------------------- image side
     def _windows(self, height: int, width: int) -> list[Window]:
         if self.inference["mode"] == "whole":
@@ -141,20 +125,7 @@ class SemanticSegmenter:
 
     def _prepare(self, image: Any) -> tuple[torch.Tensor, tuple[int, int]]:
         """Image -> normalised resized tensor ``(1, 3, H', W')`` and the original ``(H, W)``."""
-        if isinstance(image, torch.Tensor):
-            if image.ndim != 4 or image.shape[:2] != (1, 3):
-                raise ConfigError("Tensor images must be (1, 3, H, W) RGB floats in [0, 1].")
-            tensor = image.float()
-        else:
-            array = read_image(image, max_pixels=self.inference["max_pixels"])
-            tensor = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255.0
-        tensor = tensor.to(self.backbone.device)
-        height, width = tensor.shape[-2:]
-        size = rescale_size(
-            height, width, self.inference["short_side"], self.inference["max_long_side"]
-        )
-        tensor = self.backbone.normalize(resize_bilinear(tensor, size))
-        return tensor, (int(height), int(width))
+        return prepare_image(image, self.inference, self.backbone.device, self.backbone.normalize)
 
     def encode_images(self, images: Sequence[Any]) -> list[ImageFeatures]:
         """Dense features of several images; their windows share backbone batches by size."""
@@ -190,11 +161,6 @@ class SemanticSegmenter:
             for i, (tensor, original) in enumerate(prepared)
         ]
 
-    def set_image(self, image: Any) -> ImageFeatures:
-        """Encode ``image`` (path, bytes, PIL, HWC uint8 array) and keep its features for predict."""
-        self._features = self.encode_images([image])[0]
-        return self._features
-
     # ----------------------------------------------------------------- text side
     @torch.inference_mode()
     def query_scores(self, features: ImageFeatures, vocab: Vocabulary) -> torch.Tensor:
@@ -210,33 +176,10 @@ class SemanticSegmenter:
             scores = self.pamr(guide, scores)
         return scores[0]
 
-    @torch.inference_mode()
+    def vocabulary_logits(self, features: ImageFeatures, vocab: Vocabulary) -> torch.Tensor:
+        """``(Q, H, W)`` cosine score maps x ``logit_scale``."""
+        return self.query_scores(features, vocab) * self.logit_scale
+
     def labels_from_scores(self, scores: torch.Tensor, vocab: Vocabulary) -> OVSegResult:
-        return semantic_result(
-            scores * self.logit_scale,
-            vocab,
-            background_index=self._background_index(vocab),
-            prob_threshold=float(self.postprocess["prob_threshold"]),
-            area_threshold=float(self.postprocess["area_threshold"]),
-            meta=self.meta,
-        )
-
-    def predict(self, vocabulary: Any = None) -> OVSegResult:
-        """Segment the image given to :meth:`set_image` with ``vocabulary`` (or the default)."""
-        if self._features is None:
-            raise ConfigError("No image set; call set_image(image) first (or call the pipeline).")
-        vocab = self._resolve_vocabulary(vocabulary)
-        return self.labels_from_scores(self.query_scores(self._features, vocab), vocab)
-
-    def __call__(self, image: Any, vocabulary: Any = None) -> OVSegResult:
-        vocab = self._resolve_vocabulary(vocabulary)
-        self.set_image(image)
-        return self.predict(vocab)
-
-    def predict_batch(self, images: Sequence[Any], vocabulary: Any = None) -> list[OVSegResult]:
-        """Segment several images; their windows are batched through the backbone together."""
-        vocab = self._resolve_vocabulary(vocabulary)
-        return [
-            self.labels_from_scores(self.query_scores(features, vocab), vocab)
-            for features in self.encode_images(images)
-        ]
+        """Labels of the ``(Q, H, W)`` cosine maps of :meth:`query_scores`."""
+        return self.result_from_logits(scores * self.logit_scale, vocab)
