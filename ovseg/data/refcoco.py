@@ -10,9 +10,8 @@ Layout (as the REFER toolkit, LAVT and ReLA prepare it; refs as JSON)::
       images/train2014/COCO_train2014_000000xxxxxx.jpg
 
 The original REFER distribution ships ``refs(unc).p``, a Python pickle; ovseg never unpickles
-data, so convert it once to JSON with a tool you trust, e.g.
-``python -c "import json, pickle; json.dump(pickle.load(open('refs(unc).p', 'rb')), open('refs(unc).json', 'w'))"``
-(gRefCOCO's ``grefs(unc).json`` is JSON already).
+data files, so export the refs list to ``refs(unc).json`` once with the REFER toolkit you already
+trust (datasets/README.md); gRefCOCO's ``grefs(unc).json`` is JSON already.
 
 Each item is one ref of the chosen split: ``{"image": HWC uint8 RGB, "image_id", "image_path",
 "ref_id", "expressions": [{"text": str, "mask": (H, W) bool}]}``; every sentence of the ref is
@@ -57,8 +56,8 @@ def _refs_file(folder: Path, split_by: str) -> Path:
             return folder / name
     pickled = folder / f"refs({split_by}).p"
     hint = (
-        f" {pickled.name} is a pickle, which ovseg does not read; convert it to JSON (see the "
-        "module docstring of ovseg.data.refcoco)."
+        f" {pickled.name} is a pickle, which ovseg does not read; export its refs to JSON once with "
+        "the REFER toolkit (datasets/README.md)."
         if pickled.is_file()
         else ""
     )
