@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from ovseg.demo.handlers import (
+    INSTANCE_HEADERS,
     Example,
     PipelineProvider,
     SessionFiles,
@@ -147,3 +148,37 @@ def vocabulary_box(key: str, value: str) -> gr.Textbox:
         max_length=4000,
         elem_id=f"{key}-vocabulary",
     )
+
+
+def example_scenes(
+    ctx: DemoContext, key: str, image: gr.Image, text: gr.Textbox | None = None, field: str = ""
+) -> None:
+    """The example scenes under a tab's inputs (nothing when there are none).
+
+    ``text`` is filled with each example's ``field`` (``vocabulary`` or ``phrase``) when given.
+    """
+    if not ctx.examples:
+        return
+    inputs = [image] if text is None else [image, text]
+    gr.Examples(
+        examples=[
+            [str(e.image)] if text is None else [str(e.image), getattr(e, field)]
+            for e in ctx.examples
+        ],
+        inputs=inputs,
+        label="Example scenes",
+        cache_examples=False,
+        elem_id=f"{key}-examples",
+    )
+
+
+def instance_outputs(key: str, label: str) -> tuple[gr.Dataframe, gr.File]:
+    """The instance table (label, score, box, area) and the downloads of an instance tab."""
+    table = gr.Dataframe(
+        headers=INSTANCE_HEADERS,
+        datatype=["str", "number", "str", "number"],
+        interactive=False,
+        label=label,
+        elem_id=f"{key}-table",
+    )
+    return table, downloads(key, "Downloads (results JSON, instance-id PNG, overlay PNG)")

@@ -13,7 +13,6 @@ import gradio as gr
 
 from ovseg.demo.handlers import (
     CLICK_LABELS,
-    INSTANCE_HEADERS,
     INSTANCE_TASK,
     ClickHandler,
     add_click,
@@ -22,7 +21,8 @@ from ovseg.demo.tabs.base import (
     DemoContext,
     TabSpec,
     default_vocabulary,
-    downloads,
+    example_scenes,
+    instance_outputs,
     model_event_limits,
     result_image,
     session_id,
@@ -61,24 +61,10 @@ def build(ctx: DemoContext, spec: TabSpec) -> None:
             with gr.Row():
                 run = gr.Button("Segment", variant="primary", elem_id=f"{key}-run")
                 clear = gr.Button("Clear points", elem_id=f"{key}-clear")
-            if ctx.examples:
-                gr.Examples(
-                    examples=[[str(e.image), e.vocabulary] for e in ctx.examples],
-                    inputs=[image, vocabulary],
-                    label="Example scenes",
-                    cache_examples=False,
-                    elem_id=f"{key}-examples",
-                )
+            example_scenes(ctx, key, image, vocabulary, "vocabulary")
         with gr.Column(scale=1):
             overlay = result_image(key, "overlay", "Mask, its name and the points")
-            table = gr.Dataframe(
-                headers=INSTANCE_HEADERS,
-                datatype=["str", "number", "str", "number"],
-                interactive=False,
-                label="Named mask (area in pixels)",
-                elem_id=f"{key}-table",
-            )
-            files = downloads(key, "Downloads (results JSON, instance-id PNG, overlay PNG)")
+            table, files = instance_outputs(key, "Named mask (area in pixels)")
 
     def click(points: str, click_mode: str, event: gr.SelectData) -> str:
         with ctx.user_errors():

@@ -13,7 +13,6 @@ from typing import Any
 import gradio as gr
 
 from ovseg.demo.handlers import (
-    INSTANCE_HEADERS,
     INSTANCE_TASK,
     InstanceHandler,
     PackedInstances,
@@ -22,7 +21,8 @@ from ovseg.demo.tabs.base import (
     DemoContext,
     TabSpec,
     default_vocabulary,
-    downloads,
+    example_scenes,
+    instance_outputs,
     model_event_limits,
     result_image,
     session_id,
@@ -49,24 +49,10 @@ def build(ctx: DemoContext, spec: TabSpec) -> None:
                 elem_id=f"{key}-threshold",
             )
             run = gr.Button("Detect", variant="primary", elem_id=f"{key}-run")
-            if ctx.examples:
-                gr.Examples(
-                    examples=[[str(e.image), e.vocabulary] for e in ctx.examples],
-                    inputs=[image, vocabulary],
-                    label="Example scenes",
-                    cache_examples=False,
-                    elem_id=f"{key}-examples",
-                )
+            example_scenes(ctx, key, image, vocabulary, "vocabulary")
         with gr.Column(scale=1):
             overlay = result_image(key, "overlay", "Instances (mask, box, label and score)")
-            table = gr.Dataframe(
-                headers=INSTANCE_HEADERS,
-                datatype=["str", "number", "str", "number"],
-                interactive=False,
-                label="Instances, best first (area in pixels)",
-                elem_id=f"{key}-table",
-            )
-            files = downloads(key, "Downloads (results JSON, instance-id PNG, overlay PNG)")
+            table, files = instance_outputs(key, "Instances, best first (area in pixels)")
     last = gr.State(None)  # this session's last image and every instance found in it
 
     def detect(image_path: str | None, text: str, score: float, request: gr.Request) -> tuple:

@@ -20,6 +20,7 @@ from ovseg.demo.tabs.base import (
     DemoContext,
     TabSpec,
     downloads,
+    example_scenes,
     model_event_limits,
     result_image,
     session_id,
@@ -46,14 +47,7 @@ def build(ctx: DemoContext, spec: TabSpec) -> None:
                 elem_id=f"{key}-phrase",
             )
             run = gr.Button("Find", variant="primary", elem_id=f"{key}-run")
-            if ctx.examples:
-                gr.Examples(
-                    examples=[[str(e.image), e.phrase] for e in ctx.examples],
-                    inputs=[image, phrase],
-                    label="Example scenes",
-                    cache_examples=False,
-                    elem_id=f"{key}-examples",
-                )
+            example_scenes(ctx, key, image, phrase, "phrase")
         with gr.Column(scale=1):
             with gr.Row():
                 mask = result_image(

@@ -18,7 +18,13 @@ from ovseg.demo.handlers import (
     render_overlay,
     vocabulary_text,
 )
-from ovseg.demo.tabs.base import MODEL_CONCURRENCY_ID, DemoContext, TabSpec, session_id
+from ovseg.demo.tabs.base import (
+    MODEL_CONCURRENCY_ID,
+    DemoContext,
+    TabSpec,
+    example_scenes,
+    session_id,
+)
 
 VOCABULARY_HELP = "Classes separated by commas; synonyms of one class separated by '|'."
 
@@ -56,14 +62,7 @@ def build(ctx: DemoContext, spec: TabSpec) -> None:
                 0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity", elem_id=f"{key}-opacity"
             )
             run = gr.Button("Segment", variant="primary", elem_id=f"{key}-run")
-            if ctx.examples:
-                gr.Examples(
-                    examples=[[str(e.image), e.vocabulary] for e in ctx.examples],
-                    inputs=[image, vocabulary],
-                    label="Example scenes",
-                    cache_examples=False,
-                    elem_id=f"{key}-examples",
-                )
+            example_scenes(ctx, key, image, vocabulary, "vocabulary")
         with gr.Column(scale=1):
             overlay = gr.Image(
                 label="Overlay",

@@ -21,6 +21,7 @@ from ovseg.demo.tabs.base import (
     DemoContext,
     TabSpec,
     downloads,
+    example_scenes,
     model_event_limits,
     result_image,
     session_id,
@@ -36,14 +37,7 @@ def build(ctx: DemoContext, spec: TabSpec) -> None:
         with gr.Column(scale=1):
             image = upload_image(key)
             run = gr.Button("Find names and segment", variant="primary", elem_id=f"{key}-run")
-            if ctx.examples:
-                gr.Examples(
-                    examples=[[str(e.image)] for e in ctx.examples],
-                    inputs=[image],
-                    label="Example scenes",
-                    cache_examples=False,
-                    elem_id=f"{key}-examples",
-                )
+            example_scenes(ctx, key, image)
             names = gr.Dataframe(
                 headers=FOUND_NAMES_HEADERS,
                 datatype=["str", "number"],
