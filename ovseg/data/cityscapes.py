@@ -28,10 +28,10 @@ from ovseg.data.layout import (
     load_classes,
     lookup_table,
     pair_files,
+    require_choice,
     require_dir,
     resolve_root,
 )
-from ovseg.errors import DatasetError
 from ovseg.registry import DATASETS
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -86,10 +86,7 @@ class CityscapesDataset(LabelMapDataset):
         label_type: str = "auto",
         class_file: str | os.PathLike | None = None,
     ) -> None:
-        if label_type not in LABEL_TYPES:
-            raise DatasetError(
-                f"label_type must be one of {', '.join(LABEL_TYPES)}, got {label_type!r}."
-            )
+        require_choice("label_type", label_type, LABEL_TYPES)
         self.dataset_dir = resolve_root(
             root, ("cityscapes",), ("leftImg8bit", "gtFine"), "Cityscapes", CITY_TREE
         )

@@ -41,6 +41,7 @@ from ovseg.data.layout import (
     load_classes,
     lookup_table,
     pair_files,
+    require_choice,
     require_file,
     resolve_root,
     shown,
@@ -103,8 +104,7 @@ class COCOObjectDataset(LabelMapDataset):
         ann_file: str | os.PathLike | None = None,
         class_file: str | os.PathLike | None = None,
     ) -> None:
-        if source not in SOURCES:
-            raise DatasetError(f"source must be one of {', '.join(SOURCES)}, got {source!r}.")
+        require_choice("source", source, SOURCES)
         self.dataset_dir = resolve_root(
             root,
             ("coco_object", "coco_stuff164k"),

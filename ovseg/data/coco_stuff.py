@@ -30,6 +30,7 @@ from ovseg.data.layout import (
     load_classes,
     lookup_table,
     pair_files,
+    require_choice,
     require_dir,
     resolve_root,
 )
@@ -89,10 +90,7 @@ class COCOStuffDataset(LabelMapDataset):
         label_format: str = "auto",
         class_file: str | os.PathLike | None = None,
     ) -> None:
-        if label_format not in LABEL_FORMATS:
-            raise DatasetError(
-                f"label_format must be one of {', '.join(LABEL_FORMATS)}, got {label_format!r}."
-            )
+        require_choice("label_format", label_format, LABEL_FORMATS)
         self.dataset_dir = resolve_root(
             root, ("coco_stuff164k",), ("images", "annotations"), "COCO-Stuff-164k", STUFF_TREE
         )

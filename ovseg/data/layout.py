@@ -315,3 +315,10 @@ class LabelMapDataset:
                 f"that the labels use this reader's encoding and the class file its order. "
                 f"{README_HINT}"
             )
+
+
+def require_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    """``value`` when it is one of ``choices``; else a DatasetError naming the allowed values."""
+    if value not in choices:
+        raise DatasetError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+    return value

@@ -30,6 +30,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ovseg.data.coco_instances import segmentation_to_rle
+from ovseg.data.layout import require_choice
 from ovseg.errors import DatasetError
 from ovseg.io import read_image
 from ovseg.registry import DATASETS
@@ -93,10 +94,7 @@ class RefCOCODataset:
         split: str = "val",
         image_dir: str | os.PathLike | None = None,
     ) -> None:
-        if dataset not in DATASET_NAMES:
-            raise DatasetError(
-                f"dataset must be one of {', '.join(DATASET_NAMES)}, not {dataset!r}."
-            )
+        require_choice("dataset", dataset, DATASET_NAMES)
         root = Path(root).expanduser()
         folder = root / dataset
         if not folder.is_dir():
