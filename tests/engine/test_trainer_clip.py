@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +22,7 @@ from safetensors.torch import load_file
 
 from ovseg.engine import train
 from tests.engine.clip_tiny import tiny_train_config
+from tests.torchrun import run_torchrun
 
 REPO = Path(__file__).resolve().parents[2]
 SGD = {"type": "SGD", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
@@ -41,12 +38,6 @@ def _kill_after(n: int):
             raise _Killed(f"killed after iteration {iteration}")
 
     return hook
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train_records(work_dir: Path) -> list[dict]:
@@ -128,14 +119,9 @@ def test_two_processes_match_one_process(reference, tmp_path):
     config_path = tmp_path / "config.yaml"
     OmegaConf.save(OmegaConf.create(_config(root, tmp_path / "unused")), config_path)
     work = tmp_path / "ddp"
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-        "-m", "ovseg.engine", str(config_path), "--work-dir", str(work), "train.device=cpu",
-    ]  # fmt: skip
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_torchrun(
+        "-m", "ovseg.engine", config_path, "--work-dir", work, "train.device=cpu", cwd=REPO
+    )
 
     saved = OmegaConf.load(work / "config.yaml")
     assert saved.work_dir == str(work) and saved.train.device == "cpu"

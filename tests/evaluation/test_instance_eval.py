@@ -4,10 +4,6 @@ the registered evaluator, the config runner, and a 2-process torchrun equal to 1
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -25,8 +21,7 @@ from ovseg.evaluation.instance_eval import (
 )
 from ovseg.registry import EVALUATORS
 from ovseg.structures import Instances
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.torchrun import run_torchrun
 
 # Predictors shared by the in-process tests and the torchrun workers (exec'd / written out).
 PREDICTORS = '''
@@ -282,12 +277,6 @@ def test_config_runner_end_to_end(coco_root, tmp_path, monkeypatch, capsys) -> N
     assert "results written to" in capsys.readouterr().out
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_process_torchrun_equals_one_process(coco_root, dataset, tmp_path) -> None:
     _, noisy = _predictors(dataset)
     single = tmp_path / "single"
@@ -302,27 +291,7 @@ def test_two_process_torchrun_equals_one_process(coco_root, dataset, tmp_path) -
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     distributed = tmp_path / "dist"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env["OMP_NUM_THREADS"] = "1"
-    if sys.platform.startswith("linux"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(_free_port()),
-        str(script),
-        str(coco_root),
-        str(distributed),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_torchrun(script, coco_root, distributed)
 
     assert Path(f"{distributed}.json").read_bytes() == Path(f"{single}.json").read_bytes()
     assert (

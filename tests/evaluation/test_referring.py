@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +18,7 @@ from ovseg.evaluation.referring import (
 )
 from ovseg.registry import EVALUATORS
 from ovseg.structures import PointPrompts, ReferringResult
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.torchrun import run_torchrun
 
 
 def _box(rows: slice, cols: slice, shape=(4, 4)) -> np.ndarray:
@@ -189,12 +184,6 @@ if __name__ == "__main__":
 """
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_process_torchrun_equals_one_process(tmp_path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -202,27 +191,8 @@ def test_two_process_torchrun_equals_one_process(tmp_path) -> None:
     exec(compile(WORKER.split('if __name__ == "__main__":')[0], "worker", "exec"), namespace)
     single = _metric(namespace["samples"]()).compute()
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env["OMP_NUM_THREADS"] = "1"
-    if sys.platform.startswith("linux"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     out = tmp_path / "metrics"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(_free_port()),
-        str(script),
-        str(out),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_torchrun(script, out)
     for rank in (0, 1):
         gathered = json.loads(Path(f"{out}.rank{rank}").read_text())
         assert gathered["num_samples"] == 7 and gathered["num_no_target"] == 1

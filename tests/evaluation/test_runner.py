@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -15,8 +10,7 @@ import yaml
 from ovseg.cli import main
 from ovseg.data.writers import write_synthetic_world
 from tests.conftest import TINY_CONFIGS
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.torchrun import REPO_ROOT, run_torchrun
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +52,6 @@ def eval_setup(tmp_path_factory):
     return root, path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_eval_one_process_vs_torchrun(eval_setup, capsys):
     root, cfg = eval_setup
     assert main(["eval", str(cfg), "--work-dir", str(root / "one")]) == 0
@@ -73,31 +61,8 @@ def test_eval_one_process_vs_torchrun(eval_setup, capsys):
     assert one["num_images"] == 5 and set(one["groups"]) == {"seen", "unseen"}
     assert (root / "one" / "config.yaml").is_file()
 
-    env = dict(
-        os.environ,
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-    )
-    env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            str(_free_port()),
-            str(REPO_ROOT / "tools" / "test.py"),
-            str(cfg),
-            "--work-dir",
-            str(root / "two"),
-        ],
-        check=True,
-        env=env,
-        cwd=root,
-        capture_output=True,
-        timeout=240,
+    run_torchrun(
+        REPO_ROOT / "tools" / "test.py", cfg, "--work-dir", root / "two", cwd=root, timeout=240
     )
     two = json.loads((root / "two" / "results.json").read_text())
     assert two == one

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ovseg.evaluation.semseg_eval import evaluate_semantic, write_json_atomic
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.torchrun import run_torchrun
 
 # Shared by the in-process run and the torchrun workers (written to tmp_path as a script).
 WORKER = '''
@@ -75,12 +70,6 @@ def worker(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return script, module
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_single_process_results_table_and_json(worker, tmp_path, capsys) -> None:
@@ -150,26 +139,7 @@ def test_two_process_torchrun_equals_one_process(worker, tmp_path) -> None:
     )
 
     distributed = tmp_path / "dist.json"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env["OMP_NUM_THREADS"] = "1"
-    if sys.platform.startswith("linux"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(_free_port()),
-        str(script),
-        str(distributed),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_torchrun(script, distributed)
 
     assert distributed.read_bytes() == single.read_bytes()
     assert proc.stdout.count("per class results:") == 1  # only rank 0 prints
