@@ -42,6 +42,7 @@ from ovseg.models.classifiers import (
 )
 from ovseg.pipelines.base import VocabularyDefault
 from ovseg.pipelines.referring import (
+    SamClipImage,
     best_mask,
     build_component,
     sam_point_frame,
@@ -141,7 +142,7 @@ def refine_semantic(result: OVSegResult, proposals: Any, mode: str = "majority")
 
 
 @PIPELINES.register()
-class InstanceSegmenter(VocabularyDefault):
+class InstanceSegmenter(SamClipImage, VocabularyDefault):
     """SAM proposals named with CLIP (see the module docstring for every step).
 
     Args:
@@ -218,24 +219,8 @@ class InstanceSegmenter(VocabularyDefault):
         self.config: Any = None
 
     # ----------------------------------------------------------------- image side
-    def set_image(self, image: Any) -> np.ndarray:
-        """Read ``image`` and embed it for SAM; proposals and CLIP tokens follow on demand."""
-        array = read_image(image, max_pixels=self.inference["max_pixels"])
-        self.decoder.set_image(array)
-        self._image, self._tokens, self._proposals = array, None, None
-        return array
-
-    def _require_image(self) -> np.ndarray:
-        if self._image is None:
-            raise PromptError("No image set; call set_image(image) first (or call the pipeline).")
-        return self._image
-
-    def dense_tokens(self) -> torch.Tensor:
-        """``(D, h, w)`` L2-normalised CLIP tokens of the set image, spanning it (cached)."""
-        image = self._require_image()
-        if self._tokens is None:
-            self._tokens = self.encoder.encode_images([image])[0].tokens[0]
-        return self._tokens
+    def _forget_image_results(self) -> None:
+        self._proposals = None
 
     def proposals(self) -> Any:
         """SAM's automatic ``MaskProposals`` for the set image (cached)."""

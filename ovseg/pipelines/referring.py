@@ -88,8 +88,47 @@ def best_mask(prediction) -> tuple[np.ndarray, float, int]:
     return prediction.masks[0, index].detach().cpu().numpy(), float(scores[index]), index
 
 
+class SamClipImage:
+    """The image a SAM-based pipeline works on: embedded for SAM once, CLIP tokens on demand.
+
+    Needs ``decoder`` (a SamDecoder), ``encoder`` (the whole-image dense encoder, or None) and
+    ``inference["max_pixels"]``; :meth:`_forget_image_results` drops other per-image caches.
+    """
+
+    _image: np.ndarray | None
+    _tokens: torch.Tensor | None
+
+    def set_image(self, image: Any) -> np.ndarray:
+        """Read ``image`` (path, bytes, PIL, array) and embed it for SAM; CLIP runs on demand."""
+        array = read_image(image, max_pixels=self.inference["max_pixels"])
+        self.decoder.set_image(array)
+        self._image, self._tokens = array, None
+        self._forget_image_results()
+        return array
+
+    def _forget_image_results(self) -> None:
+        """Drop what was computed for the previous image (none here)."""
+
+    def _require_image(self) -> np.ndarray:
+        if self._image is None:
+            raise PromptError("No image set; call set_image(image) first (or call the pipeline).")
+        return self._image
+
+    def dense_tokens(self) -> torch.Tensor:
+        """``(D, h, w)`` L2-normalised CLIP tokens of the set image, spanning it (computed once)."""
+        image = self._require_image()
+        if self.encoder is None:
+            raise ConfigError(
+                "This pipeline has no CLIP backbone; give backbone={...} to segment by phrase, "
+                "or use predict_from_embedding with your own tokens."
+            )
+        if self._tokens is None:
+            self._tokens = self.encoder.encode_images([image])[0].tokens[0]
+        return self._tokens
+
+
 @PIPELINES.register()
-class ReferringSegmenter:
+class ReferringSegmenter(SamClipImage):
     """Referring segmentation: a phrase (or any query embedding) -> one mask.
 
     Args:
@@ -132,32 +171,6 @@ class ReferringSegmenter:
         self._tokens: torch.Tensor | None = None
         self.meta: dict[str, Any] = {}
         self.config: Any = None
-
-    # ----------------------------------------------------------------- image side
-    def set_image(self, image: Any) -> np.ndarray:
-        """Read ``image`` (path, bytes, PIL, array) and embed it for SAM; CLIP runs on demand."""
-        array = read_image(image, max_pixels=self.inference["max_pixels"])
-        self.decoder.set_image(array)
-        self._image = array
-        self._tokens = None
-        return array
-
-    def _require_image(self) -> np.ndarray:
-        if self._image is None:
-            raise PromptError("No image set; call set_image(image) first (or call the pipeline).")
-        return self._image
-
-    def dense_tokens(self) -> torch.Tensor:
-        """``(D, h, w)`` L2-normalised CLIP tokens of the set image (computed once)."""
-        image = self._require_image()
-        if self.encoder is None:
-            raise ConfigError(
-                "This ReferringSegmenter has no CLIP backbone; give backbone={...} to segment "
-                "by phrase, or use predict_from_embedding with your own tokens."
-            )
-        if self._tokens is None:
-            self._tokens = self.encoder.encode_images([image])[0].tokens[0]
-        return self._tokens
 
     # ----------------------------------------------------------------- prediction
     def segment_similarity(
