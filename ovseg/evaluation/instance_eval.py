@@ -189,6 +189,7 @@ def evaluate_instances(
     out_json: str | os.PathLike | None = None,
     results_json: str | os.PathLike | None = None,
     progress: bool = True,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Run ``predict`` over ``dataset`` (sharded over ranks) and return its COCO metrics.
 
@@ -205,6 +206,8 @@ def evaluate_instances(
         indices: the dataset items to run (default all); the score covers those images only.
         out_json: where rank 0 writes the metrics (``coco_metrics_to_json``), atomically.
         results_json: where rank 0 writes the COCO results list, atomically.
+        groups: class groups (e.g. seen / unseen); their mean per-category AP is added as
+            ``metrics["groups"][iou_type][group]`` and printed.
         progress: show a tqdm bar (rank 0 only).
 
     Returns:
@@ -239,8 +242,19 @@ def evaluate_instances(
     kind, metrics = broadcast_object(outcome)
     if kind == "error":
         raise EvaluationError(metrics)
+    if groups:
+        metrics["groups"] = {
+            iou_type: group_means(
+                {c["name"]: c["AP"] for c in metrics[iou_type]["per_category"]}, groups
+            )
+            for iou_type in metrics["iou_types"]
+            if iou_type in metrics
+        }
     if rank == 0:
         print(format_coco_table(metrics), flush=True)
+        for iou_type, means in metrics.get("groups", {}).items():
+            summary = ", ".join(f"{name} {value:.2f}" for name, value in means.items())
+            print(f"{iou_type} mean per-category AP by group: {summary}")
         if out_json is not None:
             write_coco_metrics(out_json, metrics)
         if results_json is not None:
@@ -330,21 +344,8 @@ def run_instance_evaluation(
         out_json=out_dir / "results.json",
         results_json=out_dir / "coco_results.json",
         progress=bool(settings.get("progress", True)),
+        groups=resolve_groups(settings.get("groups"), dataset, list(dataset.class_names)),
     )
-    groups = resolve_groups(settings.get("groups"), dataset, list(dataset.class_names))
-    if groups:
-        metrics["groups"] = {
-            iou_type: group_means(
-                {c["name"]: c["AP"] for c in metrics[iou_type]["per_category"]}, groups
-            )
-            for iou_type in metrics["iou_types"]
-            if iou_type in metrics
-        }
-        if info.is_main:
-            write_coco_metrics(out_dir / "results.json", metrics)
-            for iou_type, means in metrics["groups"].items():
-                summary = ", ".join(f"{name} {value:.2f}" for name, value in means.items())
-                print(f"{iou_type} mean per-category AP by group: {summary}")
     if info.is_main:
         print(f"results written to {out_dir / 'results.json'}")
     return metrics

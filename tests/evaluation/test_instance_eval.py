@@ -302,3 +302,23 @@ def test_two_process_torchrun_equals_one_process(coco_root, dataset, tmp_path) -
     rank0 = Path(f"{distributed}.rank0").read_text()
     assert rank0 == Path(f"{distributed}.rank1").read_text()  # every rank returns the metrics
     assert 0.0 < json.loads(rank0)["segm"] < 100.0
+
+
+def test_group_means_are_reported_and_saved(coco_root, dataset, tmp_path, monkeypatch) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "ovseg_gt_instance_pipeline.py").write_text(textwrap.dedent(ORACLE_PIPELINE))
+    monkeypatch.syspath_prepend(str(plugins))
+    unseen = [dataset.class_names[0]]
+    config = {
+        "custom_imports": ["ovseg_gt_instance_pipeline"],
+        "pipelines": {
+            "instance": {"type": "GroundTruthInstancePipeline", "root": str(coco_root), "split": "val"}
+        },
+        "data": {"test": {"type": "COCOInstances", "root": str(coco_root), "split": "val"}},
+        "evaluation": {"type": "CocoInstanceEvaluator", "progress": False, "groups": {"unseen": unseen}},
+    }  # fmt: skip
+    metrics = run_instance_evaluation(config, work_dir=tmp_path / "work")
+    assert metrics["groups"]["segm"]["seen"] == pytest.approx(100.0)
+    saved = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert set(saved["groups"]["bbox"]) == {"seen", "unseen"}
