@@ -33,6 +33,7 @@ from ovseg.models.backbones.clip_pyramid import PyramidOutput
 from ovseg.models.denseclip import DenseCLIPSegmentor, build_from_export
 from ovseg.pipelines.base import SemanticPipelineBase, prepare_image
 from ovseg.registry import PIPELINES
+from ovseg.settings import merge_settings
 from ovseg.vocab import Vocabulary
 
 _INFERENCE_DEFAULTS = {
@@ -56,14 +57,6 @@ class DenseCLIPImageFeatures:
     resized_size: tuple[int, int]
     windows: list[list[Window]]
     chunks: list[PyramidOutput]
-
-
-def _merge(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, what: str) -> dict:
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ConfigError(f"Unknown {what} keys {unknown}; known: {sorted(defaults)}.")
-    return {**defaults, **given}
 
 
 def embedded_denseclip_weights(model: Mapping[str, Any] | None, tag: str) -> str:
@@ -144,8 +137,8 @@ class DenseCLIPSegmenter(SemanticPipelineBase):
                 "pipeline.weights=WORK_DIR/model_final.safetensors."
             )
         self.model: DenseCLIPSegmentor = build_from_export(weights, model).to(device).eval()
-        self.inference = _merge(_INFERENCE_DEFAULTS, inference, "inference")
-        self.postprocess = _merge(_POSTPROCESS_DEFAULTS, postprocess, "postprocess")
+        self.inference = merge_settings(_INFERENCE_DEFAULTS, inference, "inference")
+        self.postprocess = merge_settings(_POSTPROCESS_DEFAULTS, postprocess, "postprocess")
         self.model.windows(1, 1, self.inference["mode"], 1, 1)  # validates the mode
         self.vocabulary = Vocabulary.create(vocabulary) if vocabulary is not None else None
         self._features: DenseCLIPImageFeatures | None = None

@@ -48,8 +48,9 @@ from ovseg.pipelines.referring import (
     sam_point_frame,
     whole_image_encoder,
 )
-from ovseg.pipelines.semantic import SemanticSegmenter, _merge
+from ovseg.pipelines.semantic import SemanticSegmenter
 from ovseg.registry import BACKBONES, MASK_CLASSIFIERS, MASK_DECODERS, PIPELINES
+from ovseg.settings import merge_settings
 from ovseg.structures import UNLABELLED, Instances, OVSegResult, PointPrompts
 from ovseg.vocab import Vocabulary
 
@@ -188,7 +189,7 @@ class InstanceSegmenter(SamClipImage, VocabularyDefault):
             MASK_CLASSIFIERS,
             "mask classifier",
         )
-        self.postprocess = _merge(POSTPROCESS_DEFAULTS, postprocess, "postprocess")
+        self.postprocess = merge_settings(POSTPROCESS_DEFAULTS, postprocess, "postprocess")
         if self.postprocess["nms_mode"] not in ("box", "mask"):
             raise ConfigError(
                 f"postprocess.nms_mode must be 'box' or 'mask', not {self.postprocess['nms_mode']!r}."

@@ -41,8 +41,9 @@ from ovseg.models.prompts.similarity import (
     min_max_normalize,
     query_similarity,
 )
-from ovseg.pipelines.semantic import SemanticSegmenter, _merge
+from ovseg.pipelines.semantic import SemanticSegmenter
 from ovseg.registry import BACKBONES, MASK_DECODERS, PIPELINES, POINT_SELECTORS, Registry
+from ovseg.settings import merge_settings
 from ovseg.structures import PointPrompts, ReferringResult
 
 __all__ = ["ReferringSegmenter", "build_component", "sam_point_frame", "whole_image_encoder"]
@@ -69,7 +70,7 @@ def whole_image_encoder(
 ) -> tuple[SemanticSegmenter | None, dict[str, Any]]:
     """A :class:`SemanticSegmenter` used as the dense encoder: one window over the whole
     (resized) image, so the token grid spans the image. Returns it and the merged settings."""
-    settings = _merge(DENSE_INFERENCE_DEFAULTS, inference, "inference")
+    settings = merge_settings(DENSE_INFERENCE_DEFAULTS, inference, "inference")
     if backbone is None:
         return None, settings
     encoder = SemanticSegmenter(backbone, inference={"mode": "whole", **settings})

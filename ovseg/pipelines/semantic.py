@@ -33,6 +33,7 @@ from ovseg.io import DEFAULT_MAX_PIXELS
 from ovseg.models.backbones.clip import ClipBackbone
 from ovseg.pipelines.base import SemanticPipelineBase, prepare_image
 from ovseg.registry import BACKBONES, PIPELINES
+from ovseg.settings import merge_settings
 from ovseg.structures import OVSegResult
 from ovseg.vocab import Vocabulary
 
@@ -68,14 +69,6 @@ class ImageFeatures:
     guide: torch.Tensor | None
 
 
-def _merge(defaults: Mapping[str, Any], given: Mapping[str, Any] | None, what: str) -> dict:
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ConfigError(f"Unknown {what} keys {unknown}; known: {sorted(defaults)}.")
-    return {**defaults, **given}
-
-
 @PIPELINES.register()
 class SemanticSegmenter(SemanticPipelineBase):
     """Dense-CLIP semantic segmentation for any vocabulary.
@@ -104,8 +97,8 @@ class SemanticSegmenter(SemanticPipelineBase):
             backbone = BACKBONES.build(backbone)
         self.backbone = backbone
         self.logit_scale = float(logit_scale)
-        self.inference = _merge(_INFERENCE_DEFAULTS, inference, "inference")
-        self.postprocess = _merge(_POSTPROCESS_DEFAULTS, postprocess, "postprocess")
+        self.inference = merge_settings(_INFERENCE_DEFAULTS, inference, "inference")
+        self.postprocess = merge_settings(_POSTPROCESS_DEFAULTS, postprocess, "postprocess")
         if self.inference["mode"] not in ("slide", "whole"):
             raise ConfigError(
                 f"inference.mode must be 'slide' or 'whole', not {self.inference['mode']!r}."
