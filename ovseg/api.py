@@ -16,7 +16,9 @@ from ovseg.registry import PIPELINES
 DEFAULT_PRESET = "shapes-tiny"
 
 
-TASK_NAMES = ("semantic", "referring", "instance")
+TASK_NAMES = ("semantic", "referring", "instance", "vocab_free", "vocab_free_instance")
+#: vocabulary-free tasks and the task whose pipeline section they wrap
+VOCAB_FREE_TASKS = {"vocab_free": "semantic", "vocab_free_instance": "instance"}
 
 
 def _section_key(task: str) -> str:
@@ -90,7 +92,9 @@ def create_pipeline(
         vocabulary: class names (list, ``"a, b|b2, c"`` string, or ``{file: ...}``); defaults to
             the preset's vocabulary. Ignored by the referring task (it takes phrases).
         task: ``semantic`` (``SemanticSegmenter``-like: image -> OVSegResult), ``referring``
-            (image + phrase -> ReferringResult) or ``instance`` (image -> Instances).
+            (image + phrase -> ReferringResult), ``instance`` (image -> Instances), or the
+            vocabulary-free ``vocab_free`` / ``vocab_free_instance`` (names found in the
+            config's text database, see :func:`build_vocab_free_pipeline`).
         overrides: ``key=value`` strings applied to the config (``pipeline.logit_scale=50``).
         device: where the models run (``cpu``, ``cuda``, ``cuda:1``).
         **pipeline_kwargs: merged into the task's pipeline section, e.g. ``logit_scale=50`` or
@@ -105,6 +109,19 @@ def create_pipeline(
     """
     if task not in TASK_NAMES:
         raise ConfigError(f"Unknown task {task!r}; choose one of {', '.join(TASK_NAMES)}.")
+    if task in VOCAB_FREE_TASKS:
+        if vocabulary is not None:
+            raise ConfigError(
+                f"task {task!r} finds the class names itself; pass no vocabulary (or use task "
+                f"{VOCAB_FREE_TASKS[task]!r})."
+            )
+        return build_vocab_free_pipeline(
+            preset_or_config,
+            overrides=overrides,
+            device=device,
+            task=VOCAB_FREE_TASKS[task],
+            **pipeline_kwargs,
+        )
     cfg = build_pipeline_config(preset_or_config, overrides, task=task, **pipeline_kwargs)
     load_plugins(cfg)
     pipeline_cfg = to_container(OmegaConf.select(cfg, _section_key(task)))
@@ -116,6 +133,67 @@ def create_pipeline(
         if vocabulary is not None:
             pipeline_cfg["vocabulary"] = vocabulary
     pipeline = PIPELINES.build(pipeline_cfg)
+    pipeline.config = cfg
+    pipeline.meta = {"config": str(cfg.get("_source_", "")), "task": task}
+    return pipeline
+
+
+def build_vocab_free_pipeline(
+    preset_or_config: str | os.PathLike | Mapping[str, Any] | None = None,
+    db: str | os.PathLike | None = None,
+    device: str | None = None,
+    *,
+    overrides: Iterable[str] = (),
+    search: Mapping[str, Any] | None = None,
+    task: str = "semantic",
+    **kwargs: Any,
+):
+    """A vocabulary-free pipeline from a preset (``ovseg predict --vocab-free --db DIR``).
+
+    The preset's semantic (or, with ``task="instance"``, instance) pipeline is built as usual;
+    the search reads the config's ``database`` section (``{path: ..., k: ..., alpha: ...,
+    max_ngram: ...}``; ``db`` replaces its path) and the optional ``vocab_free`` section
+    (``mode``, ``grids`` ...; ``kwargs`` override it). ``search`` overrides search options.
+    The result is a ``VocabFreeSegmenter`` or, for instances, a ``VocabFreeInstanceSegmenter``
+    that names every SAM proposal by its own search.
+
+    Raises:
+        ConfigError: neither ``db`` nor the preset names a database.
+        DatabaseError: the database is missing, damaged or built with another model.
+    """
+    from ovseg.vocab.cased import CasedSearch
+
+    preset_or_config = DEFAULT_PRESET if preset_or_config is None else preset_or_config
+    overrides = list(overrides)
+    cfg = build_pipeline_config(preset_or_config, overrides)
+    raw = to_container(cfg)
+    section = raw.get("database") or {}
+    section = {"path": section} if isinstance(section, str) else dict(section)
+    section.update(search or {})
+    if db is not None:
+        section["path"] = str(db)
+    path = section.pop("path", None) or section.pop("database", None)
+    name = preset_or_config if isinstance(preset_or_config, str) else None
+    if not path:
+        raise ConfigError(
+            f"{cfg.get('_source_', name)} names no text database; pass --db DIR (build one with "
+            f"`ovseg db build --texts CORPUS --preset {name or 'PRESET'} --out DIR`)."
+        )
+    if task not in VOCAB_FREE_TASKS.values():
+        raise ConfigError(f"--vocab-free works with the semantic and instance tasks, not {task!r}.")
+    inner = create_pipeline(preset_or_config, task=task, overrides=overrides, device=device)
+    pretrained = raw["pipeline"].get("backbone", {}).get("pretrained")
+    searcher = CasedSearch(inner.backbone, path, pretrained=pretrained, preset=name, **section)
+    if task == "instance":
+        pipeline = PIPELINES.build(
+            {"type": "VocabFreeInstanceSegmenter", "instance": inner, "search": searcher}
+        )
+    else:
+        options = {**(raw.get("vocab_free") or {}), **kwargs}
+        pipeline = PIPELINES.build(
+            {"type": "VocabFreeSegmenter", "segmenter": inner, "search": searcher, **options}
+        )
+    cfg["database"] = {"path": str(searcher.database.path), **section}
     pipeline.config = cfg
     pipeline.meta = {"config": str(cfg.get("_source_", "")), "task": task}
     return pipeline

@@ -640,13 +640,13 @@ def check_agreement(
     an unexplained mismatch raises ``AssertionError``; otherwise they are only reported
     (``label_agreement``: the fraction of pixels with the same label).
     """
-    # predict_batch is exactly encode_images + query_scores + labels_from_scores per image;
-    # running the steps one by one exposes the cosine maps.
-    features = pipeline.encode_images(images)
+    # predict_batch is exactly encode_batch + predict per image; query_scores exposes the
+    # cosine maps predict labels.
+    features = pipeline.encode_batch(images)
     per_image = []
     for image, feats in zip(images, features):
         ours_scores = pipeline.query_scores(feats, vocab)
-        ours_labels = pipeline.labels_from_scores(ours_scores, vocab).sem_seg
+        ours_labels = pipeline.predict(feats, vocab).sem_seg
         base_scores, base_labels = baseline.segment(image)
         per_image.append(
             compare_outputs(base_scores, base_labels, ours_scores, torch.from_numpy(ours_labels))

@@ -148,7 +148,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 "--vocab-free finds the class names itself: drop --vocab/--vocab-file "
                 "(it runs the semantic or the instance task)."
             )
-        from ovseg.pipelines.vocab_free import build_vocab_free_pipeline
+        from ovseg.api import build_vocab_free_pipeline
 
         pipeline = build_vocab_free_pipeline(
             args.preset or DEFAULT_PRESET,

@@ -80,6 +80,18 @@ class Registry:
         except TypeError as exc:
             raise ConfigError(f"Cannot build {self.kind} {cfg['type']!r}: {exc}") from exc
 
+    def build_or_pass(self, value: Any, what: str) -> Any:
+        """``value`` itself when it is a built component, else :meth:`build` of its config.
+
+        Raises:
+            ConfigError: ``value`` is None (the component ``what`` is required).
+        """
+        if isinstance(value, Mapping):
+            return self.build(value)
+        if value is None:
+            raise ConfigError(f"The pipeline needs a {what}; give its config ({{type: ...}}).")
+        return value
+
 
 def find_registry(type_name: str) -> Registry | None:
     """Return the registry holding ``type_name``, or None."""

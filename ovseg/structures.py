@@ -18,14 +18,20 @@ class OVSegResult:
         sem_seg: ``(H, W)`` int64 class index per pixel in vocabulary order, in input-image pixels;
             ``UNLABELLED`` (255) where no class was given.
         class_names: display names, in vocabulary order.
-        probs: ``(C, H, W)`` float32 class probabilities (softmax over the vocabulary), or None.
+        probs: ``(C, h, w)`` float32 class probabilities (softmax over the vocabulary) at the
+            pipeline's working resolution, which is the input size unless the image has more
+            pixels than ``inference.max_work_pixels`` (then ``meta["working_size"]`` gives
+            ``(h, w)``); None when the vocabulary was scored in chunks to bound memory.
         meta: free-form information (preset, timings, ...).
+        label_scores: ``(H, W)`` float32 probability of each pixel's label (0 where
+            ``UNLABELLED``), or None; :meth:`mean_scores` reads it before ``probs``.
     """
 
     sem_seg: np.ndarray
     class_names: list[str]
     probs: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    label_scores: np.ndarray | None = None
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -41,12 +47,17 @@ class OVSegResult:
     def mean_scores(self) -> dict[str, float | None]:
         """Mean probability of each class over the pixels labelled with it (None if absent)."""
         scores: dict[str, float | None] = {}
+        exact_probs = self.probs is not None and self.probs.shape[1:] == self.sem_seg.shape
         for index, name in enumerate(self.class_names):
             mask = self.sem_seg == index
-            if self.probs is None or not mask.any():
+            if not mask.any():
                 scores[name] = None
-            else:
+            elif self.label_scores is not None:
+                scores[name] = round(float(self.label_scores[mask].mean()), 6)
+            elif exact_probs:
                 scores[name] = round(float(self.probs[index][mask].mean()), 6)
+            else:
+                scores[name] = None
         return scores
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +103,11 @@ class PointPrompts:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def sam_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(1, P, 2)`` coordinates in SAM's frame (pixel ``i`` at ``i``, so centres lose the
+        half pixel) and ``(1, P)`` labels: one prompt of all the points."""
+        return (self.coords - 0.5)[None], self.labels[None]
 
     def to_dict(self) -> dict[str, Any]:
         return {

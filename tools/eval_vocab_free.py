@@ -125,7 +125,8 @@ def segmentation(pipelines: dict[str, Any], segmenter, dataset, num: int) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     from ovseg.data.ade20k import ADE20KDataset
-    from ovseg.pipelines.vocab_free import VocabFreeSegmenter, build_vocab_free_pipeline
+    from ovseg.api import build_vocab_free_pipeline
+    from ovseg.pipelines.vocab_free import VocabFreeSegmenter
 
     args = parse_args(argv)
     search_options = {k: v for k, v in (("k", args.k), ("max_ngram", args.max_ngram)) if v}

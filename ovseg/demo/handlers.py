@@ -300,7 +300,7 @@ def _create_task_pipeline(
     preset_or_config: Any, task: str, overrides: list[str], device: str | None
 ) -> Any:
     if task == VOCAB_FREE_TASK:
-        from ovseg.pipelines.vocab_free import build_vocab_free_pipeline
+        from ovseg.api import build_vocab_free_pipeline
 
         return build_vocab_free_pipeline(preset_or_config, device=device, overrides=overrides)
     from ovseg.api import create_pipeline

@@ -63,18 +63,33 @@ class PAMR(nn.Module):
                 top, left = d + dy * d, d + dx * d
                 yield padded[..., top : top + height, left : left + width]
 
-    def affinity(self, image: Tensor) -> Tensor:
+    def affinity(self, image: Tensor, band_rows: int = 256) -> Tensor:
         """Neighbour weights from the guidance image.
 
         Args:
             image: ``(B, 3, H, W)`` float guidance image (any normalisation; the weights are
                 invariant to a per-channel affine map with positive scale).
+            band_rows: rows computed at a time (each band with ``max(dilations)`` rows of
+                context above and below), so the ``(B, 3, P, rows, W)`` temporaries stay small;
+                every pixel's weights are the same as in one pass over the whole image.
 
         Returns:
             ``(B, P, H, W)`` weights, ``P = 8 * len(dilations)``, summing to 1 over ``P``.
         """
+        height = image.shape[-2]
+        halo = max(self.dilations)
+        bands = []
+        for top in range(0, height, max(1, band_rows)):
+            bottom = min(top + band_rows, height)
+            start, stop = max(0, top - halo), min(height, bottom + halo)
+            weights = self._band_affinity(image[..., start:stop, :])
+            bands.append(weights[..., top - start : bottom - start, :])
+        return bands[0] if len(bands) == 1 else torch.cat(bands, dim=-2)
+
+    def _band_affinity(self, image: Tensor) -> Tensor:
         samples = torch.stack(list(self._shifted(image, include_centre=True)), dim=2)
         sigma = samples.std(dim=2, keepdim=True)  # (B, 3, 1, H, W), unbiased
+        del samples
         neighbours = torch.stack(list(self._shifted(image)), dim=2)  # (B, 3, P, H, W)
         kappa = -(image.unsqueeze(2) - neighbours).abs() / (1e-8 + 0.1 * sigma)
         return torch.softmax(kappa.mean(dim=1), dim=1)

@@ -30,3 +30,36 @@ def resize_bilinear(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     if tuple(images.shape[-2:]) == tuple(size):
         return images
     return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
+
+def pad_to_min_side(images: torch.Tensor, min_side: int) -> torch.Tensor:
+    """Zero-pad ``(B, C, H, W)`` at the bottom / right so both sides are at least ``min_side``.
+
+    A very thin image (4000 x 20 resized to keep its ratio) can end up narrower than one patch;
+    padding gives the encoder a valid input, and callers crop the scores back to ``(H, W)``.
+    """
+    height, width = images.shape[-2:]
+    pad_h, pad_w = max(0, min_side - height), max(0, min_side - width)
+    if not pad_h and not pad_w:
+        return images
+    return F.pad(images, (0, pad_w, 0, pad_h))
+
+
+def prepare_image(
+    image: torch.Tensor,
+    short_side: int | None,
+    max_long_side: int | None,
+    normalize,
+    min_side: int = 1,
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``(1, 3, H, W)`` float RGB in [0, 1] -> normalised ``(1, 3, H'', W'')`` and ``(H', W')``.
+
+    The image is resized keeping its ratio (:func:`rescale_size`: ``short_side``, long side
+    capped at ``max_long_side``), each side kept at least 1 pixel, normalised with
+    ``normalize``, then zero-padded (:func:`pad_to_min_side`) to ``min_side``; ``(H', W')`` is
+    the resized size before padding.
+    """
+    height, width = image.shape[-2:]
+    size = rescale_size(int(height), int(width), short_side, max_long_side)
+    size = (max(1, size[0]), max(1, size[1]))
+    return pad_to_min_side(normalize(resize_bilinear(image, size)), min_side), size

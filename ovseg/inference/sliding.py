@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ovseg.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Window:
@@ -63,3 +65,46 @@ def average_window_scores(
         total[:, win.y1 : win.y2, win.x1 : win.x2] += up
         count[:, win.y1 : win.y2, win.x1 : win.x2] += 1
     return total / count
+
+
+def _integer(settings: dict, key: str, minimum: int, allow_none: bool = False) -> None:
+    value = settings.get(key)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"inference.{key} must be an integer >= {minimum}, got {value!r}.")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number != float(value) or number < minimum:
+        raise ConfigError(f"inference.{key} must be an integer >= {minimum}, got {value!r}.")
+    settings[key] = number
+
+
+def check_window_settings(settings: dict, patch_size: int) -> dict:
+    """Validate (in place) and return an ``inference`` block of a windowed dense pipeline.
+
+    ``mode`` is ``slide`` or ``whole``; ``crop_size`` is at least one patch and ``stride``
+    between 1 and ``crop_size`` (a larger stride would leave pixels no window covers);
+    ``short_side`` / ``max_long_side`` are None or at least one patch; ``batch_size`` >= 1.
+
+    Raises:
+        ConfigError: a value of the wrong type or range, naming the key and what is allowed.
+    """
+    if settings.get("mode") not in ("slide", "whole"):
+        raise ConfigError(f"inference.mode must be 'slide' or 'whole', not {settings.get('mode')!r}.")
+    for key in ("short_side", "max_long_side"):
+        if key in settings:
+            _integer(settings, key, patch_size, allow_none=True)
+    _integer(settings, "batch_size", 1)
+    if settings["mode"] == "slide":
+        _integer(settings, "crop_size", patch_size)
+        _integer(settings, "stride", 1)
+        if settings["stride"] > settings["crop_size"]:
+            raise ConfigError(
+                f"inference.stride ({settings['stride']}) is larger than the window "
+                f"(crop_size {settings['crop_size']}): pixels between windows would get no score. "
+                "Use a stride <= crop_size."
+            )
+    return settings

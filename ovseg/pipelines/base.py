@@ -1,53 +1,177 @@
-"""What the semantic pipelines share: a default vocabulary, image preparation, and the
-``set_image`` / ``predict`` / ``__call__`` / ``predict_batch`` protocol.
+"""The shape every task pipeline shares: encode an image once, prompt it many times.
 
-A semantic pipeline subclasses :class:`SemanticPipelineBase` and provides two hooks:
+* ``pipeline.encode(image) -> EncodedImage``: the vocabulary- and prompt-independent work on
+  one image (decoding, resizing, image encoders), returned as a value. Subclasses add what their
+  task needs (CLIP tokens, SAM embeddings); caches that only some prompts need (SAM proposals,
+  whole-image CLIP tokens) are filled on first use through :meth:`EncodedImage.cached`.
+* ``pipeline.predict(encoded, query=None, **overrides) -> result``: one prompt (vocabulary,
+  phrase, clicks) on an encoded image. ``overrides`` replace per-call settings (score
+  threshold, probability threshold ...); the pipeline itself is never changed by a call.
+* ``pipeline(image, query=None, **overrides)`` = ``predict(encode(image), query, ...)``;
+  ``set_image(image)`` + ``predict(query)`` keep the last encoded image, for interactive use.
 
-* ``encode_images(images) -> list[features]``: the vocabulary-independent work per image;
-* ``vocabulary_logits(features, vocab) -> (Q, H, W)``: scaled per-query logits at input size.
-
-Its ``postprocess`` mapping holds ``prob_threshold``, ``area_threshold`` and
-``background_index`` (``"auto"``: the class named "background", if any; an int; or None).
+Images are decoded in one place, :func:`decode_image`.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
-import torch
+import numpy as np
 
 from ovseg.errors import ConfigError
-from ovseg.inference.postprocess import semantic_result
-from ovseg.inference.resize import rescale_size, resize_bilinear
-from ovseg.io import read_image
+from ovseg.inference.dense import whole_image_tokens
+from ovseg.inference.labels import (
+    DEFAULT_MAX_WORK_PIXELS,
+    DEFAULT_SCORE_BYTES,
+    query_chunk_size,
+    stream_semantic_result,
+    working_size,
+)
+from ovseg.io import DEFAULT_MAX_PIXELS, read_image
+from ovseg.settings import merge_settings
 from ovseg.structures import OVSegResult
 from ovseg.vocab import Vocabulary
 
+__all__ = [
+    "DenseSemanticPipeline",
+    "EncodedImage",
+    "Pipeline",
+    "PromptablePipeline",
+    "SamClipImage",
+    "SamClipPipeline",
+    "SemanticImage",
+    "VocabularyDefault",
+    "decode_image",
+]
 
-def prepare_image(
-    image: Any,
-    inference: Mapping[str, Any],
-    device: torch.device | str,
-    normalize: Callable[[torch.Tensor], torch.Tensor],
-) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Image -> normalised, resized ``(1, 3, H', W')`` tensor and the original ``(H, W)``.
 
-    ``image`` is anything :func:`read_image` takes, or a ``(1, 3, H, W)`` float tensor in
-    [0, 1]. The resize keeps the aspect ratio: ``inference.short_side`` (None: unchanged) with
-    the long side capped at ``inference.max_long_side``; ``inference.max_pixels`` caps decoding.
+def decode_image(image: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Anything :func:`ovseg.io.read_image` takes (path, bytes, PIL, array) or an
+    :class:`EncodedImage` -> ``(H, W, 3)`` uint8 RGB, under the pixel cap ``max_pixels``."""
+    if isinstance(image, EncodedImage):
+        return image.image
+    return read_image(image, max_pixels=max_pixels)
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedImage:
+    """One image as a pipeline encoded it (a value: pass it to ``predict`` any number of times).
+
+    Attributes:
+        image: ``(H, W, 3)`` uint8 RGB, the decoded input (input-image pixels are its pixels).
     """
-    if isinstance(image, torch.Tensor):
-        if image.ndim != 4 or image.shape[:2] != (1, 3):
-            raise ConfigError("Tensor images must be (1, 3, H, W) RGB floats in [0, 1].")
-        tensor = image.float()
-    else:
-        array = read_image(image, max_pixels=inference["max_pixels"])
-        tensor = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255.0
-    tensor = tensor.to(device)
-    height, width = tensor.shape[-2:]
-    size = rescale_size(height, width, inference["short_side"], inference["max_long_side"])
-    return normalize(resize_bilinear(tensor, size)), (int(height), int(width))
+
+    image: np.ndarray
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _lock: Any = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)`` of the input image."""
+        return int(self.image.shape[0]), int(self.image.shape[1])
+
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per key for this image (e.g. SAM proposals); thread-safe."""
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = compute()
+            return self._cache[key]
+
+
+@runtime_checkable
+class Pipeline(Protocol):
+    """What every task pipeline offers (see the module docstring)."""
+
+    meta: dict[str, Any]
+    config: Any
+
+    def encode(self, image: Any) -> EncodedImage: ...
+
+    def predict(self, encoded: Any = None, query: Any = None, **overrides: Any) -> Any: ...
+
+    def __call__(self, image: Any, query: Any = None, **overrides: Any) -> Any: ...
+
+
+class PromptablePipeline:
+    """``predict`` / ``__call__`` / ``set_image`` over two methods a task provides:
+
+    * ``encode(image) -> EncodedImage``;
+    * ``_predict(encoded, query, settings) -> result``, where ``settings`` are the pipeline's
+      per-call settings (:attr:`call_settings`) merged with the call's overrides.
+    """
+
+    meta: dict[str, Any]
+    config: Any
+    _current: EncodedImage | None = None
+    #: the encoded value type of this pipeline (checked by ``predict``)
+    encoded_type: type[EncodedImage] = EncodedImage
+    #: the keyword name of the query (``predict(vocabulary=...)``, ``predict(phrase=...)``)
+    query_name: str = "vocabulary"
+
+    @property
+    def call_settings(self) -> Mapping[str, Any]:
+        """Settings a call may override (``predict(..., name=value)``)."""
+        return {}
+
+    def encode(self, image: Any) -> EncodedImage:
+        raise NotImplementedError
+
+    def _predict(self, encoded: Any, query: Any, settings: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def settings_for(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """:attr:`call_settings` with ``overrides``; unknown names raise :class:`ConfigError`."""
+        return merge_settings(self.call_settings, overrides, f"{type(self).__name__}.predict")
+
+    def set_image(self, image: Any) -> EncodedImage:
+        """Encode ``image`` and keep it for :meth:`predict` calls without an encoded image."""
+        self._current = self.encode(image)
+        return self._current
+
+    def predict(self, encoded: Any = None, query: Any = None, **overrides: Any) -> Any:
+        """``predict(encoded, query, **overrides)``, or ``predict(query)`` after :meth:`set_image`."""
+        if self.query_name in overrides:
+            if query is not None:
+                raise ConfigError(f"{self.query_name} given twice.")
+            query = overrides.pop(self.query_name)
+        if not isinstance(encoded, EncodedImage):
+            if query is not None:
+                raise ConfigError(
+                    f"predict takes (encoded, query); got {type(encoded).__name__} as the encoded "
+                    "image. Pass pipeline.encode(image), or call pipeline(image, query)."
+                )
+            query, encoded = encoded, self._current
+            if encoded is None:
+                raise ConfigError(
+                    "No image set; call set_image(image) first, pass encode(image), or call the "
+                    "pipeline."
+                )
+        if not isinstance(encoded, self.encoded_type):
+            raise ConfigError(
+                f"{type(self).__name__} needs a {self.encoded_type.__name__} (from its own "
+                f"encode()), got a {type(encoded).__name__}."
+            )
+        return self._predict(encoded, query, self.settings_for(overrides))
+
+    def __call__(self, image: Any, query: Any = None, **overrides: Any) -> Any:
+        if self.query_name in overrides and query is None:
+            query = overrides.pop(self.query_name)
+        encoded = self.set_image(image)
+        return self.predict(encoded, query, **overrides)
+
+    def predict_batch(
+        self, images: Sequence[Any], query: Any = None, **overrides: Any
+    ) -> list[Any]:
+        """One result per image (pipelines may batch the encoding)."""
+        return [self.predict(encoded, query, **overrides) for encoded in self.encode_batch(images)]
+
+    def encode_batch(self, images: Sequence[Any]) -> list[EncodedImage]:
+        """:meth:`encode` of several images (pipelines may batch the work)."""
+        return [self.encode(image) for image in images]
 
 
 class VocabularyDefault:
@@ -59,7 +183,8 @@ class VocabularyDefault:
         self.vocabulary = Vocabulary.create(vocabulary)
         return self.vocabulary
 
-    def _resolve_vocabulary(self, vocabulary: Any) -> Vocabulary:
+    def resolve_vocabulary(self, vocabulary: Any) -> Vocabulary:
+        """``vocabulary`` as a :class:`Vocabulary`, or the default one when it is None."""
         if vocabulary is not None:
             return Vocabulary.create(vocabulary)
         if self.vocabulary is None:
@@ -67,56 +192,161 @@ class VocabularyDefault:
         return self.vocabulary
 
 
-class SemanticPipelineBase(VocabularyDefault):
-    """``set_image`` / ``predict`` / ``__call__`` / ``predict_batch`` over the two hooks."""
+# --------------------------------------------------------------------------------------------
+# Dense semantic pipelines (training-free dense CLIP, DenseCLIP)
+# --------------------------------------------------------------------------------------------
+SEMANTIC_POSTPROCESS_DEFAULTS: dict[str, Any] = {
+    "prob_threshold": 0.0,
+    "area_threshold": 0.0,
+    "background_index": "auto",
+}
+#: memory bounds shared by the dense semantic pipelines (see ``ovseg.inference.labels``)
+MEMORY_DEFAULTS: dict[str, Any] = {
+    "max_pixels": DEFAULT_MAX_PIXELS,
+    "max_work_pixels": DEFAULT_MAX_WORK_PIXELS,
+    "score_bytes": DEFAULT_SCORE_BYTES,
+}
 
-    postprocess: Mapping[str, Any]
-    meta: dict[str, Any]
-    _features: Any
 
-    def encode_images(self, images: Sequence[Any]) -> list[Any]:
+def _optional_positive_int(settings: dict[str, Any], key: str) -> None:
+    value = settings.get(key)
+    if value is None:
+        return
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if isinstance(value, bool) or number < 1 or number != float(value):
+        raise ConfigError(f"inference.{key} must be a positive integer or null, got {value!r}.")
+    settings[key] = number
+
+
+@dataclass(frozen=True, eq=False)
+class SemanticImage(EncodedImage):
+    """A dense semantic pipeline's encoded image.
+
+    Attributes:
+        original_size: ``(H, W)`` of the input image.
+        resized_size: ``(H', W')`` the image was resized to (the windows' frame); the tensors
+            may cover a zero-padded ``padded_size`` around it when a side was under the minimum.
+        padded_size: ``(H'', W'')`` >= ``resized_size``, the frame the windows tile.
+        windows: the windows of the resized image (``ovseg.inference.sliding.Window``).
+        features: what the pipeline computed per window (dense tokens, feature pyramids).
+        guide: the normalised resized image ``(1, 3, H', W')`` for PAMR, or None.
+    """
+
+    original_size: tuple[int, int] = (0, 0)
+    resized_size: tuple[int, int] = (0, 0)
+    padded_size: tuple[int, int] = (0, 0)
+    windows: list = field(default_factory=list)
+    features: list = field(default_factory=list)
+    guide: Any = None
+
+
+class DenseSemanticPipeline(PromptablePipeline, VocabularyDefault):
+    """Semantic segmentation over per-window dense features (shared by the dense pipelines).
+
+    Subclasses implement :meth:`encode` (returning a :class:`SemanticImage`) and
+    :meth:`query_logits`; this class turns those logits into labels with bounded memory
+    (:mod:`ovseg.inference.labels`): scores at the working resolution, queries in chunks when
+    their maps would exceed ``inference.score_bytes``.
+    """
+
+    encoded_type = SemanticImage
+    postprocess: dict[str, Any]
+    inference: dict[str, Any]
+    chunkable_queries = True  # False where every query depends on the others (DenseCLIP)
+
+    def _check_memory_settings(self) -> None:
+        for key in ("max_pixels", "max_work_pixels", "score_bytes"):
+            _optional_positive_int(self.inference, key)
+
+    @property
+    def call_settings(self) -> Mapping[str, Any]:
+        return {key: self.postprocess[key] for key in SEMANTIC_POSTPROCESS_DEFAULTS}
+
+    def query_logits(
+        self, encoded: SemanticImage, queries: Sequence[str], size: tuple[int, int]
+    ) -> Any:
+        """Scaled logits ``(len(queries), *size)`` of ``queries`` (cosine x logit scale, after
+        any refinement), resized to ``size`` (the working resolution)."""
         raise NotImplementedError
 
-    def vocabulary_logits(self, features: Any, vocab: Vocabulary) -> torch.Tensor:
-        raise NotImplementedError
+    def working_size(self, encoded: SemanticImage) -> tuple[int, int]:
+        return working_size(*encoded.original_size, self.inference["max_work_pixels"])
 
-    def _background_index(self, vocab: Vocabulary) -> int | None:
-        value = self.postprocess["background_index"]
-        return vocab.background_index if value == "auto" else value
-
-    @torch.inference_mode()
-    def result_from_logits(self, logits: torch.Tensor, vocab: Vocabulary) -> OVSegResult:
-        """Labels of ``(Q, H, W)`` scaled logits: softmax, synonyms, thresholds, background."""
-        return semantic_result(
-            logits,
+    def _predict(
+        self, encoded: SemanticImage, vocabulary: Any, settings: Mapping[str, Any]
+    ) -> OVSegResult:
+        vocab = self.resolve_vocabulary(vocabulary)
+        queries = vocab.queries
+        work = self.working_size(encoded)
+        chunk = (
+            query_chunk_size(len(queries), work, self.inference["score_bytes"])
+            if self.chunkable_queries
+            else len(queries)
+        )
+        background = settings["background_index"]
+        if background == "auto":
+            background = vocab.background_index
+        return stream_semantic_result(
+            lambda start, stop: self.query_logits(encoded, queries[start:stop], work),
             vocab,
-            background_index=self._background_index(vocab),
-            prob_threshold=float(self.postprocess["prob_threshold"]),
-            area_threshold=float(self.postprocess["area_threshold"]),
+            work,
+            encoded.original_size,
+            chunk=chunk,
+            background_index=background,
+            prob_threshold=float(settings["prob_threshold"]),
+            area_threshold=float(settings["area_threshold"]),
             meta=self.meta,
         )
 
-    def set_image(self, image: Any) -> Any:
-        """Encode ``image`` (path, bytes, PIL, HWC uint8 array) and keep it for :meth:`predict`."""
-        self._features = self.encode_images([image])[0]
-        return self._features
 
-    def predict(self, vocabulary: Any = None) -> OVSegResult:
-        """Segment the image given to :meth:`set_image` with ``vocabulary`` (or the default)."""
-        if self._features is None:
-            raise ConfigError("No image set; call set_image(image) first (or call the pipeline).")
-        vocab = self._resolve_vocabulary(vocabulary)
-        return self.result_from_logits(self.vocabulary_logits(self._features, vocab), vocab)
+# --------------------------------------------------------------------------------------------
+# SAM-based pipelines (referring, instance): SAM embedding now, CLIP tokens on demand
+# --------------------------------------------------------------------------------------------
+DENSE_TOKEN_DEFAULTS: dict[str, Any] = {
+    "short_side": 336,
+    "max_long_side": 672,
+    "batch_size": 1,
+    "max_pixels": DEFAULT_MAX_PIXELS,
+}
 
-    def __call__(self, image: Any, vocabulary: Any = None) -> OVSegResult:
-        vocab = self._resolve_vocabulary(vocabulary)
-        self.set_image(image)
-        return self.predict(vocab)
 
-    def predict_batch(self, images: Sequence[Any], vocabulary: Any = None) -> list[OVSegResult]:
-        """Segment several images (their encoding may be batched by the pipeline)."""
-        vocab = self._resolve_vocabulary(vocabulary)
-        return [
-            self.result_from_logits(self.vocabulary_logits(features, vocab), vocab)
-            for features in self.encode_images(images)
-        ]
+@dataclass(frozen=True, eq=False)
+class SamClipImage(EncodedImage):
+    """An image embedded for SAM; its whole-image CLIP tokens are computed on first use.
+
+    Attributes:
+        embedding: SAM's image embedding (``ovseg.models.decoders.sam.ImageEmbedding``).
+    """
+
+    embedding: Any = None
+
+
+class SamClipPipeline(PromptablePipeline):
+    """Encoding shared by the SAM + CLIP pipelines: ``decoder`` (SAM), ``backbone`` (CLIP or
+    None) and ``inference`` (:data:`DENSE_TOKEN_DEFAULTS` keys)."""
+
+    encoded_type = SamClipImage
+    decoder: Any
+    backbone: Any
+    inference: dict[str, Any]
+
+    def encode(self, image: Any) -> SamClipImage:
+        """Decode ``image`` (path, bytes, PIL, HWC uint8 array) and embed it for SAM."""
+        array = decode_image(image, self.inference["max_pixels"])
+        return SamClipImage(image=array, embedding=self.decoder.embed(array))
+
+    def dense_tokens(self, encoded: SamClipImage) -> Any:
+        """``(D, h, w)`` L2-normalised CLIP tokens of the whole image (computed once per image)."""
+        if self.backbone is None:
+            raise ConfigError(
+                "This pipeline has no CLIP backbone; give backbone={...} to segment by phrase, "
+                "or use predict_from_embedding with your own tokens."
+            )
+        short, long = self.inference["short_side"], self.inference["max_long_side"]
+        return encoded.cached(
+            f"clip_tokens:{id(self.backbone)}:{short}:{long}",
+            lambda: whole_image_tokens(self.backbone, encoded.image, short, long),
+        )

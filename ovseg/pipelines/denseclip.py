@@ -8,9 +8,11 @@ Flow for one image (HWC uint8 RGB, input-image pixels), as mmseg's test pipeline
    backbone on them (``batch_size`` windows at a time) - cached by :meth:`set_image`;
 3. per vocabulary: every query (class name or synonym) is prompted with the learned contexts,
    the context decoder and decode head run on the cached features, window logits are upsampled
-   to their windows and averaged where they overlap, then upsampled to the input size;
+   to their windows and averaged where they overlap, then upsampled to the working resolution
+   (the input size unless it exceeds ``inference.max_work_pixels``);
 4. softmax over queries, max over each class's synonyms, optional area / probability
-   thresholds, argmax (:func:`ovseg.inference.postprocess.labels_from_logits`).
+   thresholds, argmax, labels at the input size (:mod:`ovseg.inference.labels`). The context
+   decoder relates the queries to each other, so they are always scored together.
 
 Because the context decoder lets the vocabulary attend to the image, only step 2 is shared
 between vocabularies. Weights come from ``task.export`` of the ``DenseCLIP`` training task (a
@@ -20,18 +22,22 @@ safetensors file holding the architecture in its metadata), loaded through :mod:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ovseg.errors import ConfigError, WeightsNotFoundError
-from ovseg.inference.sliding import Window, average_window_scores
-from ovseg.io import DEFAULT_MAX_PIXELS
-from ovseg.models.backbones.clip_pyramid import PyramidOutput
+from ovseg.inference.resize import prepare_image
+from ovseg.inference.sliding import average_window_scores, check_window_settings
 from ovseg.models.denseclip import DenseCLIPSegmentor, build_from_export
-from ovseg.pipelines.base import SemanticPipelineBase, prepare_image
+from ovseg.pipelines.base import (
+    MEMORY_DEFAULTS,
+    SEMANTIC_POSTPROCESS_DEFAULTS,
+    DenseSemanticPipeline,
+    SemanticImage,
+    decode_image,
+)
 from ovseg.registry import PIPELINES
 from ovseg.settings import merge_settings
 from ovseg.vocab import Vocabulary
@@ -43,20 +49,10 @@ _INFERENCE_DEFAULTS = {
     "crop_size": 512,
     "stride": 341,
     "batch_size": 8,
-    "max_pixels": DEFAULT_MAX_PIXELS,
+    **MEMORY_DEFAULTS,
 }
-_POSTPROCESS_DEFAULTS = {"prob_threshold": 0.0, "area_threshold": 0.0, "background_index": "auto"}
+_POSTPROCESS_DEFAULTS = dict(SEMANTIC_POSTPROCESS_DEFAULTS)
 
-
-@dataclass
-class DenseCLIPImageFeatures:
-    """Cached backbone outputs of one image: ``chunks[i]`` covers ``windows[i]`` (a batch of
-    windows of one size, resized-image pixels)."""
-
-    original_size: tuple[int, int]
-    resized_size: tuple[int, int]
-    windows: list[list[Window]]
-    chunks: list[PyramidOutput]
 
 
 def embedded_denseclip_weights(model: Mapping[str, Any] | None, tag: str) -> str:
@@ -89,7 +85,7 @@ def embedded_denseclip_weights(model: Mapping[str, Any] | None, tag: str) -> str
 
 
 @PIPELINES.register()
-class DenseCLIPSegmenter(SemanticPipelineBase):
+class DenseCLIPSegmenter(DenseSemanticPipeline):
     """Trained DenseCLIP segmentation for any vocabulary.
 
     Args:
@@ -108,6 +104,8 @@ class DenseCLIPSegmenter(SemanticPipelineBase):
             :class:`~ovseg.pipelines.semantic.SemanticSegmenter`).
         vocabulary: default vocabulary (see :meth:`Vocabulary.create`).
     """
+
+    chunkable_queries = False
 
     def __init__(
         self,
@@ -137,11 +135,12 @@ class DenseCLIPSegmenter(SemanticPipelineBase):
                 "pipeline.weights=WORK_DIR/model_final.safetensors."
             )
         self.model: DenseCLIPSegmentor = build_from_export(weights, model).to(device).eval()
-        self.inference = merge_settings(_INFERENCE_DEFAULTS, inference, "inference")
+        self.inference = check_window_settings(
+            merge_settings(_INFERENCE_DEFAULTS, inference, "inference"), 1
+        )
+        self._check_memory_settings()
         self.postprocess = merge_settings(_POSTPROCESS_DEFAULTS, postprocess, "postprocess")
-        self.model.windows(1, 1, self.inference["mode"], 1, 1)  # validates the mode
         self.vocabulary = Vocabulary.create(vocabulary) if vocabulary is not None else None
-        self._features: DenseCLIPImageFeatures | None = None
         self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
         self.meta: dict[str, Any] = {}
         self.config: Any = None
@@ -160,17 +159,26 @@ class DenseCLIPSegmenter(SemanticPipelineBase):
         return self._text_cache[key]
 
     # ----------------------------------------------------------------- image side
-    def _prepare(self, image: Any) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Image -> normalised resized ``(1, 3, H', W')`` tensor and the original ``(H, W)``."""
-        return prepare_image(image, self.inference, self.device, self.model.normalize)
+    def encode(self, image: Any) -> SemanticImage:
+        """Backbone features of the windows of one image (path, bytes, PIL, HWC uint8 array)."""
+        return self.encode_batch([image])[0]
 
     @torch.inference_mode()
-    def encode_images(self, images: Sequence[Any]) -> list[DenseCLIPImageFeatures]:
-        """Backbone features of each image's windows (``batch_size`` windows per forward)."""
-        features = []
-        batch_size = max(1, int(self.inference["batch_size"]))
+    def encode_batch(self, images: Sequence[Any]) -> list[SemanticImage]:
+        """Backbone features of each image's windows (``batch_size`` windows per forward);
+        ``features[i]`` is the :class:`PyramidOutput` of the window batch ``windows[i]``."""
+        encoded = []
+        batch_size = self.inference["batch_size"]
         for image in images:
-            tensor, original = self._prepare(image)
+            array = decode_image(image, self.inference["max_pixels"])
+            pixels = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255.0
+            tensor, resized = prepare_image(
+                pixels.to(self.device),
+                self.inference["short_side"],
+                self.inference["max_long_side"],
+                self.model.normalize,
+                min_side=32,
+            )
             windows = self.model.windows(
                 *tensor.shape[-2:],
                 self.inference["mode"],
@@ -184,26 +192,29 @@ class DenseCLIPSegmenter(SemanticPipelineBase):
                 )
                 for group in groups
             ]
-            features.append(
-                DenseCLIPImageFeatures(original, tuple(tensor.shape[-2:]), groups, chunks)
+            encoded.append(
+                SemanticImage(
+                    image=array,
+                    original_size=(int(array.shape[0]), int(array.shape[1])),
+                    resized_size=resized,
+                    padded_size=(int(tensor.shape[-2]), int(tensor.shape[-1])),
+                    windows=groups,
+                    features=chunks,
+                )
             )
-        return features
+        return encoded
 
     # ----------------------------------------------------------------- vocabulary side
     @torch.inference_mode()
-    def query_logits(self, features: DenseCLIPImageFeatures, vocab: Vocabulary) -> torch.Tensor:
-        """Decode-head logits ``(Q, H, W)`` of every query at input-image size."""
-        text = self.encode_queries(vocab.queries)
+    def query_logits(
+        self, encoded: SemanticImage, queries: Sequence[str], size: tuple[int, int]
+    ) -> torch.Tensor:
+        """Decode-head logits ``(Q, *size)`` of the queries, at ``size`` (the working size)."""
+        text = self.encode_queries(queries)
         scores, windows = [], []
-        for group, pyramid in zip(features.windows, features.chunks):
+        for group, pyramid in zip(encoded.windows, encoded.features):
             scores.extend(self.model.decode(pyramid, text).logits.float())
             windows.extend(group)
-        logits = average_window_scores(scores, windows, *features.resized_size)
-        return F.interpolate(
-            logits[None], size=features.original_size, mode="bilinear", align_corners=False
-        )[0]
-
-    def vocabulary_logits(
-        self, features: DenseCLIPImageFeatures, vocab: Vocabulary
-    ) -> torch.Tensor:
-        return self.query_logits(features, vocab)
+        logits = average_window_scores(scores, windows, *encoded.padded_size)
+        logits = logits[:, : encoded.resized_size[0], : encoded.resized_size[1]]
+        return F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]

@@ -16,8 +16,11 @@
    (box IoU, or mask IoU with ``nms_mode: mask``); the ``max_instances`` best, by score.
 
 :meth:`InstanceSegmenter.segment_clicks` names the mask SAM draws from clicks;
-:func:`refine_semantic` (and ``SamRefinedSemanticSegmenter``) snaps a semantic map to SAM's
-masks.
+:func:`refine_semantic` snaps a semantic map to SAM's masks.
+
+:meth:`InstanceSegmenter.encode` embeds the image for SAM; the proposals and the CLIP tokens
+are computed on first use and kept with the encoded image, so another vocabulary costs only
+the naming.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import torch
 
 import ovseg.models.classifiers  # noqa: F401  (registers the mask classifiers)
 from ovseg.errors import ConfigError, PromptError
-from ovseg.io import read_image
 from ovseg.models.backbones.clip import ClipBackbone
 from ovseg.models.classifiers import (
     MaskContext,
@@ -40,21 +42,18 @@ from ovseg.models.classifiers import (
     ensemble_probabilities,
     query_probabilities,
 )
-from ovseg.pipelines.base import VocabularyDefault
-from ovseg.pipelines.referring import (
+from ovseg.pipelines.base import (
+    DENSE_TOKEN_DEFAULTS,
     SamClipImage,
-    best_mask,
-    build_component,
-    sam_point_frame,
-    whole_image_encoder,
+    SamClipPipeline,
+    VocabularyDefault,
 )
-from ovseg.pipelines.semantic import SemanticSegmenter
 from ovseg.registry import BACKBONES, MASK_CLASSIFIERS, MASK_DECODERS, PIPELINES
 from ovseg.settings import merge_settings
 from ovseg.structures import UNLABELLED, Instances, OVSegResult, PointPrompts
 from ovseg.vocab import Vocabulary
 
-__all__ = ["InstanceSegmenter", "SamRefinedSemanticSegmenter", "refine_semantic"]
+__all__ = ["InstanceSegmenter", "refine_semantic"]
 
 POSTPROCESS_DEFAULTS = {
     "logit_scale": 40.0,
@@ -68,6 +67,7 @@ POSTPROCESS_DEFAULTS = {
     "drop_background": True,
     "background_classes": (),
 }
+CALL_SETTINGS = ("score_threshold", "nms_threshold", "max_instances", "min_area")
 REFINE_MODES = ("majority", "mean_prob")
 
 
@@ -143,7 +143,7 @@ def refine_semantic(result: OVSegResult, proposals: Any, mode: str = "majority")
 
 
 @PIPELINES.register()
-class InstanceSegmenter(SamClipImage, VocabularyDefault):
+class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
     """SAM proposals named with CLIP (see the module docstring for every step).
 
     Args:
@@ -163,6 +163,8 @@ class InstanceSegmenter(SamClipImage, VocabularyDefault):
             ``max_instances``, ``min_area`` (pixels), ``drop_background``,
             ``background_classes`` (names queried with the vocabulary whose masks are dropped,
             e.g. the stuff of a scene, so that a road is not named the closest thing class).
+            ``score_threshold``, ``nms_threshold``, ``max_instances`` and ``min_area`` can be
+            overridden per call (``predict(encoded, vocabulary, score_threshold=0.0)``).
         multimask: for clicks, three SAM masks and the highest predicted IoU kept.
     """
 
@@ -183,10 +185,9 @@ class InstanceSegmenter(SamClipImage, VocabularyDefault):
         if backbone is None:
             raise ConfigError("InstanceSegmenter needs a CLIP backbone to name the masks.")
         self.backbone = backbone
-        self.decoder = build_component(decoder, MASK_DECODERS, "mask decoder (SAM)")
-        self.classifier = build_component(
+        self.decoder = MASK_DECODERS.build_or_pass(decoder, "mask decoder (SAM)")
+        self.classifier = MASK_CLASSIFIERS.build_or_pass(
             classifier if classifier is not None else {"type": "MaskPoolingClassifier"},
-            MASK_CLASSIFIERS,
             "mask classifier",
         )
         self.postprocess = merge_settings(POSTPROCESS_DEFAULTS, postprocess, "postprocess")
@@ -198,43 +199,44 @@ class InstanceSegmenter(SamClipImage, VocabularyDefault):
         if not 0.0 <= crop_weight <= 1.0:
             raise ConfigError(f"postprocess.crop_weight must lie in [0, 1], got {crop_weight}.")
         self.crop_classifier = (
-            build_component(
+            MASK_CLASSIFIERS.build_or_pass(
                 crop_classifier
                 if crop_classifier is not None
                 else {"type": "MaskedCropClassifier"},
-                MASK_CLASSIFIERS,
                 "crop classifier",
             )
             if crop_weight > 0
             else None
         )
         self.background_classes = tuple(str(n) for n in self.postprocess["background_classes"])
-        self.encoder, self.inference = whole_image_encoder(backbone, inference)
+        self.inference = merge_settings(DENSE_TOKEN_DEFAULTS, inference, "inference")
         self.proposal_settings = dict(proposals or {})
         self.multimask = bool(multimask)
         self.vocabulary = Vocabulary.create(vocabulary) if vocabulary is not None else None
-        self._image: np.ndarray | None = None
-        self._tokens: torch.Tensor | None = None
-        self._proposals: Any = None
         self.meta: dict[str, Any] = {}
         self.config: Any = None
 
-    # ----------------------------------------------------------------- image side
-    def _forget_image_results(self) -> None:
-        self._proposals = None
+    @property
+    def call_settings(self) -> Mapping[str, Any]:
+        return {key: self.postprocess[key] for key in CALL_SETTINGS}
 
-    def proposals(self) -> Any:
-        """SAM's automatic ``MaskProposals`` for the set image (cached)."""
-        self._require_image()
-        if self._proposals is None:
-            self._proposals = self.decoder.generate(**self.proposal_settings)
-        return self._proposals
+    # ----------------------------------------------------------------- image side
+    def proposals(self, encoded: SamClipImage) -> Any:
+        """SAM's automatic ``MaskProposals`` for ``encoded`` (computed once per image)."""
+        return encoded.cached(
+            f"proposals:{id(self.decoder)}",
+            lambda: self.decoder.generate(
+                encoded.image, embedding=encoded.embedding, **self.proposal_settings
+            ),
+        )
 
     # ----------------------------------------------------------------- naming masks
-    def classify(self, masks: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
-        """Class probabilities ``(M, C)`` of ``(M, H, W)`` masks of the set image."""
+    def classify(
+        self, encoded: SamClipImage, masks: torch.Tensor, vocab: Vocabulary
+    ) -> torch.Tensor:
+        """Class probabilities ``(M, C)`` of ``(M, H, W)`` masks of ``encoded``."""
         context = MaskContext(
-            image=self._require_image(), tokens=self.dense_tokens(), backbone=self.backbone
+            image=encoded.image, tokens=self.dense_tokens(encoded), backbone=self.backbone
         )
         text = self.backbone.encode_text(vocab.queries).float().cpu()
         probs = query_probabilities(
@@ -250,20 +252,29 @@ class InstanceSegmenter(SamClipImage, VocabularyDefault):
         return class_probabilities(probs, vocab)
 
     def name_masks(
-        self, masks: torch.Tensor, iou_scores: torch.Tensor, vocab: Vocabulary
+        self,
+        encoded: SamClipImage,
+        masks: torch.Tensor,
+        iou_scores: torch.Tensor,
+        vocab: Vocabulary,
+        settings: Mapping[str, Any] | None = None,
     ) -> Instances:
-        """Label, score, box, threshold, NMS and cut for ``(M, H, W)`` masks with SAM's IoUs."""
-        height, width = self._require_image().shape[:2]
+        """Label, score, box, threshold, NMS and cut for ``(M, H, W)`` masks with SAM's IoUs
+        (``settings``: the call's :attr:`call_settings`, default the pipeline's)."""
+        settings = self.settings_for(settings or {})
+        height, width = encoded.size
         masks = _masks_of(masks)
         iou_scores = torch.as_tensor(iou_scores).detach().float().cpu().reshape(-1)
         areas = masks.flatten(1).sum(dim=1)
-        keep = areas >= max(1, int(self.postprocess["min_area"]))
+        keep = areas >= max(1, int(settings["min_area"]))
         masks, iou_scores = masks[keep], iou_scores[keep]
         if len(masks):
-            probs = self.classify(masks, with_background_classes(vocab, self.background_classes))
+            probs = self.classify(
+                encoded, masks, with_background_classes(vocab, self.background_classes)
+            )
             class_prob, labels = probs.max(dim=1)
             scores = class_prob * iou_scores.clamp(0.0, 1.0)
-            keep = (scores >= float(self.postprocess["score_threshold"])) & (labels < len(vocab))
+            keep = (scores >= float(settings["score_threshold"])) & (labels < len(vocab))
             background = vocab.background_index
             if self.postprocess["drop_background"] and background is not None:
                 keep &= labels != background
@@ -282,9 +293,9 @@ class InstanceSegmenter(SamClipImage, VocabularyDefault):
             labels,
             boxes=boxes,
             masks=masks if self.postprocess["nms_mode"] == "mask" else None,
-            iou_threshold=float(self.postprocess["nms_threshold"]),
+            iou_threshold=float(settings["nms_threshold"]),
             mode=self.postprocess["nms_mode"],
-        )[: int(self.postprocess["max_instances"])]
+        )[: int(settings["max_instances"])]
         order_t = torch.from_numpy(order)
         return Instances(
             masks=masks[order_t].numpy(),
@@ -295,35 +306,44 @@ class InstanceSegmenter(SamClipImage, VocabularyDefault):
         )
 
     # ----------------------------------------------------------------- entry points
-    def predict(self, vocabulary: Any = None) -> Instances:
-        """Named instances of the image given to :meth:`set_image`, best first."""
-        vocab = self._resolve_vocabulary(vocabulary)
-        proposals = self.proposals()
-        return self.name_masks(proposals.masks, proposals.iou_scores, vocab)
+    def _predict(
+        self, encoded: SamClipImage, vocabulary: Any, settings: Mapping[str, Any]
+    ) -> Instances:
+        """Named instances of ``encoded``, best first."""
+        vocab = self.resolve_vocabulary(vocabulary)
+        proposals = self.proposals(encoded)
+        return self.name_masks(encoded, proposals.masks, proposals.iou_scores, vocab, settings)
 
-    def __call__(self, image: Any, vocabulary: Any = None) -> Instances:
-        vocab = self._resolve_vocabulary(vocabulary)
-        self.set_image(image)
-        return self.predict(vocab)
-
-    def segment_clicks(self, points: PointPrompts, vocabulary: Any = None) -> Instances:
+    def segment_clicks(
+        self, encoded: Any, points: PointPrompts | None = None, vocabulary: Any = None
+    ) -> Instances:
         """Click-to-segment: the clicks (1 foreground, 0 background) are one SAM prompt; the
         mask with the highest predicted IoU is named like a proposal (no score threshold or
-        NMS). Returns one instance, or none when SAM's mask is empty."""
-        vocab = self._resolve_vocabulary(vocabulary)
-        self._require_image()
-        if len(points) == 0:
+        NMS). Returns one instance, or none when SAM's mask is empty.
+
+        ``segment_clicks(encoded, points, vocabulary)``, or ``segment_clicks(points,
+        vocabulary=...)`` on the image given to :meth:`set_image`."""
+        if not isinstance(encoded, SamClipImage):
+            if points is not None and vocabulary is None:
+                vocabulary = points
+            encoded, points = self._current, encoded
+            if encoded is None:
+                raise PromptError("No image; pass encode(image) or call set_image(image) first.")
+        vocab = self.resolve_vocabulary(vocabulary)
+        if points is None or len(points) == 0:
             raise PromptError("Give at least one click (PointPrompts with one point or more).")
-        coords, labels = sam_point_frame(points)
+        coords, labels = points.sam_frame()
         prediction = self.decoder.predict(
-            point_coords=coords, point_labels=labels, multimask=self.multimask
+            point_coords=coords,
+            point_labels=labels,
+            multimask=self.multimask,
+            embedding=encoded.embedding,
         )
-        mask, iou, _ = best_mask(prediction)
+        mask, iou, _ = prediction.best()
         masks = torch.from_numpy(mask)[None]
-        height, width = mask.shape
         if not mask.any():
-            return self.name_masks(masks[:0], torch.zeros(0), vocab)
-        probs = self.classify(masks, vocab)
+            return self.name_masks(encoded, masks[:0], torch.zeros(0), vocab)
+        probs = self.classify(encoded, masks, vocab)
         class_prob, label = probs.max(dim=1)
         return Instances(
             masks=mask[None],
@@ -334,67 +354,7 @@ class InstanceSegmenter(SamClipImage, VocabularyDefault):
         )
 
     def refine_semantic(
-        self, result: OVSegResult, proposals: Any = None, mode: str = "majority"
+        self, encoded: SamClipImage, result: OVSegResult, mode: str = "majority"
     ) -> OVSegResult:
-        """:func:`refine_semantic` with the set image's proposals by default."""
-        return refine_semantic(
-            result, proposals if proposals is not None else self.proposals(), mode
-        )
-
-
-@PIPELINES.register()
-class SamRefinedSemanticSegmenter:
-    """Semantic segmentation whose regions are snapped to SAM's automatic masks.
-
-    Args:
-        semantic: a :class:`SemanticSegmenter` or its config.
-        decoder: a :class:`~ovseg.models.decoders.sam.SamDecoder` or its config.
-        proposals: SAM automatic-generator settings.
-        mode: ``majority`` or ``mean_prob`` (see :func:`refine_semantic`).
-        vocabulary: default vocabulary (passed to the semantic segmenter).
-    """
-
-    def __init__(
-        self,
-        semantic: SemanticSegmenter | Mapping[str, Any],
-        decoder: Any = None,
-        proposals: Mapping[str, Any] | None = None,
-        mode: str = "majority",
-        vocabulary: Any = None,
-    ) -> None:
-        if isinstance(semantic, Mapping):
-            semantic = PIPELINES.build(semantic)
-        if mode not in REFINE_MODES:
-            raise ConfigError(f"mode must be one of {REFINE_MODES}, not {mode!r}.")
-        self.semantic = semantic
-        self.decoder = build_component(decoder, MASK_DECODERS, "mask decoder (SAM)")
-        self.proposal_settings = dict(proposals or {})
-        self.mode = mode
-        if vocabulary is not None:
-            self.semantic.set_vocabulary(vocabulary)
-        self._proposals: Any = None
-        self.meta: dict[str, Any] = {}
-        self.config: Any = None
-
-    @property
-    def backbone(self) -> ClipBackbone:
-        return self.semantic.backbone
-
-    def set_image(self, image: Any) -> np.ndarray:
-        array = read_image(image, max_pixels=self.semantic.inference["max_pixels"])
-        self.semantic.set_image(array)
-        self.decoder.set_image(array)
-        self._proposals = None
-        return array
-
-    def predict(self, vocabulary: Any = None) -> OVSegResult:
-        result = self.semantic.predict(vocabulary)
-        if self._proposals is None:
-            self._proposals = self.decoder.generate(**self.proposal_settings)
-        refined = refine_semantic(result, self._proposals, self.mode)
-        refined.meta.update(self.meta)
-        return refined
-
-    def __call__(self, image: Any, vocabulary: Any = None) -> OVSegResult:
-        self.set_image(image)
-        return self.predict(vocabulary)
+        """:func:`refine_semantic` of ``result`` with the proposals of ``encoded``."""
+        return refine_semantic(result, self.proposals(encoded), mode)

@@ -30,10 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import ovseg.models.decoders.sam  # noqa: F401  (registers SamDecoder)
-import ovseg.models.prompts  # noqa: F401  (registers the point selectors)
 from ovseg.errors import ConfigError, PromptError
-from ovseg.io import DEFAULT_MAX_PIXELS, read_image
 from ovseg.models.backbones.clip import ClipBackbone
 from ovseg.models.prompts.similarity import (
     GridPlacement,
@@ -41,95 +38,16 @@ from ovseg.models.prompts.similarity import (
     min_max_normalize,
     query_similarity,
 )
-from ovseg.pipelines.semantic import SemanticSegmenter
-from ovseg.registry import BACKBONES, MASK_DECODERS, PIPELINES, POINT_SELECTORS, Registry
+from ovseg.pipelines.base import DENSE_TOKEN_DEFAULTS, SamClipImage, SamClipPipeline
+from ovseg.registry import BACKBONES, MASK_DECODERS, PIPELINES, POINT_SELECTORS
 from ovseg.settings import merge_settings
-from ovseg.structures import PointPrompts, ReferringResult
+from ovseg.structures import ReferringResult
 
-__all__ = ["ReferringSegmenter", "build_component", "sam_point_frame", "whole_image_encoder"]
-
-DENSE_INFERENCE_DEFAULTS = {
-    "short_side": 336,
-    "max_long_side": 672,
-    "batch_size": 1,
-    "max_pixels": DEFAULT_MAX_PIXELS,
-}
-
-
-def build_component(value: Any, registry: Registry, what: str) -> Any:
-    """A component given as an object or as a ``{type: ...}`` config of ``registry``."""
-    if isinstance(value, Mapping):
-        return registry.build(value)
-    if value is None:
-        raise ConfigError(f"The pipeline needs a {what}; give its config ({{type: ...}}).")
-    return value
-
-
-def whole_image_encoder(
-    backbone: ClipBackbone | None, inference: Mapping[str, Any] | None
-) -> tuple[SemanticSegmenter | None, dict[str, Any]]:
-    """A :class:`SemanticSegmenter` used as the dense encoder: one window over the whole
-    (resized) image, so the token grid spans the image. Returns it and the merged settings."""
-    settings = merge_settings(DENSE_INFERENCE_DEFAULTS, inference, "inference")
-    if backbone is None:
-        return None, settings
-    encoder = SemanticSegmenter(backbone, inference={"mode": "whole", **settings})
-    return encoder, settings
-
-
-def sam_point_frame(points: PointPrompts) -> tuple[np.ndarray, np.ndarray]:
-    """``(1, P, 2)`` coordinates in SAM's frame (pixel ``i`` at ``i``) and ``(1, P)`` labels."""
-    return (points.coords - 0.5)[None], points.labels[None]
-
-
-def best_mask(prediction) -> tuple[np.ndarray, float, int]:
-    """The mask of the first prompt with the highest predicted IoU: ``(H, W)`` bool, IoU, index."""
-    scores = prediction.iou_scores[0].detach().float().cpu()
-    index = int(torch.argmax(scores))
-    return prediction.masks[0, index].detach().cpu().numpy(), float(scores[index]), index
-
-
-class SamClipImage:
-    """The image a SAM-based pipeline works on: embedded for SAM once, CLIP tokens on demand.
-
-    Needs ``decoder`` (a SamDecoder), ``encoder`` (the whole-image dense encoder, or None) and
-    ``inference["max_pixels"]``; :meth:`_forget_image_results` drops other per-image caches.
-    """
-
-    _image: np.ndarray | None
-    _tokens: torch.Tensor | None
-
-    def set_image(self, image: Any) -> np.ndarray:
-        """Read ``image`` (path, bytes, PIL, array) and embed it for SAM; CLIP runs on demand."""
-        array = read_image(image, max_pixels=self.inference["max_pixels"])
-        self.decoder.set_image(array)
-        self._image, self._tokens = array, None
-        self._forget_image_results()
-        return array
-
-    def _forget_image_results(self) -> None:
-        """Drop what was computed for the previous image (none here)."""
-
-    def _require_image(self) -> np.ndarray:
-        if self._image is None:
-            raise PromptError("No image set; call set_image(image) first (or call the pipeline).")
-        return self._image
-
-    def dense_tokens(self) -> torch.Tensor:
-        """``(D, h, w)`` L2-normalised CLIP tokens of the set image, spanning it (computed once)."""
-        image = self._require_image()
-        if self.encoder is None:
-            raise ConfigError(
-                "This pipeline has no CLIP backbone; give backbone={...} to segment by phrase, "
-                "or use predict_from_embedding with your own tokens."
-            )
-        if self._tokens is None:
-            self._tokens = self.encoder.encode_images([image])[0].tokens[0]
-        return self._tokens
+__all__ = ["ReferringSegmenter"]
 
 
 @PIPELINES.register()
-class ReferringSegmenter(SamClipImage):
+class ReferringSegmenter(SamClipPipeline):
     """Referring segmentation: a phrase (or any query embedding) -> one mask.
 
     Args:
@@ -139,10 +57,10 @@ class ReferringSegmenter(SamClipImage):
         selector: a point selector or its config (default ``{type: SasPSelector}``).
         inference: dense-encoder settings ``short_side``, ``max_long_side``, ``batch_size``,
             ``max_pixels``.
-        multimask: ask SAM for three masks and keep the highest predicted IoU (else one).
+        multimask: ask SAM for three masks and keep the highest predicted IoU (else one);
+            can be overridden per call (``predict(encoded, phrase, multimask=False)``).
         templates: templates for the phrase (``None``: the backbone's; ``none`` uses the
             phrase as it is, which suits long referring expressions).
-        vocabulary: accepted so that presets can share one; a referring query is a phrase.
     """
 
     def __init__(
@@ -153,49 +71,54 @@ class ReferringSegmenter(SamClipImage):
         inference: Mapping[str, Any] | None = None,
         multimask: bool = True,
         templates: str | Sequence[str] | None = None,
-        vocabulary: Any = None,
     ) -> None:
         if isinstance(backbone, Mapping):
             backbone = BACKBONES.build(backbone)
         self.backbone = backbone
-        self.decoder = build_component(decoder, MASK_DECODERS, "mask decoder (SAM)")
-        self.selector = build_component(
-            selector if selector is not None else {"type": "SasPSelector"},
-            POINT_SELECTORS,
-            "point selector",
+        self.decoder = MASK_DECODERS.build_or_pass(decoder, "mask decoder (SAM)")
+        self.selector = POINT_SELECTORS.build_or_pass(
+            selector if selector is not None else {"type": "SasPSelector"}, "point selector"
         )
-        self.encoder, self.inference = whole_image_encoder(backbone, inference)
+        self.inference = merge_settings(DENSE_TOKEN_DEFAULTS, inference, "inference")
         self.multimask = bool(multimask)
         self.templates = templates
-        self.vocabulary = vocabulary
-        self._image: np.ndarray | None = None
-        self._tokens: torch.Tensor | None = None
         self.meta: dict[str, Any] = {}
         self.config: Any = None
+
+    query_name = "phrase"
+
+    @property
+    def call_settings(self) -> Mapping[str, Any]:
+        return {"multimask": self.multimask}
 
     # ----------------------------------------------------------------- prediction
     def segment_similarity(
         self,
+        encoded: SamClipImage,
         similarity: torch.Tensor,
         placement: GridPlacement,
         phrase: str,
         meta: Mapping[str, Any] | None = None,
+        *,
+        multimask: bool | None = None,
     ) -> ReferringResult:
         """Points from a ``(h, w)`` similarity grid, then SAM's mask for them."""
-        image = self._require_image()
-        if placement.image_size != image.shape[:2]:
+        if placement.image_size != encoded.size:
             raise ConfigError(
-                f"The grid is placed on a {placement.image_size} image but the set image is "
-                f"{image.shape[:2]}."
+                f"The grid is placed on a {placement.image_size} image but the encoded image is "
+                f"{encoded.size}."
             )
         points = self.selector(similarity, placement)
         if len(points) == 0:
             raise PromptError("The point selector chose no point; lower its thresholds.")
-        coords, labels = sam_point_frame(points)
+        coords, labels = points.sam_frame()
         prediction = self.decoder.predict(
-            point_coords=coords, point_labels=labels, multimask=self.multimask
+            point_coords=coords,
+            point_labels=labels,
+            multimask=self.multimask if multimask is None else bool(multimask),
+            embedding=encoded.embedding,
         )
-        mask, score, index = best_mask(prediction)
+        mask, score, index = prediction.best()
         heat = placement.to_image(min_max_normalize(similarity.detach().float().cpu()))
         return ReferringResult(
             mask=mask,
@@ -213,14 +136,22 @@ class ReferringSegmenter(SamClipImage):
             },
         )
 
-    def predict(self, phrase: str) -> ReferringResult:
-        """Segment what ``phrase`` refers to in the image given to :meth:`set_image`."""
-        tokens = self.dense_tokens()
+    def _predict(
+        self, encoded: SamClipImage, phrase: Any, settings: Mapping[str, Any]
+    ) -> ReferringResult:
+        """Segment what ``phrase`` refers to in ``encoded``."""
+        if not isinstance(phrase, str) or not phrase.strip():
+            raise PromptError("Give the phrase to segment, e.g. predict(encoded, 'the red star').")
+        tokens = self.dense_tokens(encoded)
         query = encode_phrase(self.backbone, phrase, self.templates)
         similarity = query_similarity(query, tokens, metric="cosine").cpu()
-        height, width = self._require_image().shape[:2]
         return self.segment_similarity(
-            similarity, GridPlacement.whole(height, width), phrase, {"query": "clip_text"}
+            encoded,
+            similarity,
+            GridPlacement.whole(*encoded.size),
+            phrase,
+            {"query": "clip_text"},
+            multimask=settings["multimask"],
         )
 
     def predict_from_embedding(
@@ -228,6 +159,7 @@ class ReferringSegmenter(SamClipImage):
         query: torch.Tensor | np.ndarray,
         image_tokens: torch.Tensor | np.ndarray,
         *,
+        encoded: SamClipImage | None = None,
         grid_size: tuple[int, int] | None = None,
         region: str | Sequence[float] | None = None,
         metric: str = "dot",
@@ -236,6 +168,7 @@ class ReferringSegmenter(SamClipImage):
         """Segment with any query embedding compared with given image tokens.
 
         Args:
+            encoded: the image from :meth:`encode` (None: the one given to :meth:`set_image`).
             query: ``(D,)`` query embedding (e.g. a ``<SEG>`` hidden state).
             image_tokens: ``(D, h, w)`` or ``(h * w, D)`` (row-major patches) in the query's
                 space.
@@ -245,17 +178,15 @@ class ReferringSegmenter(SamClipImage):
             metric: ``"dot"`` (READ) or ``"cosine"``.
             phrase: recorded in the result.
 
-        The image must have been given to :meth:`set_image`. READ also feeds the ``<SEG>``
-        embedding to its fine-tuned SAM as a sparse prompt next to the points; a plain SAM
-        takes the points only.
+        READ also feeds the ``<SEG>`` embedding to its fine-tuned SAM as a sparse prompt next
+        to the points; a plain SAM takes the points only.
         """
-        height, width = self._require_image().shape[:2]
+        if encoded is None:
+            encoded = self._current
+        if encoded is None:
+            raise PromptError("No image; pass encode(image) or call set_image(image) first.")
         similarity = query_similarity(query, image_tokens, grid_size=grid_size, metric=metric)
-        placement = GridPlacement.create((height, width), region)
+        placement = GridPlacement.create(encoded.size, region)
         return self.segment_similarity(
-            similarity.cpu(), placement, phrase, {"query": "embedding", "metric": metric}
+            encoded, similarity.cpu(), placement, phrase, {"query": "embedding", "metric": metric}
         )
-
-    def __call__(self, image: Any, phrase: str) -> ReferringResult:
-        self.set_image(image)
-        return self.predict(phrase)

@@ -23,7 +23,6 @@ exactly as with a user vocabulary; ``meta["vocab_free"]`` lists the names and th
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -32,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from ovseg.errors import ConfigError
-from ovseg.io import read_image
+from ovseg.inference.labels import nearest_resize
+from ovseg.pipelines.base import PromptablePipeline, SemanticImage
 from ovseg.registry import PIPELINES
 from ovseg.structures import OVSegResult
 from ovseg.vocab import Vocabulary
@@ -86,7 +86,7 @@ def _as_vocabulary(names: Sequence[str]) -> Vocabulary:
 
 
 @PIPELINES.register()
-class VocabFreeSegmenter:
+class VocabFreeSegmenter(PromptablePipeline):
     """Semantic segmentation without a vocabulary (names from a text database).
 
     Args:
@@ -100,9 +100,12 @@ class VocabFreeSegmenter:
         min_score: CaSED score a name needs to enter the vocabulary.
         max_names: largest vocabulary.
         combine: dense route: ``product`` (segmenter probabilities x crop scores) or ``crops``.
-        vocabulary: accepted for config compatibility and ignored: the names are searched
-            (pass a vocabulary to ``__call__`` / ``predict`` to segment with it instead).
+
+    :meth:`encode` is the segmenter's (a :class:`SemanticImage`); the names found for an
+    encoded image are kept with it. A vocabulary given to :meth:`predict` skips the search.
     """
+
+    encoded_type = SemanticImage
 
     def __init__(
         self,
@@ -116,7 +119,6 @@ class VocabFreeSegmenter:
         min_score: float = 0.1,
         max_names: int = 20,
         combine: str = "product",
-        vocabulary: Any = None,
     ) -> None:
         if isinstance(segmenter, Mapping):
             segmenter = PIPELINES.build(segmenter)
@@ -146,7 +148,6 @@ class VocabFreeSegmenter:
         self.combine = combine
         self.meta: dict[str, Any] = {}
         self.config: Any = None
-        self._image: np.ndarray | None = None
 
     @property
     def backbone(self):
@@ -177,15 +178,15 @@ class VocabFreeSegmenter:
         return self._pick(self.search.search_embeddings(embeddings))
 
     # ----------------------------------------------------------------- routes
-    def _fast(self, image: np.ndarray) -> OVSegResult:
-        chosen = self.discover(image)
+    def _fast(self, encoded: SemanticImage) -> OVSegResult:
+        chosen = encoded.cached(f"vocab_free:{id(self)}", lambda: self.discover(encoded.image))
         vocab = _as_vocabulary([name for name, _ in chosen])
-        self.segmenter.set_image(image)
-        result = self.segmenter.predict(vocab)
+        result = self.segmenter.predict(encoded, vocab)
         result.meta["vocab_free"] = self._meta(chosen)
         return result
 
-    def _dense(self, image: np.ndarray) -> OVSegResult:
+    def _dense(self, encoded: SemanticImage) -> OVSegResult:
+        image = encoded.image
         height, width = image.shape[:2]
         cells = math.lcm(*(2 * n for n in self.grids))
         crop_cells = [cell for n in self.grids for cell in grid_cells(n, cells)]
@@ -201,23 +202,25 @@ class VocabFreeSegmenter:
             for name, score in zip(result.names, result.scores):
                 if name.lower() in position:
                     accumulated[position[name.lower()], r0:r1, c0:c1] += float(score)
+        work = self.segmenter.working_size(encoded)
         prior = torch.from_numpy(accumulated / np.maximum(coverage, 1)).float()
-        prior = F.interpolate(prior[None], size=(height, width), mode="bilinear",
+        prior = F.interpolate(prior[None], size=work, mode="bilinear",
                               align_corners=False)[0].clamp_min(0)  # fmt: skip
         prior = prior / prior.sum(0, keepdim=True).clamp_min(1e-12)
         vocab = _as_vocabulary(names)
         if self.combine == "product":
-            features = self.segmenter.set_image(image)
-            scores = self.segmenter.query_scores(features, vocab).cpu()
+            scores = self.segmenter.query_scores(encoded, vocab.queries, work).cpu()
             probs = torch.softmax(self.segmenter.logit_scale * scores, dim=0) * prior
             probs = probs / probs.sum(0, keepdim=True).clamp_min(1e-12)
         else:
             probs = prior
+        top, labels = probs.max(0)
         result = OVSegResult(
-            sem_seg=probs.argmax(0).numpy().astype(np.int64),
+            sem_seg=nearest_resize(labels.numpy().astype(np.int64), (height, width)),
             class_names=vocab.names,
             probs=probs.numpy().astype(np.float32),
             meta=dict(self.segmenter.meta),
+            label_scores=nearest_resize(top.numpy().astype(np.float32), (height, width)),
         )
         result.meta["vocab_free"] = self._meta(chosen)
         return result
@@ -230,83 +233,21 @@ class VocabFreeSegmenter:
         }
 
     # ----------------------------------------------------------------- pipeline API
-    def set_image(self, image: Any) -> np.ndarray:
-        """Read ``image`` (path, bytes, PIL, HWC uint8 array) and keep it for :meth:`predict`."""
-        self._image = read_image(image)
-        return self._image
+    def encode(self, image: Any) -> SemanticImage:
+        """The segmenter's encoding of ``image`` (path, bytes, PIL, HWC uint8 array)."""
+        return self.segmenter.encode(image)
 
-    def predict(self, vocabulary: Any = None) -> OVSegResult:
-        """Segment the image given to :meth:`set_image`; a ``vocabulary`` skips the search."""
-        if self._image is None:
-            raise ConfigError("No image set; call set_image(image) first (or call the pipeline).")
+    def encode_batch(self, images: Sequence[Any]) -> list[SemanticImage]:
+        return self.segmenter.encode_batch(images)
+
+    def _predict(
+        self, encoded: SemanticImage, vocabulary: Any, settings: Mapping[str, Any]
+    ) -> OVSegResult:
+        """Segment ``encoded`` with the names found for it; a ``vocabulary`` skips the search."""
         if vocabulary is not None:
-            return self.segmenter(self._image, vocabulary)
-        result = self._fast(self._image) if self.mode == "fast" else self._dense(self._image)
+            return self.segmenter.predict(encoded, vocabulary)
+        result = self._fast(encoded) if self.mode == "fast" else self._dense(encoded)
         result.meta.update({k: v for k, v in self.meta.items() if k not in result.meta})
         return result
 
-    def __call__(self, image: Any, vocabulary: Any = None) -> OVSegResult:
-        self.set_image(image)
-        return self.predict(vocabulary)
 
-    def predict_batch(self, images: Sequence[Any], vocabulary: Any = None) -> list[OVSegResult]:
-        return [self(image, vocabulary) for image in images]
-
-
-def build_vocab_free_pipeline(
-    preset_or_config: str | os.PathLike | Mapping[str, Any] | None = None,
-    db: str | os.PathLike | None = None,
-    device: str | None = None,
-    *,
-    overrides: Iterable[str] = (),
-    search: Mapping[str, Any] | None = None,
-    task: str = "semantic",
-    **kwargs: Any,
-) -> Any:
-    """A :class:`VocabFreeSegmenter` from a preset (``ovseg predict --vocab-free --db DIR``).
-
-    The preset's semantic pipeline is built as usual; the search reads the config's
-    ``database`` section (``{path: ..., k: ..., alpha: ..., max_ngram: ...}``; ``db`` replaces
-    its path) and the optional ``vocab_free`` section (``mode``, ``grids`` ...; ``kwargs``
-    override it). ``search`` overrides search options. ``task="instance"`` names the instance
-    pipeline's SAM proposals one by one instead (:class:`VocabFreeInstanceSegmenter`).
-
-    Raises:
-        ConfigError: neither ``db`` nor the preset names a database.
-        DatabaseError: the database is missing, damaged or built with another model.
-    """
-    from ovseg.api import DEFAULT_PRESET, build_pipeline_config, create_pipeline
-    from ovseg.config import to_container
-
-    preset_or_config = DEFAULT_PRESET if preset_or_config is None else preset_or_config
-    overrides = list(overrides)
-    cfg = build_pipeline_config(preset_or_config, overrides)
-    raw = to_container(cfg)
-    section = raw.get("database") or {}
-    section = {"path": section} if isinstance(section, str) else dict(section)
-    section.update(search or {})
-    if db is not None:
-        section["path"] = str(db)
-    path = section.pop("path", None) or section.pop("database", None)
-    name = preset_or_config if isinstance(preset_or_config, str) else None
-    if not path:
-        raise ConfigError(
-            f"{cfg.get('_source_', name)} names no text database; pass --db DIR (build one with "
-            f"`ovseg db build --texts CORPUS --preset {name or 'PRESET'} --out DIR`)."
-        )
-    if task not in ("semantic", "instance"):
-        raise ConfigError(f"--vocab-free works with the semantic and instance tasks, not {task!r}.")
-    segmenter = create_pipeline(preset_or_config, task=task, overrides=overrides, device=device)
-    pretrained = raw["pipeline"].get("backbone", {}).get("pretrained")
-    searcher = CasedSearch(segmenter.backbone, path, pretrained=pretrained, preset=name, **section)
-    if task == "instance":
-        from ovseg.pipelines.vocab_free_instance import VocabFreeInstanceSegmenter
-
-        pipeline = VocabFreeInstanceSegmenter(segmenter, searcher)
-    else:
-        options = {**(raw.get("vocab_free") or {}), **kwargs}
-        pipeline = VocabFreeSegmenter(segmenter, searcher, **options)
-    cfg["database"] = {"path": str(searcher.database.path), **section}
-    pipeline.config = cfg
-    pipeline.meta = {"config": str(cfg.get("_source_", "")), "task": task}
-    return pipeline

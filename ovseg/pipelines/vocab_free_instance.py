@@ -16,12 +16,14 @@ like one made with a user vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
 from ovseg.models.classifiers import boxes_from_masks, class_wise_nms
+from ovseg.pipelines.base import PromptablePipeline, SamClipImage
 from ovseg.registry import PIPELINES
 from ovseg.structures import Instances
 
@@ -37,14 +39,19 @@ def _empty(height: int, width: int) -> Instances:
 
 
 @PIPELINES.register()
-class VocabFreeInstanceSegmenter:
+class VocabFreeInstanceSegmenter(PromptablePipeline):
     """Instance segmentation whose names come from a text database (CaSED), mask by mask.
 
     Args:
         instance: an :class:`~ovseg.pipelines.instance.InstanceSegmenter` (its SAM proposals
             and ``postprocess`` thresholds are used; its vocabulary is not).
         search: a :class:`~ovseg.vocab.cased.CasedSearch` over the same CLIP.
+
+    :meth:`encode` is the instance pipeline's; a vocabulary given to :meth:`predict` names the
+    proposals with it instead of searching.
     """
+
+    encoded_type = SamClipImage
 
     def __init__(self, instance: Any, search: Any) -> None:
         self.instance = instance
@@ -52,15 +59,23 @@ class VocabFreeInstanceSegmenter:
         self.meta: dict[str, Any] = {}
         self.config: Any = None
 
-    def set_image(self, image: Any) -> np.ndarray:
-        return self.instance.set_image(image)
+    @property
+    def call_settings(self) -> Mapping[str, Any]:
+        return self.instance.call_settings
 
-    def predict(self) -> Instances:
-        """Named instances of the set image, best first; ``(M, H, W)`` masks in its pixels."""
-        image = self.instance._require_image()
+    def encode(self, image: Any) -> SamClipImage:
+        return self.instance.encode(image)
+
+    def _predict(
+        self, encoded: SamClipImage, vocabulary: Any, settings: Mapping[str, Any]
+    ) -> Instances:
+        """Named instances of ``encoded``, best first; ``(M, H, W)`` masks in its pixels."""
+        if vocabulary is not None:  # a vocabulary given: the usual instance pipeline
+            return self.instance.predict(encoded, vocabulary, **settings)
+        image = encoded.image
         height, width = image.shape[:2]
-        post = self.instance.postprocess
-        proposals = self.instance.proposals()
+        post = settings
+        proposals = self.instance.proposals(encoded)
         masks = torch.as_tensor(proposals.masks).bool().cpu()
         ious = torch.as_tensor(proposals.iou_scores).float().cpu().reshape(-1)
         keep = masks.flatten(1).sum(dim=1) >= max(1, int(post["min_area"]))
@@ -90,9 +105,3 @@ class VocabFreeInstanceSegmenter:
             labels=np.array([used.index(int(label)) for label in labels[order_t]]),
             class_names=[vocabulary[index] for index in used],
         )
-
-    def __call__(self, image: Any, vocabulary: Any = None) -> Instances:
-        if vocabulary is not None:  # a vocabulary given: the usual instance pipeline
-            return self.instance(image, vocabulary)
-        self.set_image(image)
-        return self.predict()

@@ -394,7 +394,7 @@ def test_vocab_free_segments_with_names_found_in_the_database(
     assert [n["name"] for n in saved["meta"]["vocab_free"]["names"]] == names
     np.testing.assert_array_equal(read_label_png(labels_path), out.result.sem_seg)
 
-    from ovseg.pipelines.vocab_free import build_vocab_free_pipeline
+    from ovseg.api import build_vocab_free_pipeline
 
     direct = build_vocab_free_pipeline(tiny_task_config)(scene)
     assert direct.class_names == names

@@ -71,12 +71,16 @@ def test_cached_features_equal_direct_inference(weights, image, monkeypatch):
     assert first.probs.shape[0] == 2 and second.probs.shape[0] == 3
     assert len(features.windows[0]) == 2  # 32x45 image: 32 px windows at x = 0 and 13
     # the same logits as the segmentor's own sliding-window inference
-    tensor, size = seg._prepare(image)
+    pixels = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float() / 255
+    size = features.original_size
+    tensor = seg.model.normalize(
+        torch.nn.functional.interpolate(pixels, size=features.resized_size, mode="bilinear")
+    )
     names = ["sky", "dog", "sofa"]
     text = seg.model.encode_names(names)
     direct = seg.model.window_logits(tensor, text, mode="slide", crop_size=32, stride=16)
     direct = torch.nn.functional.interpolate(direct[None], size=size, mode="bilinear")[0]
-    cached = seg.query_logits(features, ovseg.vocab.Vocabulary.create(names))
+    cached = seg.query_logits(features, names, size)
     torch.testing.assert_close(cached, direct, rtol=1e-4, atol=1e-5)
 
 

@@ -93,7 +93,7 @@ def test_shapes_boxes_labels_and_order(segmenter, instances):
 
 def rederive(segmenter, image):
     """Proposals scored by hand: tokens pooled by area, cosine x 40, softmax, synonym max."""
-    proposals = segmenter.proposals()
+    proposals = segmenter.proposals(segmenter._current)
     masks = proposals.masks.cpu()
     backbone = segmenter.backbone
     tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
@@ -145,15 +145,16 @@ def test_box_nms_matches_torchvision(tiny_model_names, image):
 
 
 def test_other_vocabulary_reuses_proposals(segmenter, instances):
-    proposals = segmenter.proposals()
+    encoded = segmenter._current
+    proposals = segmenter.proposals(encoded)
     # the random CLIP names every proposal "sofa" in VOCAB; here sofa is a background word
     vocab = Vocabulary((("red thing",), ("sofa", "sky")), ("red thing", "background"))
-    again = segmenter.predict(vocab)
-    assert segmenter.proposals() is proposals
+    again = segmenter.predict(encoded, vocab)
+    assert segmenter.proposals(encoded) is proposals
     assert set(again.labels.tolist()) <= {0}  # background instances are dropped
     segmenter.postprocess["drop_background"] = False
     try:
-        kept = segmenter.predict(vocab)
+        kept = segmenter.predict(encoded, vocab)
     finally:
         segmenter.postprocess["drop_background"] = True
     assert len(kept) > len(again)  # the random CLIP calls some masks background
@@ -185,21 +186,24 @@ def test_crop_ensemble(tiny_model_names, segmenter, image):
         postprocess={"score_threshold": 0.0, "crop_weight": 0.5},
         crop_classifier={"type": "MaskedCropClassifier", "context_scale": 1.2},
     )
-    both.set_image(image)
-    masks = both.proposals().masks[:3].cpu()
-    pooled_only = segmenter.classify(masks, segmenter._resolve_vocabulary(None))
-    mixed = both.classify(masks, both._resolve_vocabulary(None))
+    encoded = both.encode(image)
+    masks = both.proposals(encoded).masks[:3].cpu()
+    pooled_only = segmenter.classify(encoded, masks, segmenter.resolve_vocabulary(None))
+    mixed = both.classify(encoded, masks, both.resolve_vocabulary(None))
     assert mixed.shape == pooled_only.shape == (3, 4)
     assert not torch.allclose(mixed, pooled_only)
     assert both.crop_classifier.context_scale == 1.2
 
 
 def test_segment_clicks(segmenter, image):
-    segmenter.set_image(image)
+    encoded = segmenter.set_image(image)
     clicks = PointPrompts([[10.5, 12.5], [30.5, 5.5]], [1, 0])
     out = segmenter.segment_clicks(clicks)
+    assert len(out) == len(segmenter.segment_clicks(encoded, clicks))
     prediction = segmenter.decoder.predict(
-        point_coords=(clicks.coords - 0.5)[None], point_labels=clicks.labels[None]
+        point_coords=(clicks.coords - 0.5)[None],
+        point_labels=clicks.labels[None],
+        embedding=encoded.embedding,
     )
     best = int(prediction.iou_scores[0].argmax())
     expected = prediction.masks[0, best].numpy()
@@ -242,27 +246,23 @@ def test_refine_semantic_by_hand():
         refine_semantic(result, masks[:, :3])
 
 
-def test_sam_refined_semantic_segmenter(tiny_model_names, image, one_torch_thread):
+def test_refine_semantic_with_an_encoded_images_proposals(tiny_model_names, image):
     torch.manual_seed(0)
-    pipeline = PIPELINES.build(
+    semantic = PIPELINES.build(
         {
-            "type": "SamRefinedSemanticSegmenter",
-            "semantic": {
-                "type": "SemanticSegmenter",
-                "backbone": backbone_config(tiny_model_names["vit"]),
-                "inference": {"mode": "whole"},
-            },
-            "decoder": SamDecoder.from_model(tiny_sam()),
-            "proposals": PROPOSALS,
-            "vocabulary": VOCAB,
+            "type": "SemanticSegmenter",
+            "backbone": backbone_config(tiny_model_names["vit"]),
+            "inference": {"mode": "whole"},
         }
     )
-    result = pipeline(image)
+    instance = build(tiny_model_names["vit"], vocabulary=VOCAB)
+    encoded = instance.encode(image)
+    plain = semantic(image, VOCAB)
+    result = instance.refine_semantic(encoded, plain)
     assert result.sem_seg.shape == (40, 48)
-    masks = pipeline._proposals.masks.cpu().numpy()
+    masks = instance.proposals(encoded).masks.cpu().numpy()
     smallest = masks[np.argmin(masks.reshape(len(masks), -1).sum(1))]
     assert len(np.unique(result.sem_seg[smallest])) == 1  # painted last, one label
-    plain = pipeline.semantic.predict()
     np.testing.assert_array_equal(result.sem_seg[~masks.any(0)], plain.sem_seg[~masks.any(0)])
 
 

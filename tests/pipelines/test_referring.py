@@ -69,7 +69,10 @@ def test_phrase_end_to_end(pipeline):
     np.testing.assert_array_equal(call["point_labels"][0], result.points.labels)
     # multimask: the kept mask is the one with the highest predicted IoU
     again = pipeline.decoder.predict(
-        point_coords=call["point_coords"], point_labels=call["point_labels"], multimask=True
+        point_coords=call["point_coords"],
+        point_labels=call["point_labels"],
+        multimask=True,
+        embedding=call["embedding"],
     )
     best = int(again.iou_scores[0].argmax())
     assert result.score == pytest.approx(float(again.iou_scores[0, best]))

@@ -8,9 +8,9 @@ import torch
 
 import ovseg
 from ovseg.errors import ConfigError, DatabaseMismatchError
+from ovseg.api import build_vocab_free_pipeline
 from ovseg.pipelines.vocab_free import (
     VocabFreeSegmenter,
-    build_vocab_free_pipeline,
     grid_boxes,
     grid_cells,
 )

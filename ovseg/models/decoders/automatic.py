@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ovseg.models.decoders.sam import ImageEmbedding, SamDecoder
 
 CROP_EDGE_TOLERANCE = 20.0  # pixels, as SAM's is_box_near_crop_edge
+MASK_BATCH_BYTES = 512 * 2**20
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
@@ -231,8 +232,12 @@ def _crop_proposals(
         k: [] for k in ("masks", "iou_scores", "stability_scores", "boxes", "point_coords")
     }
     threshold = decoder.model.mask_threshold
-    for start in range(0, len(points), settings.points_per_batch):
-        batch = torch.from_numpy(points[start : start + settings.points_per_batch])
+    # Logits of a batch are (points, 3, H, W) float32 at the crop's size: on large images the
+    # batch shrinks so they stay within MASK_BATCH_BYTES (the masks kept are the same).
+    per_point = 4 * 3 * crop_h * crop_w
+    batch_size = max(1, min(settings.points_per_batch, MASK_BATCH_BYTES // per_point))
+    for start in range(0, len(points), batch_size):
+        batch = torch.from_numpy(points[start : start + batch_size])
         # float64 prompts, as SAM's generator passes them, so the numbers match exactly
         coords = decoder.to_model_frame(batch, (crop_h, crop_w))[:, None, :]
         labels = torch.ones((len(batch), 1), dtype=torch.int64)
@@ -284,15 +289,22 @@ def _crop_proposals(
     return data
 
 
-def generate_proposals(decoder: SamDecoder, settings: AutomaticMaskSettings) -> MaskProposals:
-    """Automatic masks for the image set on ``decoder`` (see the module docstring).
+def generate_proposals(
+    decoder: SamDecoder,
+    settings: AutomaticMaskSettings,
+    *,
+    image: np.ndarray | None = None,
+    embedding: ImageEmbedding | None = None,
+) -> MaskProposals:
+    """Automatic masks (see the module docstring) for ``image`` (HWC uint8 RGB) and its
+    ``embedding`` from ``decoder.embed``, or by default for the image set on ``decoder``.
 
     Crops other than the whole image are embedded on their own; the decoder's image state is
     left as it was.
     """
-    image = decoder.image
+    image = decoder.image if image is None else image
     height, width = image.shape[:2]
-    full = decoder.embedding
+    full = decoder.embedding if embedding is None else embedding
     results = []
     for crop, layer in crop_boxes(
         height, width, settings.crop_n_layers, settings.crop_overlap_ratio

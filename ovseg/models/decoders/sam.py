@@ -50,6 +50,13 @@ class MaskPrediction:
     iou_scores: torch.Tensor
     low_res_logits: torch.Tensor
 
+    def best(self, prompt: int = 0) -> tuple[np.ndarray, float, int]:
+        """The mask of ``prompt`` with the highest predicted IoU (the first on ties):
+        ``(H, W)`` bool numpy, that IoU, and its index among the ``K`` masks."""
+        scores = self.iou_scores[prompt].detach().float().cpu()
+        index = int(torch.argmax(scores))
+        return self.masks[prompt, index].detach().cpu().numpy(), float(scores[index]), index
+
 
 @dataclass
 class ImageEmbedding:
@@ -312,6 +319,7 @@ class SamDecoder(nn.Module):
         boxes: ArrayLike | None = None,
         mask_input: ArrayLike | None = None,
         multimask: bool | None = None,
+        embedding: ImageEmbedding | None = None,
     ) -> MaskPrediction:
         """Masks for N prompts on the set image, in one decoder call.
 
@@ -321,11 +329,12 @@ class SamDecoder(nn.Module):
             boxes: ``(N, 4)`` XYXY in input-image pixels (``(4,)`` for one box).
             mask_input: ``(N, 1, h, w)`` low-resolution logits from an earlier prediction.
             multimask: 3 masks per prompt (default: the decoder's ``multimask``) or 1.
+            embedding: an image embedded with :meth:`embed` (default: the set image's).
 
         Numpy arrays and tensors are both accepted. Returns a :class:`MaskPrediction` on the
         model's device.
         """
-        embedding = self._require_image()
+        embedding = embedding if embedding is not None else self._require_image()
         coords, labels, box, masks = self._check_prompts(
             point_coords, point_labels, boxes, mask_input
         )
@@ -350,20 +359,32 @@ class SamDecoder(nn.Module):
             masks=logits > self.model.mask_threshold, iou_scores=iou, low_res_logits=low_res
         )
 
-    def generate(self, image: np.ndarray | None = None, **kwargs: Any) -> MaskProposals:
+    def generate(
+        self,
+        image: np.ndarray | None = None,
+        *,
+        embedding: ImageEmbedding | None = None,
+        **kwargs: Any,
+    ) -> MaskProposals:
         """Automatic mask proposals over the whole image (see ``ovseg.models.decoders.automatic``).
 
-        ``image`` (HWC uint8 RGB) is set first when given, else the set image is used. Keyword
+        ``image`` (HWC uint8 RGB) is set first when given, else the set image is used; with
+        ``embedding`` (from :meth:`embed` of ``image``) nothing is set or re-embedded. Keyword
         arguments are :class:`AutomaticMaskSettings` fields (SamAutomaticMaskGenerator's
         defaults: 32 points per side, batches of 64, predicted IoU > 0.88, stability >= 0.95,
         box NMS 0.7, no crops, no small-region clean-up).
         """
         from ovseg.models.decoders.automatic import AutomaticMaskSettings, generate_proposals
 
+        settings = AutomaticMaskSettings.create(**kwargs)
+        if embedding is not None:
+            if image is None:
+                raise PromptError("generate(embedding=...) needs the image it was embedded from.")
+            return generate_proposals(self, settings, image=as_rgb_image(image), embedding=embedding)
         if image is not None:
             self.set_image(image)
         self._require_image()
-        return generate_proposals(self, AutomaticMaskSettings.create(**kwargs))
+        return generate_proposals(self, settings)
 
 
 MASK_DECODERS.register("SamDecoder")(SamDecoder)
