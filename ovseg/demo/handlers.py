@@ -4,23 +4,23 @@ Images are HWC uint8 RGB numpy arrays (or anything :func:`ovseg.io.read_image` t
 are ``(H, W)`` class indices in vocabulary order, in input-image pixels.
 
 - :class:`PipelineProvider` builds one pipeline per task lazily from the served preset/config.
-- :class:`FeatureCache` keeps dense image features keyed by :func:`image_digest`, so typing a new
-  vocabulary for the same image skips the image encoder.
-- :class:`ImageSlot` shares a ``set_image`` / ``predict`` pipeline between requests, calling
-  ``set_image`` only when the image changes (for tasks whose features cannot be handed around).
+- :class:`FeatureCache` is a thread-safe LRU; :class:`EncodedImages` keeps a pipeline's encoded
+  images (``pipeline.encode(image)`` values) keyed by :func:`image_digest`, so a new vocabulary,
+  phrase or click on the same image skips the image encoders. Handlers of tabs that share a
+  pipeline share its cache. Requests only call public pipeline methods (``encode``,
+  ``predict(encoded, query, **overrides)``, ``segment_clicks``).
 - :class:`SemanticHandler` runs semantic segmentation and renders the overlay, legend, table and
   downloadable files; :class:`SessionFiles` gives each browser session its own temporary folder.
 - :class:`ReferringHandler` (phrase -> SAM mask, points, similarity), :class:`InstanceHandler`
   (vocabulary -> named instances, re-thresholded without the model), :class:`ClickHandler`
   (clicks -> one SAM mask named with the vocabulary) and :class:`VocabFreeHandler` (names found
   in a text database -> semantic segmentation) wrap their pipelines through an
-  :class:`ImageSlot`, so another prompt on the same image skips the image encoders.
+  :class:`EncodedImages`, so another prompt on the same image skips the image encoders.
 - :func:`describe_failure` turns an exception into the message a user sees.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import html
@@ -33,7 +33,7 @@ import tempfile
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,74 +184,50 @@ class FeatureCache:
             self._items.clear()
 
 
-class ImageSlot:
-    """Shares one ``set_image(image)`` / ``predict(...)`` pipeline between requests.
-
-    ``set_image`` runs only when the image's digest differs from the last one, so a new prompt
-    on the same image reuses the pipeline's own feature cache. Requests take turns (a lock):
-    the pipeline holds one image at a time. Handlers of several tabs that share a pipeline must
-    share its slot too (:meth:`shared`), or one tab's image would silently replace another's.
+class EncodedImages:
+    """The encoded images (``pipeline.encode(array)`` values) of one pipeline, least recently
+    used dropped beyond ``max_items``; one instance per pipeline (:meth:`shared`).
 
     Example::
 
-        with slot.holding(image, image_digest(image)) as pipeline:
-            result = pipeline.predict(phrase)
+        encoded, reused = EncodedImages.shared(pipeline).get(array, image_digest(array))
+        result = pipeline.predict(encoded, phrase)
     """
 
-    _shared: weakref.WeakValueDictionary[int, ImageSlot] = weakref.WeakValueDictionary()
+    _shared: weakref.WeakValueDictionary[int, EncodedImages] = weakref.WeakValueDictionary()
     _shared_lock = threading.Lock()
 
-    def __init__(self, pipeline: Any) -> None:
+    def __init__(self, pipeline: Any, max_items: int = 8) -> None:
         self.pipeline = pipeline
-        self._lock = threading.Lock()
-        self._digest: str | None = None
+        self.cache = FeatureCache(max_items)
 
     @classmethod
-    def shared(cls, pipeline: Any) -> ImageSlot:
-        """The one slot of ``pipeline`` (made on first use, dropped with its last user).
+    def shared(cls, pipeline: Any) -> EncodedImages:
+        """The one cache of ``pipeline`` (made on first use, dropped with its last user).
 
-        A slot keeps its pipeline alive, so the ``id`` key cannot be reused while it exists.
+        A cache keeps its pipeline alive, so the ``id`` key cannot be reused while it exists.
         """
         with cls._shared_lock:
-            slot = cls._shared.get(id(pipeline))
-            if slot is None or slot.pipeline is not pipeline:
-                slot = cls(pipeline)
-                cls._shared[id(pipeline)] = slot
-            return slot
+            images = cls._shared.get(id(pipeline))
+            if images is None or images.pipeline is not pipeline:
+                images = cls(pipeline)
+                cls._shared[id(pipeline)] = images
+            return images
 
-    @contextlib.contextmanager
-    def use(self, image: np.ndarray, digest: str) -> Iterator[tuple[Any, bool]]:
-        """Hold the pipeline with ``image`` set; yields ``(pipeline, reused)``, where ``reused``
-        says that the image was already set (nothing was encoded)."""
-        with self._lock:
-            reused = digest == self._digest
-            if not reused:
-                self._digest = None  # a failed set_image must not leave a stale key behind
-                self.pipeline.set_image(image)
-                self._digest = digest
-            yield self.pipeline, reused
+    def get(self, image: np.ndarray, digest: str) -> tuple[Any, bool]:
+        """``(encoded image, reused)``; ``reused`` says it came from the cache."""
+        reused = digest in self.cache
+        return self.cache.get_or_compute(digest, lambda: self.pipeline.encode(image)), reused
 
-    @contextlib.contextmanager
-    def holding(self, image: np.ndarray, digest: str) -> Iterator[Any]:
-        with self.use(image, digest) as (pipeline, _):
-            yield pipeline
-
-    def forget(self) -> None:
-        """Drop the remembered image (the next request encodes again)."""
-        with self._lock:
-            self._digest = None
+    def __len__(self) -> int:
+        return len(self.cache)
 
     def release(self) -> None:
-        """Forget the image and free what the pipeline's models keep of it (SAM's embedding,
-        cached text embeddings); the next request encodes again."""
-        with self._lock:
-            self._digest = None
-            decoder = getattr(self.pipeline, "decoder", None)
-            if hasattr(decoder, "reset_image"):
-                decoder.reset_image()
-            backbone = getattr(self.pipeline, "backbone", None)
-            if hasattr(backbone, "clear_text_cache"):
-                backbone.clear_text_cache()
+        """Forget every encoded image and the text embeddings the backbone cached."""
+        self.cache.clear()
+        backbone = getattr(self.pipeline, "backbone", None)
+        if hasattr(backbone, "clear_text_cache"):
+            backbone.clear_text_cache()
 
 
 class PipelineProvider:
@@ -408,17 +384,9 @@ def render_overlay(
 
 
 # ----------------------------------------------------------------------------- requests
-def pipeline_max_pixels(pipeline: Any) -> int:
-    """The pixel cap of ``pipeline``'s ``inference`` settings (or of its wrapped ``segmenter``)."""
-    for owner in (pipeline, getattr(pipeline, "segmenter", None)):
-        inference = getattr(owner, "inference", None)
-        if isinstance(inference, dict) and inference.get("max_pixels") is not None:
-            return int(inference["max_pixels"])
-    return DEFAULT_MAX_PIXELS
-
-
-def read_upload(image: Any, max_pixels: int | None) -> np.ndarray:
-    """Decode an upload (path, bytes, PIL, array) as ``(H, W, 3)`` uint8 RGB under a pixel cap."""
+def read_upload(image: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an upload (path, bytes, PIL, array) as ``(H, W, 3)`` uint8 RGB under a pixel cap
+    (the pipeline's own cap applies again when it encodes the array)."""
     if image is None:
         raise ImageReadError("No image given; upload an image or pick an example.")
     return read_image(image, max_pixels=max_pixels)
@@ -482,18 +450,19 @@ class SemanticHandler:
     """Semantic segmentation for the demo, reusing image features across vocabularies.
 
     Args:
-        pipeline: a :class:`~ovseg.pipelines.semantic.SemanticSegmenter` (``encode_images``,
-            ``query_scores``, ``labels_from_scores``).
-        cache_size: images whose dense features are kept.
+        pipeline: a semantic pipeline (``encode``, ``predict(encoded, vocabulary)``).
+        cache_size: images whose encodings are kept.
     """
 
     def __init__(self, pipeline: Any, *, cache_size: int = 8) -> None:
+        require_methods(pipeline, ("encode", "predict"), SEMANTIC_TASK)
         self.pipeline = pipeline
-        self.cache = FeatureCache(cache_size)
+        self.images = EncodedImages(pipeline, cache_size)
+        self.cache = self.images.cache
 
     def read(self, image: Any) -> np.ndarray:
         """Decode an upload (path, bytes, PIL, array) under the pipeline's pixel cap."""
-        return read_upload(image, pipeline_max_pixels(self.pipeline))
+        return read_upload(image)
 
     def run(
         self, image: Any, vocabulary: Any, *, opacity: float = 0.5, out_dir: str | Path
@@ -505,13 +474,8 @@ class SemanticHandler:
         vocab = parse_vocabulary(vocabulary)
         array = self.read(image)
         digest = image_digest(array)
-        cached = digest in self.cache
-        features = self.cache.get_or_compute(
-            digest, lambda: self.pipeline.encode_images([array])[0]
-        )
-        result = self.pipeline.labels_from_scores(
-            self.pipeline.query_scores(features, vocab), vocab
-        )
+        encoded, cached = self.images.get(array, digest)
+        result = self.pipeline.predict(encoded, vocab)
         result.meta = {**result.meta, "vocabulary": vocab.queries, "image_digest": digest}
         written = write_semantic_outputs(result, array, Path(out_dir), f"ovseg-{digest[:12]}")
         entries = legend_entries(result)
@@ -527,10 +491,7 @@ class SemanticHandler:
         )
 
     def release_memory(self) -> None:
-        self.cache.clear()
-        backbone = getattr(self.pipeline, "backbone", None)
-        if hasattr(backbone, "clear_text_cache"):
-            backbone.clear_text_cache()
+        self.images.release()
 
 
 # ----------------------------------------------------------------------------- referring task
@@ -585,18 +546,18 @@ class ReferringHandler:
     """Referring segmentation for the demo: phrase -> SAM mask from similarity points.
 
     Args:
-        pipeline: a :class:`~ovseg.pipelines.referring.ReferringSegmenter` (``set_image``,
-            ``predict(phrase)``); its SAM embedding and CLIP tokens are kept per image, so a new
-            phrase for the same image encodes only the text.
+        pipeline: a :class:`~ovseg.pipelines.referring.ReferringSegmenter` (``encode``,
+            ``predict(encoded, phrase)``); the encoded images (SAM embedding, CLIP tokens) are
+            kept, so a new phrase for the same image encodes only the text.
     """
 
     def __init__(self, pipeline: Any) -> None:
-        require_methods(pipeline, ("set_image", "predict", "segment_similarity"), REFERRING_TASK)
+        require_methods(pipeline, ("encode", "predict", "segment_similarity"), REFERRING_TASK)
         self.pipeline = pipeline
-        self.slot = ImageSlot.shared(pipeline)
+        self.images = EncodedImages.shared(pipeline)
 
     def read(self, image: Any) -> np.ndarray:
-        return read_upload(image, pipeline_max_pixels(self.pipeline))
+        return read_upload(image)
 
     def run(
         self, image: Any, phrase: Any, *, opacity: float = 0.5, out_dir: str | Path
@@ -605,8 +566,8 @@ class ReferringHandler:
         phrase = check_phrase(phrase)
         array = self.read(image)
         digest = image_digest(array)
-        with self.slot.use(array, digest) as (pipeline, reused):
-            result = pipeline.predict(phrase)
+        encoded, reused = self.images.get(array, digest)
+        result = self.pipeline.predict(encoded, phrase)
         result.meta = {**result.meta, "image_digest": digest}
         written = write_referring_outputs(
             result, array, Path(out_dir), f"ovseg-{digest[:12]}-referring"
@@ -622,7 +583,7 @@ class ReferringHandler:
         )
 
     def release_memory(self) -> None:
-        self.slot.release()
+        self.images.release()
 
 
 # ----------------------------------------------------------------------------- instance task
@@ -644,24 +605,6 @@ def filter_instances(instances: Instances, score_threshold: float) -> Instances:
         labels=instances.labels[keep],
         class_names=list(instances.class_names),
     )
-
-
-@contextlib.contextmanager
-def score_threshold_of(pipeline: Any, value: float) -> Iterator[None]:
-    """Run ``pipeline`` with ``postprocess["score_threshold"] = value`` (restored after).
-
-    Only safe while the pipeline is held (an :class:`ImageSlot` serialises its users).
-    """
-    postprocess = getattr(pipeline, "postprocess", None)
-    if not isinstance(postprocess, dict) or "score_threshold" not in postprocess:
-        yield
-        return
-    previous = postprocess["score_threshold"]
-    postprocess["score_threshold"] = value
-    try:
-        yield
-    finally:
-        postprocess["score_threshold"] = previous
 
 
 @dataclass(frozen=True)
@@ -742,9 +685,9 @@ class InstanceHandler:
     """
 
     def __init__(self, pipeline: Any) -> None:
-        require_methods(pipeline, ("set_image", "predict", "segment_clicks"), INSTANCE_TASK)
+        require_methods(pipeline, ("encode", "predict", "segment_clicks"), INSTANCE_TASK)
         self.pipeline = pipeline
-        self.slot = ImageSlot.shared(pipeline)
+        self.images = EncodedImages.shared(pipeline)
 
     @property
     def default_threshold(self) -> float:
@@ -756,7 +699,7 @@ class InstanceHandler:
         return getattr(self.pipeline, "vocabulary", None)
 
     def read(self, image: Any) -> np.ndarray:
-        return read_upload(image, pipeline_max_pixels(self.pipeline))
+        return read_upload(image)
 
     def run(
         self,
@@ -771,9 +714,8 @@ class InstanceHandler:
         vocab = parse_vocabulary(vocabulary)
         array = self.read(image)
         digest = image_digest(array)
-        with self.slot.use(array, digest) as (pipeline, reused):
-            with score_threshold_of(pipeline, 0.0):
-                instances = pipeline.predict(vocab)
+        encoded, reused = self.images.get(array, digest)
+        instances = self.pipeline.predict(encoded, vocab, score_threshold=0.0)
         threshold = self.default_threshold if score_threshold is None else score_threshold
         out = self.render(
             array, instances, threshold, out_dir=out_dir, stem=f"ovseg-{digest[:12]}-instances"
@@ -808,7 +750,7 @@ class InstanceHandler:
         )
 
     def release_memory(self) -> None:
-        self.slot.release()
+        self.images.release()
 
 
 # ----------------------------------------------------------------------------- click-to-segment
@@ -915,20 +857,20 @@ class ClickHandler:
 
     Args:
         pipeline: an :class:`~ovseg.pipelines.instance.InstanceSegmenter`
-            (``segment_clicks``); it shares the instance tab's pipeline and image slot, so
+            (``segment_clicks``); it shares the instance tab's pipeline and encoded images, so
             each click decodes from the kept SAM embedding.
     """
 
     def __init__(self, pipeline: Any) -> None:
-        require_methods(pipeline, ("set_image", "segment_clicks"), INSTANCE_TASK)
+        require_methods(pipeline, ("encode", "segment_clicks"), INSTANCE_TASK)
         self.pipeline = pipeline
-        self.slot = ImageSlot.shared(pipeline)
+        self.images = EncodedImages.shared(pipeline)
 
     def default_vocabulary(self) -> Vocabulary | None:
         return getattr(self.pipeline, "vocabulary", None)
 
     def read(self, image: Any) -> np.ndarray:
-        return read_upload(image, pipeline_max_pixels(self.pipeline))
+        return read_upload(image)
 
     def run(self, image: Any, clicks: Any, vocabulary: Any, *, out_dir: str | Path) -> ClickOutput:
         """Segment ``image`` from ``clicks`` (see :func:`parse_clicks`) and name the mask."""
@@ -936,8 +878,8 @@ class ClickHandler:
         array = self.read(image)
         points = click_prompts(clicks, array.shape[:2])
         digest = image_digest(array)
-        with self.slot.use(array, digest) as (pipeline, reused):
-            instances = pipeline.segment_clicks(points, vocab)
+        encoded, reused = self.images.get(array, digest)
+        instances = self.pipeline.segment_clicks(encoded, points, vocab)
         written = write_instance_outputs(
             instances, array, Path(out_dir), f"ovseg-{digest[:12]}-clicks"
         )
@@ -951,7 +893,7 @@ class ClickHandler:
         )
 
     def release_memory(self) -> None:
-        self.slot.release()
+        self.images.release()
 
 
 # ----------------------------------------------------------------------------- vocabulary-free
@@ -989,19 +931,19 @@ class VocabFreeHandler:
     """
 
     def __init__(self, pipeline: Any) -> None:
-        require_methods(pipeline, ("set_image", "predict", "discover"), VOCAB_FREE_TASK)
+        require_methods(pipeline, ("encode", "predict", "discover"), VOCAB_FREE_TASK)
         self.pipeline = pipeline
-        self.slot = ImageSlot.shared(pipeline)
+        self.images = EncodedImages.shared(pipeline)
 
     def read(self, image: Any) -> np.ndarray:
-        return read_upload(image, pipeline_max_pixels(self.pipeline))
+        return read_upload(image)
 
     def run(self, image: Any, *, opacity: float = 0.5, out_dir: str | Path) -> VocabFreeOutput:
         """Find names for ``image`` in the database and segment it with them."""
         array = self.read(image)
         digest = image_digest(array)
-        with self.slot.use(array, digest) as (pipeline, _):
-            result = pipeline.predict()
+        encoded, _ = self.images.get(array, digest)
+        result = self.pipeline.predict(encoded)
         result.meta = {**result.meta, "image_digest": digest}
         found = result.meta.get("vocab_free", {}).get("names", [])
         written = write_semantic_outputs(
@@ -1020,7 +962,7 @@ class VocabFreeHandler:
         )
 
     def release_memory(self) -> None:
-        self.slot.release()
+        self.images.release()
 
 
 # ----------------------------------------------------------------------------- failures

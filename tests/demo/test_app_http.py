@@ -157,11 +157,11 @@ def test_out_of_memory_is_shown_and_releases_the_cache(client, served, examples_
     original = handler.pipeline.query_scores
     calls = []
 
-    def out_of_memory_once(features, vocab):
-        calls.append(vocab)
+    def out_of_memory_once(*args):
+        calls.append(args)
         if len(calls) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return original(features, vocab)
+        return original(*args)
 
     monkeypatch.setattr(handler.pipeline, "query_scores", out_of_memory_once)
     image = examples_dir / "synthetic_seed7_val0000.jpg"
@@ -187,7 +187,7 @@ def test_images_over_the_pixel_cap_are_refused_with_a_message(
 def test_unexpected_errors_hide_internals(client, served, examples_dir, monkeypatch):
     handler = semantic_handler(served)
 
-    def broken(features, vocab):
+    def broken(*args):
         raise KeyError("/internal/secret/path")
 
     monkeypatch.setattr(handler.pipeline, "query_scores", broken)
@@ -210,10 +210,10 @@ def test_a_full_queue_answers_busy_instead_of_hanging(client, served, examples_d
     original = handler.pipeline.query_scores
     running, release = threading.Event(), threading.Event()
 
-    def slow(features, vocab):
+    def slow(*args):
         running.set()
         release.wait(30)
-        return original(features, vocab)
+        return original(*args)
 
     monkeypatch.setattr(handler.pipeline, "query_scores", slow)
     image = gradio_client.handle_file(str(examples_dir / "shapes_scene.jpg"))

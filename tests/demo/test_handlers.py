@@ -11,8 +11,8 @@ import torch
 
 from ovseg.demo.handlers import (
     TABLE_HEADERS,
+    EncodedImages,
     FeatureCache,
-    ImageSlot,
     PipelineProvider,
     SemanticHandler,
     SessionFiles,
@@ -133,37 +133,37 @@ def test_image_digest_depends_on_pixels_and_shape():
     assert image_digest(image.reshape(6, 4, 3)) != image_digest(image)
 
 
-def test_image_slot_sets_the_image_only_when_it_changes(shapes_tiny, scene):
-    slot = ImageSlot(shapes_tiny)
+def test_encoded_images_encode_each_image_once(shapes_tiny, scene):
+    images = EncodedImages(shapes_tiny)
     with CountingEncoder(shapes_tiny.backbone) as encoder:
-        with slot.holding(scene, image_digest(scene)) as pipeline:
-            first = pipeline.predict(VOCAB)
+        encoded, reused = images.get(scene, image_digest(scene))
+        first = shapes_tiny.predict(encoded, VOCAB)
         per_image = encoder.images
-        with slot.holding(scene, image_digest(scene)) as pipeline:
-            pipeline.predict("water, wall")
-        assert encoder.images == per_image
+        again, reused_again = images.get(scene, image_digest(scene))
+        shapes_tiny.predict(again, "water, wall")
+        assert encoder.images == per_image and again is encoded
+        assert (reused, reused_again) == (False, True)
         flipped = scene[:, ::-1].copy()
-        with slot.holding(flipped, image_digest(flipped)) as pipeline:
-            pipeline.predict(VOCAB)
+        shapes_tiny.predict(images.get(flipped, image_digest(flipped))[0], VOCAB)
         assert encoder.images == 2 * per_image
     np.testing.assert_array_equal(first.sem_seg, shapes_tiny(scene, VOCAB).sem_seg)
 
 
-def test_image_slot_forgets_an_image_whose_encoding_failed():
+def test_encoded_images_keep_nothing_of_a_failed_encoding():
     class Flaky:
         def __init__(self):
             self.calls = 0
 
-        def set_image(self, image):
+        def encode(self, image):
             self.calls += 1
             if self.calls == 1:
                 raise MemoryError
+            return image
 
-    slot, image = ImageSlot(Flaky()), np.zeros((2, 2, 3), np.uint8)
-    with pytest.raises(MemoryError), slot.holding(image, "k"):
-        pass
-    with slot.holding(image, "k") as pipeline:
-        assert pipeline.calls == 2
+    images, image = EncodedImages(Flaky()), np.zeros((2, 2, 3), np.uint8)
+    with pytest.raises(MemoryError):
+        images.get(image, "k")
+    assert images.get(image, "k") == (image, False) and images.pipeline.calls == 2
 
 
 def test_opacity_blends_between_the_image_and_the_palette(scene):

@@ -18,7 +18,7 @@ from ovseg.demo.handlers import (
     REFERRING_HEADERS,
     TABLE_HEADERS,
     ClickHandler,
-    ImageSlot,
+    EncodedImages,
     InstanceHandler,
     PackedInstances,
     PipelineProvider,
@@ -167,7 +167,7 @@ def test_a_new_phrase_on_the_same_image_reuses_both_embeddings(
     referring, scene, other_scene, tmp_path
 ):
     handler = ReferringHandler(referring)
-    handler.slot.forget()  # whatever an earlier test left set
+    handler.images.release()  # whatever an earlier test left
     with image_encoders(referring) as calls:
         first = handler.run(scene, "red star", out_dir=tmp_path)
         assert (calls["sam"].calls, calls["clip"].calls) == (1, 1)
@@ -328,7 +328,7 @@ def test_clicks_become_pixel_centre_prompts():
 
 def test_clicks_segment_from_the_kept_embedding(instance, scene, other_scene, tmp_path):
     handler = ClickHandler(instance)
-    handler.slot.forget()  # whatever an earlier test left set
+    handler.images.release()  # whatever an earlier test left
     with image_encoders(instance) as calls:
         first = handler.run(scene, "[[30, 40, 1]]", VOCAB, out_dir=tmp_path)
         second = handler.run(scene, "[[30, 40, 1], [100, 100, 0]]", VOCAB, out_dir=tmp_path)
@@ -338,9 +338,8 @@ def test_clicks_segment_from_the_kept_embedding(instance, scene, other_scene, tm
     assert (first.cached, second.cached) == (False, True)
     np.testing.assert_array_equal(second.points.coords, [[30.5, 40.5], [100.5, 100.5]])
 
-    with handler.slot.holding(scene, image_digest(scene)) as pipeline:
-        clicked = PointPrompts([[30.5, 40.5], [100.5, 100.5]], [1, 0])
-        direct = pipeline.segment_clicks(clicked, VOCAB)
+    clicked = PointPrompts([[30.5, 40.5], [100.5, 100.5]], [1, 0])
+    direct = instance.segment_clicks(instance.encode(scene), clicked, VOCAB)
     np.testing.assert_array_equal(second.instances.masks, direct.masks)
     np.testing.assert_array_equal(second.instances.labels, direct.labels)
     assert second.overlay.shape == scene.shape
@@ -352,23 +351,25 @@ def test_clicks_segment_from_the_kept_embedding(instance, scene, other_scene, tm
     assert saved["instances"][0]["name"] == second.table[0][0]
 
 
-def test_tabs_sharing_a_pipeline_share_its_image_slot(instance, scene, other_scene, tmp_path):
+def test_tabs_sharing_a_pipeline_share_its_encoded_images(instance, scene, other_scene, tmp_path):
     clicks, instances = ClickHandler(instance), InstanceHandler(instance)
-    assert clicks.slot is instances.slot is ImageSlot.shared(instance)
+    assert clicks.images is instances.images is EncodedImages.shared(instance)
+    clicks.images.release()
     clicks.run(other_scene, "[[10, 10, 1]]", VOCAB, out_dir=tmp_path)
     on_scene = instances.run(scene, VOCAB, score_threshold=0.0, out_dir=tmp_path)
-    clicks.run(other_scene, "[[10, 10, 1]]", VOCAB, out_dir=tmp_path)  # sets the other image
+    clicks.run(other_scene, "[[10, 10, 1]]", VOCAB, out_dir=tmp_path)
     again = instances.run(scene, VOCAB, score_threshold=0.0, out_dir=tmp_path)
-    assert not again.cached  # the slot knew the image had changed
+    assert again.cached  # both images stay encoded: no tab replaces the other's
     np.testing.assert_array_equal(again.instances.masks, on_scene.instances.masks)
 
 
-def test_release_memory_drops_the_sam_embedding(instance, scene, tmp_path):
+def test_release_memory_drops_the_encoded_images(instance, scene, tmp_path):
     handler = ClickHandler(instance)
     handler.run(scene, "[[30, 40, 1]]", VOCAB, out_dir=tmp_path)
-    assert instance.decoder.is_image_set
+    assert len(handler.images) >= 1
+    assert not instance.decoder.is_image_set  # the pipeline keeps no image of its own
     handler.release_memory()
-    assert not instance.decoder.is_image_set
+    assert len(handler.images) == 0
     assert not handler.run(scene, "[[30, 40, 1]]", VOCAB, out_dir=tmp_path).cached
 
 
@@ -417,23 +418,22 @@ def test_each_task_is_built_from_its_config_section(tiny_task_config, one_torch_
         PipelineProvider(bare).get("vocab_free")
 
 
-def test_image_slot_reports_reuse_and_is_shared_per_pipeline():
+def test_encoded_images_report_reuse_and_are_shared_per_pipeline():
     class Recorder:
         def __init__(self):
             self.images = []
 
-        def set_image(self, image):
+        def encode(self, image):
             self.images.append(image)
+            return ("encoded", len(self.images))
 
     first, second = Recorder(), Recorder()
-    slot = ImageSlot.shared(first)
-    assert ImageSlot.shared(first) is slot and ImageSlot.shared(second) is not slot
+    images = EncodedImages.shared(first)
+    assert EncodedImages.shared(first) is images and EncodedImages.shared(second) is not images
     image = np.zeros((2, 3, 3), np.uint8)
-    with slot.use(image, image_digest(image)) as (pipeline, reused):
-        assert pipeline is first and not reused
-    with slot.use(image, image_digest(image)) as (_, reused):
-        assert reused
-    slot.release()
-    with slot.use(image, image_digest(image)) as (_, reused):
-        assert not reused
+    assert images.get(image, image_digest(image)) == (("encoded", 1), False)
+    assert images.get(image, image_digest(image)) == (("encoded", 1), True)
+    images.release()
+    assert images.get(image, image_digest(image)) == (("encoded", 2), False)
     assert len(first.images) == 2 and second.images == []
+
