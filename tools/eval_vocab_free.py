@@ -124,8 +124,8 @@ def segmentation(pipelines: dict[str, Any], segmenter, dataset, num: int) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ovseg.data.ade20k import ADE20KDataset
     from ovseg.api import build_vocab_free_pipeline
+    from ovseg.data.ade20k import ADE20KDataset
     from ovseg.pipelines.vocab_free import VocabFreeSegmenter
 
     args = parse_args(argv)

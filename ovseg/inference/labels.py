@@ -105,9 +105,7 @@ def _streamed_maxima(
     return best, index, log_sum
 
 
-def _streamed_class_max(
-    score_fn: ScoreFn, num_queries: int, chunk: int, queries: Tensor
-) -> Tensor:
+def _streamed_class_max(score_fn: ScoreFn, num_queries: int, chunk: int, queries: Tensor) -> Tensor:
     """Per pixel: the max logit over the given query indices (``-inf`` when there is none)."""
     best = None
     for start in range(0, num_queries, chunk):
@@ -169,7 +167,9 @@ def stream_semantic_result(
         return _at_image_size(result, image_size)
     for name, value in (("prob_threshold", prob_threshold), ("area_threshold", area_threshold)):
         if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{name} must lie in [0, 1], got {value}; fix the preset or override.")
+            raise ConfigError(
+                f"{name} must lie in [0, 1], got {value}; fix the preset or override."
+            )
     query_class = vocab.query_to_class.long()
     best, index, log_sum = _streamed_maxima(score_fn, num_queries, chunk, None)
     assert log_sum is not None

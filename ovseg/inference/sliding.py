@@ -93,7 +93,9 @@ def check_window_settings(settings: dict, patch_size: int) -> dict:
         ConfigError: a value of the wrong type or range, naming the key and what is allowed.
     """
     if settings.get("mode") not in ("slide", "whole"):
-        raise ConfigError(f"inference.mode must be 'slide' or 'whole', not {settings.get('mode')!r}.")
+        raise ConfigError(
+            f"inference.mode must be 'slide' or 'whole', not {settings.get('mode')!r}."
+        )
     for key in ("short_side", "max_long_side"):
         if key in settings:
             _integer(settings, key, patch_size, allow_none=True)

@@ -54,7 +54,6 @@ _INFERENCE_DEFAULTS = {
 _POSTPROCESS_DEFAULTS = dict(SEMANTIC_POSTPROCESS_DEFAULTS)
 
 
-
 def embedded_denseclip_weights(model: Mapping[str, Any] | None, tag: str) -> str:
     """The packaged weights of a DenseCLIP head on ``model["model_name"]`` under ``tag``.
 

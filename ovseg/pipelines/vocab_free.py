@@ -249,5 +249,3 @@ class VocabFreeSegmenter(PromptablePipeline):
         result = self._fast(encoded) if self.mode == "fast" else self._dense(encoded)
         result.meta.update({k: v for k, v in self.meta.items() if k not in result.meta})
         return result
-
-

@@ -436,4 +436,3 @@ def test_encoded_images_report_reuse_and_are_shared_per_pipeline():
     images.release()
     assert images.get(image, image_digest(image)) == (("encoded", 2), False)
     assert len(first.images) == 2 and second.images == []
-

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import ovseg
-from ovseg.errors import ConfigError, DatabaseMismatchError
 from ovseg.api import build_vocab_free_pipeline
+from ovseg.errors import ConfigError, DatabaseMismatchError
 from ovseg.pipelines.vocab_free import (
     VocabFreeSegmenter,
     grid_boxes,

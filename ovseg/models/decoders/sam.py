@@ -380,7 +380,9 @@ class SamDecoder(nn.Module):
         if embedding is not None:
             if image is None:
                 raise PromptError("generate(embedding=...) needs the image it was embedded from.")
-            return generate_proposals(self, settings, image=as_rgb_image(image), embedding=embedding)
+            return generate_proposals(
+                self, settings, image=as_rgb_image(image), embedding=embedding
+            )
         if image is not None:
             self.set_image(image)
         self._require_image()
