@@ -108,6 +108,14 @@ class ReferringSegmenter(SamClipPipeline):
                 f"The grid is placed on a {placement.image_size} image but the encoded image is "
                 f"{encoded.size}."
             )
+        # a very thin image gives a grid one cell wide: repeat its cells (the grid still spans
+        # the image) so the selector's down-sampling has at least one cell per side
+        cells = int(getattr(self.selector, "down_sample", 1) or 1)
+        if min(similarity.shape) < cells:
+            size = (max(similarity.shape[0], cells), max(similarity.shape[1], cells))
+            similarity = torch.nn.functional.interpolate(
+                similarity[None, None].float(), size=size, mode="nearest"
+            )[0, 0]
         points = self.selector(similarity, placement)
         if len(points) == 0:
             raise PromptError("The point selector chose no point; lower its thresholds.")
