@@ -108,6 +108,7 @@ def run_evaluation(
     indices: Iterable[int] | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    show: bool = True,
 ) -> dict[str, Any]:
     """Run ``pipeline`` over ``dataset`` (sharded over ranks) and score it with ``evaluator``.
 
@@ -121,6 +122,7 @@ def run_evaluation(
         indices: the dataset items to run (default all); the metrics cover those only.
         out_dir: where rank 0 writes the evaluator's files (``results.json`` ...).
         progress: show a tqdm bar (rank 0 only).
+        show: print the evaluator's tables (rank 0 only).
 
     Returns:
         ``evaluator.evaluate()``'s dict, identical on every rank.
@@ -145,7 +147,8 @@ def run_evaluation(
 
     results = _gathered_results(evaluator)
     if rank == 0:
-        print(evaluator.format(results), flush=True)
+        if show:
+            print(evaluator.format(results), flush=True)
         if out_dir is not None:
             for name, text in evaluator.documents(results).items():
                 atomic_write_text(Path(out_dir) / name, text)

@@ -95,6 +95,21 @@ def test_instance_end_to_end(synth, tmp_path, capsys):
     assert "per category AP:" in capsys.readouterr().out
 
 
+def test_vocab_free_end_to_end(synth, tmp_path, capsys):
+    """The preset names its text database: names are searched, then matched to the classes."""
+    config = _config(
+        {"type": "ADE20KDataset", "root": str(synth), "split": "validation"},
+        {"type": "VocabFreeEvaluator", "progress": False},
+        tmp_path,
+    )
+    results = evaluate(config, work_dir=tmp_path / "work", limit=1)
+    assert results["num_images"] == 1 and results["num_predicted_names"] > 0
+    assert results["naming"]["num_samples"] > 0 and 0.0 <= results["matched_mIoU"] <= 100.0
+    saved = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert saved["task"] == "vocab_free_segmentation" and saved["matching"] == results["matching"]
+    assert "matched mIoU" in capsys.readouterr().out
+
+
 def test_unknown_evaluator_is_refused_with_a_close_match(synth, tmp_path):
     config = _config(
         {"type": "ADE20KDataset", "root": str(synth), "split": "validation"},
