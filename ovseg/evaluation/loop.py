@@ -42,7 +42,7 @@ from ovseg.engine.dist import (
     get_world_size,
     init_distributed,
 )
-from ovseg.errors import ConfigError, OVSegError
+from ovseg.errors import ConfigError, EvaluationError, OVSegError
 
 # the evaluators register themselves in EVALUATORS on import
 from ovseg.evaluation import (  # noqa: F401
@@ -83,20 +83,27 @@ def _sample_name(sample: Mapping[str, Any], index: int) -> str:
 def _gathered_results(evaluator: DatasetEvaluator) -> dict[str, Any]:
     """Merge every rank's state on rank 0, evaluate there, and return the metrics on all ranks.
 
-    An error while evaluating reaches every rank (as the same error type) instead of leaving
-    the others waiting.
+    An error while merging or evaluating reaches every rank instead of leaving the others
+    waiting: rank 0 raises it as it is, the others as the same ovseg error type (any other
+    error as an EvaluationError naming it).
     """
     states = all_gather_object(evaluator.state())
-    outcome: tuple[str, Any, Any] | None = None
+    outcome: tuple[str, Any, Any] = ("results", None, None)
+    failure: Exception | None = None
     if get_rank() == 0:
         try:
             evaluator.merge(states)
             outcome = ("results", None, evaluator.evaluate())
-        except OVSegError as exc:
+        except Exception as exc:  # noqa: BLE001 - every rank must hear of it
+            failure = exc
             outcome = ("error", type(exc), str(exc))
     kind, error_type, value = broadcast_object(outcome)
+    if failure is not None:
+        raise failure
     if kind == "error":
-        raise error_type(value)
+        if isinstance(error_type, type) and issubclass(error_type, OVSegError):
+            raise error_type(value)
+        raise EvaluationError(f"Rank 0 could not evaluate: {error_type.__name__}: {value}")
     return value
 
 

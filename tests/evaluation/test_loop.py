@@ -156,3 +156,57 @@ def test_a_bad_limit_is_refused(synth, tmp_path):
     )
     with pytest.raises(ConfigError, match="limit must be at least 1"):
         evaluate(config, work_dir=tmp_path / "work", limit=0)
+
+
+FAILING_WORKER = '''
+import sys
+
+import torch.distributed as dist
+
+from ovseg.errors import EvaluationError
+from ovseg.evaluation.evaluator import DatasetEvaluator
+from ovseg.evaluation.loop import run_evaluation
+
+
+class Counting(DatasetEvaluator):
+    """Counts images; evaluating fails (as a metric with nothing valid might)."""
+
+    def reset(self):
+        self.count = 0
+
+    def process(self, inputs, outputs):
+        self.count += 1
+
+    def state(self):
+        return self.count
+
+    def merge(self, states):
+        self.count = sum(states)
+
+    def evaluate(self):
+        raise ValueError(f"cannot score {self.count} images")
+
+
+if __name__ == "__main__":
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    try:
+        run_evaluation(Counting(), [{"image": i} for i in range(5)], lambda image: image)
+    except (ValueError, EvaluationError) as exc:
+        with open(f"{sys.argv[1]}/rank{rank}", "w") as handle:
+            handle.write(f"{type(exc).__name__}: {exc}")
+    dist.destroy_process_group()
+'''
+
+
+def test_an_error_while_evaluating_reaches_every_rank(tmp_path):
+    from tests.torchrun import run_torchrun
+
+    script = tmp_path / "worker.py"
+    script.write_text(FAILING_WORKER)
+    run_torchrun(script, tmp_path, timeout=120)
+    # rank 0 merged the 3 + 2 images and raised; rank 1 heard of it instead of waiting
+    assert (tmp_path / "rank0").read_text() == "ValueError: cannot score 5 images"
+    assert (tmp_path / "rank1").read_text() == (
+        "EvaluationError: Rank 0 could not evaluate: ValueError: cannot score 5 images"
+    )
