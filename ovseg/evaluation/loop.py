@@ -233,8 +233,9 @@ def evaluate(
             saved config, not built again).
 
     Raises:
-        ConfigError: no ``data.test``, an unknown or misconfigured evaluator, a bad ``limit``,
-            or a pipeline that does not fit the dataset.
+        UnknownComponentError: ``evaluation.type`` names no evaluator (close matches are named).
+        ConfigError: no ``data.test``, a misconfigured evaluator, a bad ``limit``, or a
+            pipeline that does not fit the dataset.
     """
     cfg = load_config(cfg_or_path, overrides)
     data_cfg = cfg.get("data", {}) or {}
