@@ -218,32 +218,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     if args.preset or args.data_root:
         raise OVSegError("--preset and --data-root go with --suite; a config names its own data.")
-    from ovseg.config import load_config
-    from ovseg.evaluation.instance_eval import is_instance_evaluation, run_instance_evaluation
-    from ovseg.evaluation.referring_eval import is_referring_evaluation, run_referring_evaluation
-    from ovseg.evaluation.runner import run_semantic_evaluation
+    from ovseg.evaluation.loop import evaluate
 
-    evaluation = load_config(args.config, args.overrides).get("evaluation")
-    if is_referring_evaluation(evaluation):
-        run_referring_evaluation(
-            args.config,
-            args.overrides,
-            work_dir=args.work_dir,
-            device=args.device,
-            limit=args.limit,
-        )
-        return 0
-    if is_instance_evaluation(evaluation):
-        run_instance_evaluation(
-            args.config,
-            args.overrides,
-            work_dir=args.work_dir,
-            device=args.device,
-            limit=args.limit,
-        )
-        return 0
-
-    run_semantic_evaluation(
+    evaluate(
         args.config, args.overrides, work_dir=args.work_dir, device=args.device, limit=args.limit
     )
     return 0

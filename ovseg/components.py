@@ -14,8 +14,12 @@ from ovseg.data import (  # noqa: F401
     transforms,
     voc,
 )
-from ovseg.evaluation import instance_eval, semseg  # noqa: F401
-from ovseg.evaluation import referring as referring_metrics  # noqa: F401
+from ovseg.evaluation import (  # noqa: F401
+    instance_evaluator,
+    referring_evaluator,
+    semseg_evaluator,
+    vocab_free_evaluator,
+)
 from ovseg.models import classifiers, clip_training, denseclip, necks, prompts  # noqa: F401
 from ovseg.models.backbones import clip, clip_pyramid  # noqa: F401
 from ovseg.models.decoders import sam, sam_training  # noqa: F401

@@ -38,7 +38,7 @@ from pycocotools.cocoeval import COCOeval
 
 from ovseg.data.coco_instances import CocoAnnotations, load_coco_instances
 from ovseg.errors import EvaluationError
-from ovseg.evaluation.semseg_eval import write_json_atomic
+from ovseg.evaluation.jsonio import nan_to_none, write_json_atomic
 from ovseg.evaluation.table import render_table
 from ovseg.fileio import atomic_write_text
 from ovseg.structures import Instances
@@ -406,16 +406,6 @@ def format_coco_table(metrics: Mapping[str, Any]) -> str:
     return "\n".join([head, summary, "per category AP:", per_category])
 
 
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, Mapping):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
-    return value
-
-
 def coco_metrics_to_json(metrics: Mapping[str, Any], task: str = "instance_segmentation") -> dict:
     """The JSON document for ``evaluate_coco`` metrics: fixed key order, NaN as null.
 
@@ -424,7 +414,7 @@ def coco_metrics_to_json(metrics: Mapping[str, Any], task: str = "instance_segme
     {<iou type>: {<group>: mean per-category AP}}``.
     """
     iou_types = [t for t in metrics["iou_types"] if t in metrics]
-    return _nan_to_none(
+    return nan_to_none(
         {
             "task": task,
             "num_images": metrics["num_images"],

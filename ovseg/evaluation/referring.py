@@ -44,7 +44,6 @@ import torch
 
 from ovseg.engine.dist import all_gather_object
 from ovseg.errors import ConfigError
-from ovseg.registry import EVALUATORS
 from ovseg.structures import ReferringResult
 
 PRECISION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -92,7 +91,6 @@ def sample_iou(intersection: int, union: int, convention: str = "gres") -> float
     return intersection / union
 
 
-@EVALUATORS.register(aliases=("referring_iou",))
 class ReferringMetric:
     """Accumulates referring-segmentation samples; ``compute`` gives gIoU, cIoU and Pr@t.
 

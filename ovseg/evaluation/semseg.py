@@ -25,7 +25,6 @@ import torch
 import torch.distributed as dist
 
 from ovseg.errors import ConfigError
-from ovseg.registry import EVALUATORS
 
 COUNT_KEYS = ("intersect", "union", "pred_area", "label_area")
 
@@ -101,7 +100,6 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-@EVALUATORS.register()
 class SemSegMetric:
     """Accumulates per-class pixel counts over images and turns them into mIoU-style metrics.
 

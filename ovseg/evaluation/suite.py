@@ -24,7 +24,6 @@ its resolved ``config.yaml`` to ``WORK_DIR/<benchmark>/``; the row goes to
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +40,8 @@ from ovseg.data import (  # noqa: F401 - imported so that the suite's readers ar
 )
 from ovseg.engine.dist import init_distributed
 from ovseg.errors import ConfigError, DatasetError
-from ovseg.evaluation.runner import run_semantic_evaluation
-from ovseg.evaluation.semseg_eval import write_json_atomic
+from ovseg.evaluation.jsonio import json_float, write_json_atomic
+from ovseg.evaluation.loop import evaluate
 from ovseg.evaluation.table import render_table
 from ovseg.registry import DATASETS
 
@@ -184,11 +183,6 @@ def _dataset_config(benchmark: Benchmark, folder: Path, cfg: dict[str, Any]) -> 
     return dataset
 
 
-def _json_number(value: Any) -> float | None:
-    number = float(value)
-    return None if math.isnan(number) else number
-
-
 def format_row(
     benchmarks: Sequence[Benchmark], scores: dict[str, float | None], average: float | None
 ) -> str:
@@ -275,7 +269,7 @@ def run_suite(
         bench_dir = out_dir / b.key
         if is_main:
             print(f"== {b.title}: {preset}-{b.key} on {folders[b.key]}", flush=True)
-        results = run_semantic_evaluation(
+        results = evaluate(
             configs[b.key],
             work_dir=bench_dir,
             device=device,
@@ -285,9 +279,9 @@ def run_suite(
         entries[b.key] = {
             "title": b.title,
             "preset": f"{preset}-{b.key}",
-            "mIoU": _json_number(results["mIoU"]),
-            "aAcc": _json_number(results["aAcc"]),
-            "mAcc": _json_number(results["mAcc"]),
+            "mIoU": json_float(results["mIoU"]),
+            "aAcc": json_float(results["aAcc"]),
+            "mAcc": json_float(results["mAcc"]),
             "num_images": int(results["num_images"]),
             "dataset_root": str(folders[b.key]),
             "results": str(bench_dir / "results.json"),

@@ -20,7 +20,7 @@ class absent from the ground truth (IoU 0, in the mean), so a flood of names doe
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -206,13 +206,41 @@ class VocabFreeSegMetric:
                 : len(self.class_names)
             ]
 
+    def state(self) -> dict[str, Any]:
+        """A copy of the counts: per predicted name its pixels per true class and its area."""
+        return {
+            "names": list(self.names),
+            "overlap": [row.copy() for row in self._overlap],
+            "pred_area": list(self._pred_area),
+            "label_area": self.label_area.copy(),
+        }
+
+    def merge(self, state: Mapping[str, Any]) -> None:
+        """Add the counts of another metric's ``state()`` (names are matched by their text)."""
+        label_area = np.asarray(state["label_area"], dtype=np.int64)
+        if label_area.shape != self.label_area.shape:
+            raise ValueError(
+                f"Cannot merge counts over {label_area.shape[0]} classes into a metric over "
+                f"{len(self.class_names)}; both must use the same class list."
+            )
+        for name, overlap, area in zip(state["names"], state["overlap"], state["pred_area"]):
+            row = self._name_row(name)
+            self._overlap[row] += np.asarray(overlap, dtype=np.int64)
+            self._pred_area[row] += int(area)
+        self.label_area += label_area
+
     def matching(self) -> dict[str, str]:
-        """Predicted name -> true class, one to one, maximising the matched pixels."""
+        """Predicted name -> true class, one to one, maximising the matched pixels.
+
+        Names are ordered by their text first, so ties are broken the same way whatever order
+        the images (or the processes' shares) came in.
+        """
         if not self.names:
             return {}
-        overlap = np.stack(self._overlap)
+        names = sorted(self.names)
+        overlap = np.stack([self._overlap[self._row[name]] for name in names])
         rows, cols = linear_sum_assignment(-overlap)
-        return {self.names[r]: self.class_names[c] for r, c in zip(rows, cols) if overlap[r, c]}
+        return {names[r]: self.class_names[c] for r, c in zip(rows, cols) if overlap[r, c]}
 
     def compute(self) -> dict[str, Any]:
         match = self.matching()
@@ -227,7 +255,7 @@ class VocabFreeSegMetric:
         np.divide(intersect, union, out=iou, where=union > 0)
         # a name matched to no class is a predicted class absent from the labels: IoU 0, as
         # mIoU counts a predicted class that never occurs in the ground truth
-        unmatched = [name for name in self.names if name not in match]
+        unmatched = [name for name in sorted(self.names) if name not in match]
         valid = np.concatenate([iou[~np.isnan(iou)], np.zeros(len(unmatched))])
         return {
             "mIoU": float(100 * valid.mean()) if valid.size else float("nan"),

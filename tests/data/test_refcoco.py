@@ -11,7 +11,8 @@ from PIL import Image
 
 from ovseg.data.refcoco import RefCOCODataset
 from ovseg.errors import DatasetError
-from ovseg.evaluation.referring_eval import evaluate_referring
+from ovseg.evaluation.loop import run_evaluation
+from ovseg.evaluation.referring_evaluator import ReferringEvaluator
 from ovseg.structures import PointPrompts, ReferringResult
 
 
@@ -97,7 +98,8 @@ class FixedAnswer:
 
 def test_referring_evaluation_scores_the_sentences(tmp_path):
     data = RefCOCODataset(write_refer(tmp_path), split="val")
-    results = evaluate_referring(FixedAnswer(), data, progress=False)
+    evaluator = ReferringEvaluator.from_dataset(data)
+    results = run_evaluation(evaluator, data, FixedAnswer(), progress=False)
     overall = results["overall"]
     assert overall["num_samples"] == 3 and results["groups"] == {}
     # both sentences of ref 0 are right; ref 1's square overlaps the answer partly

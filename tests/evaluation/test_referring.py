@@ -134,8 +134,11 @@ def test_merge_equals_one_accumulator() -> None:
 
 
 def test_settings_are_checked_and_registered() -> None:
-    assert EVALUATORS.get("ReferringMetric") is ReferringMetric
-    assert EVALUATORS.get("referring_iou") is ReferringMetric
+    from ovseg.evaluation.referring_evaluator import ReferringEvaluator
+
+    # configs name the metric; the registry gives its dataset evaluator
+    assert EVALUATORS.get("ReferringMetric") is ReferringEvaluator
+    assert EVALUATORS.get("referring_iou") is ReferringEvaluator
     with pytest.raises(ConfigError, match="convention"):
         ReferringMetric(convention="mean")
     with pytest.raises(ConfigError, match="thresholds"):

@@ -196,6 +196,12 @@ def test_all_reduce_without_distributed_is_noop_and_reset_clears() -> None:
     assert np.isnan(metric.compute()["aAcc"])
 
 
-def test_registered_as_evaluator() -> None:
-    metric = EVALUATORS.build({"type": "SemSegMetric", "num_classes": 2, "class_names": ["a", "b"]})
-    assert isinstance(metric, SemSegMetric)
+def test_its_evaluator_is_registered_under_the_metric_name() -> None:
+    from ovseg.evaluation.semseg_evaluator import SemSegEvaluator
+
+    evaluator = EVALUATORS.build({"type": "SemSegMetric", "class_names": ["a", "b"]})
+    assert (
+        isinstance(evaluator, SemSegEvaluator)
+        and EVALUATORS.get("SemSegEvaluator") is SemSegEvaluator
+    )
+    assert isinstance(evaluator.metric, SemSegMetric) and evaluator.metric.num_classes == 2

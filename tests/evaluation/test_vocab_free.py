@@ -163,3 +163,70 @@ def test_matched_miou_equals_miou_when_the_matching_is_the_identity():
     assert result["matching"] == {"a": "a", "b": "b"}
     assert result["mIoU"] == pytest.approx(plain.compute()["mIoU"])
     assert result["mIoU"] == pytest.approx(100 * (2 / 3 + 1 + 0) / 3)
+
+
+class _Found:
+    """A vocabulary-free prediction: ``sem_seg`` indexes ``class_names`` (names it found)."""
+
+    def __init__(self, sem_seg, class_names):
+        self.sem_seg = np.asarray(sem_seg)
+        self.class_names = class_names
+
+
+def _scenes():
+    """Two 2x4 scenes over classes sky / tree / road (255 = ignored) and what was found."""
+    first = {"filename": "a.png", "label": np.array([[0, 0, 1, 1], [0, 0, 1, 255]])}
+    second = {"filename": "b.png", "label": np.array([[2, 2, 2, 2], [1, 1, 2, 2]])}
+    found_first = _Found([[0, 0, 1, 1], [0, 1, 1, 0]], ["heaven", "bush"])
+    found_second = _Found([[0, 0, 0, 255], [1, 1, 0, 0]], ["street", "bush"])
+    return [(first, found_first), (second, found_second)]
+
+
+def test_vocab_free_evaluator_protocol_by_hand():
+    from ovseg.evaluation.vocab_free_evaluator import VocabFreeEvaluator
+
+    classes = ["sky", "tree", "road"]
+    evaluator = VocabFreeEvaluator(classes, encoder=lambda names: np.eye(len(names)))
+    for inputs, outputs in _scenes():
+        evaluator.process(inputs, outputs)
+    results = evaluator.evaluate()
+    reference = VocabFreeSegMetric(classes)
+    for inputs, outputs in _scenes():
+        reference.process(outputs.sem_seg, outputs.class_names, inputs["label"])
+    assert results["matched_mIoU"] == reference.compute()["mIoU"]
+    assert results["matching"] == {"bush": "tree", "heaven": "sky", "street": "road"}
+    # regions: a.png sky -> heaven (4 of 4), tree -> bush (3 of 3); b.png tree -> bush,
+    # road -> street (5 of 6 named pixels, one unnamed): 3 clusters, all right
+    assert results["naming"]["cluster_accuracy"] == 100.0
+    assert results["naming"]["num_samples"] == 4 and results["naming"]["exact_accuracy"] == 0.0
+    # every name found is not a class name: recall and precision of exact names are 0
+    assert results["vocabulary_recall"] == 0.0 and results["num_images"] == 2
+    evaluator.reset()
+    assert evaluator.evaluate()["num_images"] == 0
+
+
+def test_vocab_free_evaluator_shares_merge_to_one_pass():
+    from ovseg.evaluation.vocab_free_evaluator import VocabFreeEvaluator
+
+    classes = ["sky", "tree", "road"]
+    whole = VocabFreeEvaluator(classes)
+    shares = [VocabFreeEvaluator(classes), VocabFreeEvaluator(classes)]
+    for index, (inputs, outputs) in enumerate(_scenes()):
+        whole.process(inputs, outputs)
+        shares[index].process(inputs, outputs)
+    merged = VocabFreeEvaluator(classes)
+    merged.merge([shares[1].state(), shares[0].state()])  # another order of the shares
+    assert merged.evaluate() == whole.evaluate()
+    text = merged.format(merged.evaluate())
+    assert "matched mIoU" in text and "cluster_accuracy" in text
+
+
+def test_region_names_take_the_majority_name():
+    from ovseg.evaluation.vocab_free_evaluator import region_names
+
+    label = np.array([[0, 0, 0], [1, 1, 255]])
+    sem_seg = np.array([[1, 0, 1], [255, 255, 0]])
+    assert region_names(sem_seg, ["x", "y"], label, ["sky", "tree"], 255) == [
+        ("y", "sky"),
+        ("", "tree"),  # no pixel of the tree got a name
+    ]

@@ -13,7 +13,7 @@ import yaml
 import ovseg
 from ovseg.data.writers import write_synthetic_world
 from ovseg.errors import ConfigError, WeightsNotFoundError
-from ovseg.evaluation.runner import run_semantic_evaluation
+from ovseg.evaluation.loop import evaluate
 from ovseg.models.denseclip import DenseCLIPSegmentor, export_segmentor
 from ovseg.pipelines.denseclip import DenseCLIPSegmenter
 from ovseg.registry import PIPELINES
@@ -161,7 +161,7 @@ def test_ovseg_eval_reports_seen_and_unseen(weights, tmp_path):
     eval_cfg["evaluation"]["progress"] = False
     path = tmp_path / "eval.yaml"
     path.write_text(yaml.safe_dump(eval_cfg))
-    results = run_semantic_evaluation(path, work_dir=tmp_path / "out")
+    results = evaluate(path, work_dir=tmp_path / "out")
     assert set(results["groups"]) == {"seen", "unseen"} and results["num_images"] == 2
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert "mIoU" in json.dumps(saved)

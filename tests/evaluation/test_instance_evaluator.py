@@ -1,5 +1,6 @@
-"""evaluate_instances over a tiny COCO set: oracle vs noisy predictors, partial runs, errors,
-the registered evaluator, the config runner, and a 2-process torchrun equal to 1 process."""
+"""CocoInstanceEvaluator in the loop over a tiny COCO set: oracle vs noisy predictors, partial
+runs, errors, the registered evaluator, ``evaluate`` on a config, and a 2-process torchrun equal
+to 1 process."""
 
 from __future__ import annotations
 
@@ -12,13 +13,9 @@ import pytest
 
 from ovseg.data.coco_instances import COCOInstances
 from ovseg.data.writers import write_synthetic_world
-from ovseg.errors import EvaluationError
-from ovseg.evaluation.instance_eval import (
-    CocoInstanceEvaluator,
-    evaluate_instances,
-    is_instance_evaluation,
-    run_instance_evaluation,
-)
+from ovseg.errors import ConfigError, EvaluationError
+from ovseg.evaluation.instance_evaluator import CocoInstanceEvaluator
+from ovseg.evaluation.loop import build_evaluator, evaluate, run_evaluation
 from ovseg.registry import EVALUATORS
 from ovseg.structures import Instances
 from tests.torchrun import run_torchrun
@@ -65,20 +62,28 @@ if __name__ == "__main__":
     import torch.distributed as dist
 
     from ovseg.data.coco_instances import COCOInstances
-    from ovseg.evaluation.instance_eval import evaluate_instances
+    from ovseg.evaluation.instance_evaluator import CocoInstanceEvaluator
+    from ovseg.evaluation.loop import run_evaluation
 
     dist.init_process_group("gloo")
     dataset = COCOInstances(sys.argv[1], split="val")
     _, noisy = make_predictors(dataset)
     out = sys.argv[2]
-    metrics = evaluate_instances(
-        noisy, dataset, out_json=out + ".json", results_json=out + ".results.json", progress=False
-    )
-    with open(f"{out}.rank{dist.get_rank()}", "w") as handle:
+    evaluator = CocoInstanceEvaluator.from_dataset(dataset)
+    metrics = run_evaluation(evaluator, dataset, noisy, out_dir=out)
+    with open(f"{out}/rank{dist.get_rank()}", "w") as handle:
         json.dump({k: metrics[k]["AP"] for k in ("bbox", "segm")}, handle)
     dist.destroy_process_group()
 """
 )
+
+
+def evaluate_instances(predict, dataset, evaluator=None, *, indices=None, out_dir=None):
+    """The loop with the dataset's COCO evaluator (or ``evaluator``), no progress bar."""
+    evaluator = evaluator or CocoInstanceEvaluator.from_dataset(dataset)
+    return run_evaluation(
+        evaluator, dataset, predict, indices=indices, out_dir=out_dir, progress=False
+    )
 
 
 def _predictors(dataset):
@@ -103,11 +108,8 @@ def dataset(coco_root) -> COCOInstances:
 
 def test_oracle_scores_100_and_noise_scores_less(dataset, tmp_path, capsys) -> None:
     oracle, noisy = _predictors(dataset)
-    out = tmp_path / "metrics.json"
-    results_path = tmp_path / "coco_results.json"
-    perfect = evaluate_instances(
-        oracle, dataset, out_json=out, results_json=results_path, progress=False
-    )
+    perfect = evaluate_instances(oracle, dataset, out_dir=tmp_path)
+    out, results_path = tmp_path / "results.json", tmp_path / "coco_results.json"
     for iou_type in ("bbox", "segm"):
         assert perfect[iou_type]["AP"] == pytest.approx(100.0)
         assert perfect[iou_type]["AP75"] == pytest.approx(100.0)
@@ -125,7 +127,7 @@ def test_oracle_scores_100_and_noise_scores_less(dataset, tmp_path, capsys) -> N
         a["category_id"] for a in dataset.coco.anns.values()
     }
 
-    worse = evaluate_instances(noisy, dataset, progress=False)
+    worse = evaluate_instances(noisy, dataset)
     for iou_type in ("bbox", "segm"):
         assert 0.0 < worse[iou_type]["AP"] < 100.0
 
@@ -145,7 +147,7 @@ def test_dataset_reads_the_same_after_evaluating(coco_root) -> None:
     dataset = COCOInstances(coco_root.parent / "polygons" / "coco", split="val")
     before = [dataset[i]["instances"]["masks"] for i in range(len(dataset))]
     oracle, _ = _predictors(dataset)
-    assert evaluate_instances(oracle, dataset, progress=False)["segm"]["AP"] == 100.0
+    assert evaluate_instances(oracle, dataset)["segm"]["AP"] == 100.0
     assert any(isinstance(a["segmentation"], dict) for a in dataset.coco.anns.values())
     for index, masks in enumerate(before):
         np.testing.assert_array_equal(dataset[index]["instances"]["masks"], masks)
@@ -153,7 +155,7 @@ def test_dataset_reads_the_same_after_evaluating(coco_root) -> None:
 
 def test_partial_run_is_scored_on_its_images(dataset) -> None:
     oracle, _ = _predictors(dataset)
-    metrics = evaluate_instances(oracle, dataset, indices=[1, 3], progress=False)
+    metrics = evaluate_instances(oracle, dataset, indices=[1, 3])
     assert metrics["num_images"] == 2
     assert metrics["segm"]["AP"] == pytest.approx(100.0)
     assert metrics["num_predictions"] == len(dataset.coco.getAnnIds(imgIds=[2, 4]))
@@ -164,22 +166,22 @@ def test_wrong_mask_size_names_the_image(dataset) -> None:
         return Instances(np.ones((1, 8, 8), bool), [[0, 0, 8, 8]], [1.0], [0], dataset.class_names)
 
     with pytest.raises(EvaluationError, match=r"000000000001\.jpg: Masks are 8x8 but image 1"):
-        evaluate_instances(small_masks, dataset, progress=False)
+        evaluate_instances(small_masks, dataset)
     # boxes only: masks are not looked at
     boxes_only = CocoInstanceEvaluator(dataset.coco, dataset.category_ids, iou_types="bbox")
-    metrics = evaluate_instances(small_masks, dataset, boxes_only, progress=False)
+    metrics = evaluate_instances(small_masks, dataset, boxes_only)
     assert "segm" not in metrics and metrics["bbox"]["AP"] < 100.0
 
 
 def test_predict_must_return_instances_of_the_dataset_classes(dataset) -> None:
     with pytest.raises(TypeError, match="must return ovseg.structures.Instances"):
-        evaluate_instances(lambda image: {"masks": []}, dataset, progress=False)
+        evaluate_instances(lambda image: {"masks": []}, dataset)
 
     def two_classes(image):
         return Instances(np.zeros((0, 48, 48), bool), np.zeros((0, 4)), [], [], ["a", "b"])
 
     with pytest.raises(EvaluationError, match="name 2 classes but there are 64 categories"):
-        evaluate_instances(two_classes, dataset, progress=False)
+        evaluate_instances(two_classes, dataset)
 
 
 def test_evaluator_checks(dataset) -> None:
@@ -187,20 +189,28 @@ def test_evaluator_checks(dataset) -> None:
     evaluator = CocoInstanceEvaluator(dataset.ann_file)  # a path works as ground truth
     assert evaluator.category_ids == dataset.category_ids
     with pytest.raises(EvaluationError, match="No image was processed"):
-        evaluator.compute()
+        evaluator.evaluate()
     sample = dataset[0]
     with pytest.raises(EvaluationError, match="image id 999 is not in the ground truth"):
-        evaluator.process(999, oracle(sample["image"]))
-    evaluator.process(sample["image_id"], oracle(sample["image"]))
-    evaluator.process(sample["image_id"], oracle(sample["image"]))
+        evaluator.process({"image_id": 999}, oracle(sample["image"]))
+    evaluator.process(sample, oracle(sample["image"]))
+    evaluator.process(sample, oracle(sample["image"]))
     with pytest.raises(EvaluationError, match=r"Images \[1\] were processed more than once"):
-        evaluator.compute()
+        evaluator.evaluate()
     evaluator.reset()
-    evaluator.process(sample["image_id"], oracle(sample["image"]))
-    evaluator.all_gather()
-    with pytest.raises(RuntimeError, match="already called"):
-        evaluator.all_gather()
-    assert evaluator.compute()["segm"]["AP"] == pytest.approx(100.0)
+    evaluator.process(sample, oracle(sample["image"]))
+    assert evaluator.evaluate()["segm"]["AP"] == pytest.approx(100.0)
+    # shares merged in rank order are put in image-id order
+    other = CocoInstanceEvaluator(dataset.coco, dataset.category_ids)
+    second = dataset[1]
+    other.process(second, oracle(second["image"]))
+    merged = CocoInstanceEvaluator(dataset.coco, dataset.category_ids)
+    merged.merge([other.state(), evaluator.state()])
+    assert merged.image_ids == [sample["image_id"], second["image_id"]]
+    assert [r["image_id"] for r in merged.results()] == sorted(
+        r["image_id"] for r in merged.results()
+    )
+    assert merged.evaluate()["num_images"] == 2
     with pytest.raises(EvaluationError, match=r"category_ids \[999\]"):
         CocoInstanceEvaluator(dataset.coco, [1, 999])
 
@@ -212,11 +222,11 @@ def test_registered_evaluator_and_dispatch_rule(dataset) -> None:
         category_ids=dataset.category_ids,
     )
     assert isinstance(built, CocoInstanceEvaluator) and built.iou_types == ["segm"]
-    assert is_instance_evaluation({"type": "CocoInstanceEvaluator"})
-    assert is_instance_evaluation({"type": "coco_ap", "iou_types": ["bbox"]})
-    assert not is_instance_evaluation({"groups": "auto"})
-    assert not is_instance_evaluation(None)
-    assert not is_instance_evaluation({"type": "SemSegMetric"})
+    chosen = build_evaluator({"type": "coco_ap", "iou_types": ["bbox"], "progress": False}, dataset)
+    assert isinstance(chosen, CocoInstanceEvaluator) and chosen.iou_types == ["bbox"]
+    assert chosen.vocabulary == dataset.class_names
+    with pytest.raises(ConfigError, match="needs a COCO dataset"):
+        build_evaluator({"type": "CocoInstanceEvaluator"}, [{"image": None}])
 
 
 ORACLE_PIPELINE = '''
@@ -264,7 +274,7 @@ def test_config_runner_end_to_end(coco_root, tmp_path, monkeypatch, capsys) -> N
         "evaluation": {"type": "CocoInstanceEvaluator", "progress": False},
     }
     work_dir = tmp_path / "work"
-    metrics = run_instance_evaluation(config, work_dir=work_dir, limit=3)
+    metrics = evaluate(config, work_dir=work_dir, limit=3)
     assert metrics["num_images"] == 3
     assert metrics["bbox"]["AP"] == pytest.approx(100.0)
     assert metrics["segm"]["AP"] == pytest.approx(100.0)
@@ -280,27 +290,19 @@ def test_config_runner_end_to_end(coco_root, tmp_path, monkeypatch, capsys) -> N
 def test_two_process_torchrun_equals_one_process(coco_root, dataset, tmp_path) -> None:
     _, noisy = _predictors(dataset)
     single = tmp_path / "single"
-    evaluate_instances(
-        noisy,
-        dataset,
-        out_json=f"{single}.json",
-        results_json=f"{single}.results.json",
-        progress=False,
-    )
+    evaluate_instances(noisy, dataset, out_dir=single)
 
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     distributed = tmp_path / "dist"
+    distributed.mkdir()
     proc = run_torchrun(script, coco_root, distributed)
 
-    assert Path(f"{distributed}.json").read_bytes() == Path(f"{single}.json").read_bytes()
-    assert (
-        Path(f"{distributed}.results.json").read_bytes()
-        == Path(f"{single}.results.json").read_bytes()
-    )
+    for name in ("results.json", "coco_results.json"):
+        assert (distributed / name).read_bytes() == (single / name).read_bytes()
     assert proc.stdout.count("per category AP:") == 1  # only rank 0 prints
-    rank0 = Path(f"{distributed}.rank0").read_text()
-    assert rank0 == Path(f"{distributed}.rank1").read_text()  # every rank returns the metrics
+    rank0 = (distributed / "rank0").read_text()
+    assert rank0 == (distributed / "rank1").read_text()  # every rank returns the metrics
     assert 0.0 < json.loads(rank0)["segm"] < 100.0
 
 
@@ -318,7 +320,7 @@ def test_group_means_are_reported_and_saved(coco_root, dataset, tmp_path, monkey
         "data": {"test": {"type": "COCOInstances", "root": str(coco_root), "split": "val"}},
         "evaluation": {"type": "CocoInstanceEvaluator", "progress": False, "groups": {"unseen": unseen}},
     }  # fmt: skip
-    metrics = run_instance_evaluation(config, work_dir=tmp_path / "work")
+    metrics = evaluate(config, work_dir=tmp_path / "work")
     assert metrics["groups"]["segm"]["seen"] == pytest.approx(100.0)
     saved = json.loads((tmp_path / "work" / "results.json").read_text())
     assert set(saved["groups"]["bbox"]) == {"seen", "unseen"}

@@ -1,4 +1,4 @@
-"""Referring evaluation on a COCO instances dataset: one phrase per class present."""
+"""ReferringEvaluator on a COCO instances dataset (one phrase per class present), in the loop."""
 
 from __future__ import annotations
 
@@ -10,13 +10,9 @@ import pytest
 
 from ovseg.data.coco_instances import COCOInstances
 from ovseg.data.writers import write_synthetic_world
-from ovseg.errors import ConfigError
-from ovseg.evaluation.referring_eval import (
-    evaluate_referring,
-    is_referring_evaluation,
-    phrases_and_targets,
-    run_referring_evaluation,
-)
+from ovseg.errors import ConfigError, EvaluationError
+from ovseg.evaluation.loop import build_evaluator, evaluate, run_evaluation
+from ovseg.evaluation.referring_evaluator import ReferringEvaluator, phrases_and_targets
 from ovseg.registry import PIPELINES
 from ovseg.structures import PointPrompts, ReferringResult
 
@@ -83,7 +79,9 @@ def test_targets_are_class_unions(dataset):
 
 def test_oracle_scores_100_and_misses_count_per_group(dataset, coco_root):
     oracle = GroundTruthReferring(str(coco_root), "val")
-    results = evaluate_referring(oracle, dataset, progress=False)
+    results = run_evaluation(
+        ReferringEvaluator.from_dataset(dataset), dataset, oracle, progress=False
+    )
     assert results["overall"]["gIoU"] == pytest.approx(100.0)
     assert results["overall"]["cIoU"] == pytest.approx(100.0)
     samples = results["overall"]["num_samples"]
@@ -99,7 +97,8 @@ def test_oracle_scores_100_and_misses_count_per_group(dataset, coco_root):
     missed = names[0]
     groups = {"unseen": [missed], "seen": names[1:]}
     partial = GroundTruthReferring(str(coco_root), "val", miss=(missed,))
-    results = evaluate_referring(partial, dataset, groups=groups, progress=False)
+    evaluator = ReferringEvaluator.from_dataset(dataset, groups=groups)
+    results = run_evaluation(evaluator, dataset, partial, progress=False)
     unseen, seen = results["groups"]["unseen"], results["groups"]["seen"]
     assert unseen["gIoU"] == 0.0 and seen["gIoU"] == pytest.approx(100.0)
     assert unseen["num_samples"] + seen["num_samples"] == samples
@@ -120,12 +119,41 @@ def test_config_runner_writes_results_and_prints_the_table(coco_root, tmp_path, 
         "data": {"test": {"type": "COCOInstances", "root": str(coco_root), "split": "val"}},
         "evaluation": {"type": "ReferringMetric", "phrase": "a {}", "progress": False},
     }
-    assert is_referring_evaluation(config["evaluation"])
-    results = run_referring_evaluation(config, work_dir=tmp_path / "w", limit=2)
+    results = evaluate(config, work_dir=tmp_path / "w", limit=2)
     assert results["num_images"] == 2 and results["overall"]["gIoU"] == pytest.approx(100.0)
     saved = json.loads((tmp_path / "w" / "results.json").read_text())
     assert saved["overall"]["num_samples"] == results["overall"]["num_samples"]
     assert "gIoU" in capsys.readouterr().out
     config["evaluation"]["phrase"] = "no slot"
     with pytest.raises(ConfigError, match="must contain"):
-        run_referring_evaluation(config, work_dir=tmp_path / "w2")
+        evaluate(config, work_dir=tmp_path / "w2")
+
+
+def test_protocol_queries_process_merge_evaluate(dataset, coco_root):
+    oracle = GroundTruthReferring(str(coco_root), "val")
+    names = sorted(set(dataset.class_names))
+    evaluator = build_evaluator({"type": "referring_iou", "groups": {"unseen": names[:3]}}, dataset)
+    assert isinstance(evaluator, ReferringEvaluator) and evaluator.task == "referring"
+    shares = []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        share = ReferringEvaluator.from_dataset(dataset, groups={"unseen": names[:3]})
+        oracle.set_image(sample["image"])
+        phrases = share.queries(sample)
+        assert phrases == [p for _, p, _ in phrases_and_targets(
+            sample, dataset.class_names, dataset.category_ids, "{}")]  # fmt: skip
+        share.process(sample, [oracle.predict(p) for p in phrases])
+        shares.append(share.state())
+    evaluator.merge(shares)
+    results = evaluator.evaluate()
+    assert results["num_images"] == len(dataset)
+    assert results["overall"]["gIoU"] == pytest.approx(100.0)
+    assert set(results["groups"]) == {"seen", "unseen"}
+    sample = dataset[0]
+    with pytest.raises(EvaluationError, match="predictions for"):
+        evaluator.process(sample, [])
+    # a bare (H, W) mask is a prediction too: all wrong here
+    evaluator.reset()
+    evaluator.process(sample, [np.zeros(sample["image"].shape[:2], bool)] * len(
+        evaluator.queries(sample)))  # fmt: skip
+    assert evaluator.evaluate()["overall"]["gIoU"] == 0.0

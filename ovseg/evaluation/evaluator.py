@@ -1,0 +1,85 @@
+"""The evaluator protocol: what one metric needs to be run by the evaluation loop.
+
+An evaluator sees the dataset one sample at a time, with the pipeline's prediction for it, and
+turns what it collected into a metric dict, as detectron2's ``DatasetEvaluator`` does::
+
+    evaluator.reset()
+    for sample in dataset:                       # this process's share under torchrun
+        evaluator.process(sample, prediction)    # prediction: see the evaluator's ``task``
+    metrics = evaluator.evaluate()               # after the shares were merged (rank 0)
+
+Sharding is not the evaluator's business: :func:`ovseg.evaluation.loop.run_evaluation` gathers
+every process's :meth:`~DatasetEvaluator.state`, :meth:`~DatasetEvaluator.merge` s them in rank
+order on rank 0, evaluates there and hands the metrics to every rank. An evaluator's state must
+therefore be picklable and its ``evaluate`` independent of how the samples were split (integer
+counts, exactly rounded sums or an order fixed by sample ids), so that a sharded run gives the
+numbers of a one-process run exactly.
+
+Evaluators are registered in ``ovseg.registry.EVALUATORS`` and built for a dataset by
+:meth:`DatasetEvaluator.from_dataset` with the config's ``evaluation`` keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+TASKS = ("semantic", "instance", "referring", "vocab_free")
+
+
+class DatasetEvaluator:
+    """Base class of the evaluators (see the module docstring).
+
+    Class attributes:
+        task: the pipeline the evaluator scores: ``semantic`` (image -> ``OVSegResult`` or an
+            (H, W) index map), ``instance`` (image -> ``Instances``), ``referring``
+            (``set_image`` + ``predict(phrase)`` per phrase of :meth:`queries`) or
+            ``vocab_free`` (image -> ``OVSegResult`` whose class names were searched).
+
+    Attributes:
+        vocabulary: the class names the pipeline must be built with (in label order), or None
+            when the evaluator needs none (referring, vocabulary-free).
+    """
+
+    task: ClassVar[str] = "semantic"
+    vocabulary: list[str] | None = None
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, **settings: Any) -> DatasetEvaluator:
+        """An evaluator for ``dataset`` with the config's ``evaluation`` settings."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a dataset.")
+
+    def reset(self) -> None:
+        """Forget every processed sample."""
+        raise NotImplementedError
+
+    def queries(self, inputs: Mapping[str, Any]) -> list[str]:
+        """The phrases to predict for one sample (referring evaluators only)."""
+        return []
+
+    def process(self, inputs: Mapping[str, Any], outputs: Any) -> None:
+        """Add one dataset sample (``inputs``) and the pipeline's prediction for it."""
+        raise NotImplementedError
+
+    def state(self) -> Any:
+        """A picklable copy of what :meth:`process` collected on this process."""
+        raise NotImplementedError
+
+    def merge(self, states: Sequence[Any]) -> None:
+        """Replace what was collected by the union of ``states`` (one per rank, in rank order)."""
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, Any]:
+        """The metrics over the collected samples."""
+        raise NotImplementedError
+
+    def check_pipeline(self, pipeline: Any) -> None:
+        """Refuse a pipeline that cannot be scored (e.g. a vocabulary of the wrong size)."""
+
+    def format(self, results: Mapping[str, Any]) -> str:
+        """The text printed after the run (tables), without a trailing newline."""
+        raise NotImplementedError
+
+    def documents(self, results: Mapping[str, Any]) -> dict[str, str]:
+        """Files to write in the work dir: ``{file name: text}``; ``results.json`` first."""
+        raise NotImplementedError
