@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from itertools import product
 from typing import TYPE_CHECKING, Any
 
@@ -35,9 +37,10 @@ from scipy import ndimage
 from torchvision.ops import batched_nms
 
 from ovseg.errors import ConfigError
+from ovseg.models.decoders.prompted import ImageEmbedding, PromptedMaskDecoder
 
 if TYPE_CHECKING:
-    from ovseg.models.decoders.sam import ImageEmbedding, SamDecoder
+    from ovseg.models.decoders.sam import SamDecoder
 
 CROP_EDGE_TOLERANCE = 20.0  # pixels, as SAM's is_box_near_crop_edge
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -214,8 +217,31 @@ def _clean_small_regions(
 
 
 # ---------------------------------------------------------------------------- generation
+def sam_grid_masks(
+    decoder: SamDecoder, embedding: ImageEmbedding, points: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SAM's masks for ``(B, 2)`` float64 single foreground points in crop pixels, multimask.
+
+    Returns ``(logits (B*K, h, w) in crop pixels, iou (B*K,), points (B*K, 2))``, the K masks
+    of each point together.
+    """
+    # float64 prompts, as SAM's generator passes them, so the numbers match exactly
+    coords = decoder.to_model_frame(points, embedding.original_size)[:, None, :]
+    labels = torch.ones((len(points), 1), dtype=torch.int64)
+    logits, iou, _ = decoder.decode(embedding, coords, labels, None, None, multimask=True)
+    k = logits.shape[1]
+    prompt_points = points.repeat_interleave(k, dim=0).to(logits.device)
+    return logits.flatten(0, 1), iou.flatten(0, 1), prompt_points
+
+
+GridMasks = Callable[
+    [ImageEmbedding, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+]
+
+
 def _crop_proposals(
-    decoder: SamDecoder,
+    grid_masks: GridMasks,
+    threshold: float,
     embedding: ImageEmbedding,
     crop: tuple[int, int, int, int],
     grid: np.ndarray,
@@ -230,16 +256,9 @@ def _crop_proposals(
     parts: dict[str, list[torch.Tensor]] = {
         k: [] for k in ("masks", "iou_scores", "stability_scores", "boxes", "point_coords")
     }
-    threshold = decoder.model.mask_threshold
     for start in range(0, len(points), settings.points_per_batch):
         batch = torch.from_numpy(points[start : start + settings.points_per_batch])
-        # float64 prompts, as SAM's generator passes them, so the numbers match exactly
-        coords = decoder.to_model_frame(batch, (crop_h, crop_w))[:, None, :]
-        labels = torch.ones((len(batch), 1), dtype=torch.int64)
-        logits, iou, _ = decoder.decode(embedding, coords, labels, None, None, multimask=True)
-        k = logits.shape[1]
-        logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
-        prompt_points = batch.repeat_interleave(k, dim=0).to(logits.device)
+        logits, iou, prompt_points = grid_masks(embedding, batch)
         keep = torch.ones_like(iou, dtype=torch.bool)
         if settings.pred_iou_thresh > 0:
             keep &= iou > settings.pred_iou_thresh
@@ -284,12 +303,25 @@ def _crop_proposals(
     return data
 
 
-def generate_proposals(decoder: SamDecoder, settings: AutomaticMaskSettings) -> MaskProposals:
+def generate_proposals(
+    decoder: PromptedMaskDecoder,
+    settings: AutomaticMaskSettings,
+    grid_masks: GridMasks | None = None,
+    threshold: float | None = None,
+    clean_small_regions: bool = True,
+) -> MaskProposals:
     """Automatic masks for the image set on ``decoder`` (see the module docstring).
 
     Crops other than the whole image are embedded on their own; the decoder's image state is
-    left as it was.
+    left as it was. ``grid_masks`` predicts the masks of a batch of grid points (default:
+    :func:`sam_grid_masks`), ``threshold`` binarises them (default: the decoder's), and
+    ``clean_small_regions=False`` skips step 5 (SAM 2 fills small regions of the low-resolution
+    logits instead).
     """
+    if grid_masks is None:
+        grid_masks = partial(sam_grid_masks, decoder)
+    if threshold is None:
+        threshold = decoder.mask_threshold
     image = decoder.image
     height, width = image.shape[:2]
     full = decoder.embedding
@@ -302,7 +334,13 @@ def generate_proposals(decoder: SamDecoder, settings: AutomaticMaskSettings) -> 
         embedding = full if layer == 0 else decoder.embed(image[y0:y1, x0:x1, :])
         results.append(
             _crop_proposals(
-                decoder, embedding, crop, point_grid(per_side), (height, width), settings
+                grid_masks,
+                threshold,
+                embedding,
+                crop,
+                point_grid(per_side),
+                (height, width),
+                settings,
             )
         )
     data = {k: torch.cat([r[k] for r in results]) for k in results[0]}
@@ -311,7 +349,7 @@ def generate_proposals(decoder: SamDecoder, settings: AutomaticMaskSettings) -> 
         areas = (crops[:, 2] - crops[:, 0]) * (crops[:, 3] - crops[:, 1])
         keep = _nms(data["boxes"], 1 / areas, settings.crop_nms_thresh)
         data = {k: v[keep.to(v.device)] for k, v in data.items()}
-    if settings.min_mask_region_area > 0:
+    if clean_small_regions and settings.min_mask_region_area > 0:
         data = _clean_small_regions(
             data,
             settings.min_mask_region_area,
