@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from ovseg.errors import (
     CheckpointError,
@@ -23,7 +22,12 @@ from ovseg.models.decoders import MaskPrediction, Sam2Decoder
 from ovseg.models.decoders.sam2 import fill_small_regions, small_regions
 from ovseg.models.decoders.sam2_build import sam2_config
 from ovseg.registry import MASK_DECODERS
-from tests.models.decoders.sam2_tiny import TINY_SAM2, tiny_sam2
+from tests.models.decoders.sam2_tiny import (
+    TINY_SAM2,
+    reference_connected_components,
+    reference_predictor,
+    tiny_sam2,
+)
 from tests.models.decoders.sam_tiny import random_image
 
 pytestmark = [
@@ -31,15 +35,6 @@ pytestmark = [
     # sam2's predictor scripts its transforms with torch.jit, deprecated in recent torch
     pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning"),
 ]
-
-
-def reference_predictor(model, image, **kwargs) -> SAM2ImagePredictor:
-    predictor = SAM2ImagePredictor(model, **kwargs)
-    # the predictor hard-codes the feature sizes of a 1024 px input; the tiny model has 128 px
-    size = model.image_size
-    predictor._bb_feat_sizes = [(size // 4,) * 2, (size // 8,) * 2, (size // 16,) * 2]
-    predictor.set_image(image)
-    return predictor
 
 
 @pytest.fixture(scope="module")
@@ -133,39 +128,6 @@ def test_single_box_and_mask_input_round_trip(setup):
     only_masks = decoder.predict(mask_input=single.low_res_logits[:, 0].repeat(2, 1, 1))
     assert only_masks.masks.shape == (2, 3, 40, 48)
     assert torch.equal(only_masks.iou_scores[0], only_masks.iou_scores[1])
-
-
-def _label_8_connected(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and per-pixel component areas by flood fill (8 neighbours), from first principles."""
-    height, width = mask.shape
-    labels = np.zeros((height, width), dtype=np.int64)
-    areas = np.zeros((height, width), dtype=np.int64)
-    for y in range(height):
-        for x in range(width):
-            if not mask[y, x] or labels[y, x]:
-                continue
-            label = labels.max() + 1
-            stack, members = [(y, x)], []
-            labels[y, x] = label
-            while stack:
-                cy, cx = stack.pop()
-                members.append((cy, cx))
-                for ny in range(max(cy - 1, 0), min(cy + 2, height)):
-                    for nx in range(max(cx - 1, 0), min(cx + 2, width)):
-                        if mask[ny, nx] and not labels[ny, nx]:
-                            labels[ny, nx] = label
-                            stack.append((ny, nx))
-            for cy, cx in members:
-                areas[cy, cx] = len(members)
-    return labels, areas
-
-
-def reference_connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """What sam2's CUDA ``get_connected_components`` returns, for (N, 1, H, W) masks."""
-    out = [_label_8_connected(m[0].numpy().astype(bool)) for m in mask.cpu()]
-    labels = torch.tensor(np.stack([o[0] for o in out]))[:, None]
-    areas = torch.tensor(np.stack([o[1] for o in out]))[:, None]
-    return labels.to(torch.int32), areas.to(torch.int32)
 
 
 def test_small_regions_match_flood_fill():
