@@ -10,9 +10,12 @@ from ovseg.models.decoders.prompted import MaskPrediction, PromptedMaskDecoder
 from ovseg.models.decoders.sam import SamDecoder
 from ovseg.models.decoders.sam2 import Sam2Decoder, Sam2MaskSettings
 from ovseg.models.decoders.sam_build import SamArchitecture, build_sam, register_sam_architecture
+from ovseg.models.decoders.sam_hq import HqMaskSettings, HqSamDecoder
 
 __all__ = [
     "AutomaticMaskSettings",
+    "HqMaskSettings",
+    "HqSamDecoder",
     "MaskPrediction",
     "MaskProposals",
     "PromptedMaskDecoder",
