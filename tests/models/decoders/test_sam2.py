@@ -20,7 +20,7 @@ from ovseg.errors import (
 )
 from ovseg.models.decoders import MaskPrediction, Sam2Decoder
 from ovseg.models.decoders.sam2 import fill_small_regions, small_regions
-from ovseg.models.decoders.sam2_build import sam2_config
+from ovseg.models.decoders.sam2_build import build_sam2_model, sam2_config
 from ovseg.registry import MASK_DECODERS
 from tests.models.decoders.sam2_tiny import (
     TINY_SAM2,
@@ -267,3 +267,29 @@ def test_configs_of_the_release_and_bad_configs(tmp_path):
     evil.write_text("model:\n  _target_: os.system\n  command: touch pwned\n")
     with pytest.raises(ConfigError, match="only classes of the sam2 package"):
         sam2_config(evil)
+
+
+def test_built_as_sam2s_build_sam2_builds_it():
+    """The same config (release file, build_sam2's post-processing, the overrides) and the same
+    instantiation: under one seed every random weight is the same."""
+    from sam2.build_sam import build_sam2
+
+    def value(v):
+        return "[" + ",".join(str(x) for x in v) + "]" if isinstance(v, list) else str(v)
+
+    torch.manual_seed(7)
+    reference = build_sam2(
+        "configs/sam2.1/sam2.1_hiera_t.yaml",
+        ckpt_path=None,
+        device="cpu",
+        hydra_overrides_extra=[f"++{k}={value(v)}" for k, v in TINY_SAM2.items()],
+    )
+    torch.manual_seed(7)
+    ours = build_sam2_model("sam2.1_hiera_t", overrides=TINY_SAM2, random_init=True)
+    theirs = reference.state_dict()
+    assert list(ours.state_dict()) == list(theirs)
+    for key, tensor in ours.state_dict().items():
+        assert torch.equal(tensor, theirs[key]), key
+    assert ours.sam_mask_decoder.dynamic_multimask_via_stability
+    assert ours.sam_mask_decoder.dynamic_multimask_stability_thresh == 0.98
+    assert not ours.training
