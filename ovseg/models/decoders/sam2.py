@@ -6,8 +6,9 @@ and boxes XYXY in the same pixels. As ``sam2.SAM2ImagePredictor`` does, the imag
 normalised with ImageNet mean / std; prompts are divided by the image width / height and
 multiplied by ``image_size`` in float32; boxes enter the prompt encoder as two corner points
 (labels 2 and 3) before the clicks (the prompt encoder adds 0.5 in the model frame, as SAM's
-does, so the integer point ``(x, y)`` is the pixel in column x, row y); low-resolution logits (``image_size / 4``, clamped to
-[-32, 32] as the predictor returns them) are resized bilinearly straight to the input size.
+does, so the integer point ``(x, y)`` is the pixel in column x, row y); low-resolution logits
+(``image_size / 4``, returned clamped to [-32, 32] as the predictor returns them) are resized
+bilinearly straight to the input size.
 
 With ``max_hole_area`` / ``max_sprinkle_area`` > 0, background regions (8-connected, logits <=
 ``mask_threshold``) of at most that many low-resolution pixels become foreground (+10) and

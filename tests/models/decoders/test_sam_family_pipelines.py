@@ -96,3 +96,33 @@ def test_instance_pipeline_with_a_sam2_decoder_object(tiny_model_names, sam2_che
     # every instance is one of the decoder's proposals
     for mask in instances.masks:
         assert any(np.array_equal(mask, p) for p in proposals.masks.numpy())
+
+
+def test_referring_pipeline_with_an_hq_sam_decoder_object(tiny_model_names):
+    """HQ-SAM gives one mask per prompt even with multimask output: the pipeline keeps it."""
+    from ovseg.models.decoders import HqSamDecoder
+    from ovseg.models.decoders.sam_hq import build_sam_hq
+    from tests.models.decoders.sam_tiny import TINY_SAM
+
+    torch.manual_seed(0)
+    decoder = HqSamDecoder.from_model(build_sam_hq(TINY_SAM, random_init=True))
+    pipeline = PIPELINES.build(
+        {
+            "type": "ReferringSegmenter",
+            "backbone": {
+                "type": "ClipBackbone",
+                "model_name": tiny_model_names["vit"],
+                "dense_mode": "sclip",
+                "templates": "photo",
+            },
+            "decoder": decoder,
+            "selector": {"type": "SasPSelector", "num_points": 5},
+            "inference": {"short_side": None, "max_long_side": None},
+            "multimask": True,
+        }
+    )
+    image = random_image(40, 48)
+    result = pipeline(image, "a red square")
+    assert result.meta["mask_index"] == 0 and result.mask.shape == (40, 48)
+    direct = decoder.predict((result.points.coords - 0.5)[None], result.points.labels[None])
+    np.testing.assert_array_equal(result.mask, direct.masks[0, 0].numpy())
