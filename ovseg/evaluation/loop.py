@@ -201,7 +201,7 @@ def build_pipeline(cfg: Any, evaluator: DatasetEvaluator, device: str) -> Any:
     if evaluator.task not in TASKS:
         raise ConfigError(f"Evaluator task {evaluator.task!r} is not one of {', '.join(TASKS)}.")
     if evaluator.task == "vocab_free":
-        from ovseg.pipelines.vocab_free import build_vocab_free_pipeline
+        from ovseg.api import build_vocab_free_pipeline
 
         return build_vocab_free_pipeline(cfg, device=device)
     if evaluator.task == "referring":

@@ -1,6 +1,6 @@
 """Vocabulary-free evaluator: segmentations whose class names were searched, not given.
 
-The pipeline (``ovseg.pipelines.vocab_free.build_vocab_free_pipeline`` on the config, which
+The pipeline (``ovseg.api.build_vocab_free_pipeline`` on the config, which
 names a text database) returns per image an ``OVSegResult`` whose ``class_names`` it found
 itself. Scored against the dataset's label maps (ADE20K layout, say):
 

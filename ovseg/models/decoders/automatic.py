@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from itertools import product
 from typing import TYPE_CHECKING, Any
 
@@ -35,12 +37,13 @@ from scipy import ndimage
 from torchvision.ops import batched_nms
 
 from ovseg.errors import ConfigError
+from ovseg.models.decoders.prompted import ImageEmbedding, PromptedMaskDecoder
 
 if TYPE_CHECKING:
-    from ovseg.models.decoders.sam import ImageEmbedding, SamDecoder
+    from ovseg.models.decoders.sam import SamDecoder
 
-CROP_EDGE_TOLERANCE = 20.0  # pixels, as SAM's is_box_near_crop_edge
 MASK_BATCH_BYTES = 512 * 2**20
+CROP_EDGE_TOLERANCE = 20.0  # pixels, as SAM's is_box_near_crop_edge
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
@@ -215,8 +218,31 @@ def _clean_small_regions(
 
 
 # ---------------------------------------------------------------------------- generation
+def sam_grid_masks(
+    decoder: SamDecoder, embedding: ImageEmbedding, points: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SAM's masks for ``(B, 2)`` float64 single foreground points in crop pixels, multimask.
+
+    Returns ``(logits (B*K, h, w) in crop pixels, iou (B*K,), points (B*K, 2))``, the K masks
+    of each point together.
+    """
+    # float64 prompts, as SAM's generator passes them, so the numbers match exactly
+    coords = decoder.to_model_frame(points, embedding.original_size)[:, None, :]
+    labels = torch.ones((len(points), 1), dtype=torch.int64)
+    logits, iou, _ = decoder.decode(embedding, coords, labels, None, None, multimask=True)
+    k = logits.shape[1]
+    prompt_points = points.repeat_interleave(k, dim=0).to(logits.device)
+    return logits.flatten(0, 1), iou.flatten(0, 1), prompt_points
+
+
+GridMasks = Callable[
+    [ImageEmbedding, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+]
+
+
 def _crop_proposals(
-    decoder: SamDecoder,
+    grid_masks: GridMasks,
+    threshold: float,
     embedding: ImageEmbedding,
     crop: tuple[int, int, int, int],
     grid: np.ndarray,
@@ -231,20 +257,12 @@ def _crop_proposals(
     parts: dict[str, list[torch.Tensor]] = {
         k: [] for k in ("masks", "iou_scores", "stability_scores", "boxes", "point_coords")
     }
-    threshold = decoder.model.mask_threshold
-    # Logits of a batch are (points, 3, H, W) float32 at the crop's size: on large images the
-    # batch shrinks so they stay within MASK_BATCH_BYTES (the masks kept are the same).
-    per_point = 4 * 3 * crop_h * crop_w
-    batch_size = max(1, min(settings.points_per_batch, MASK_BATCH_BYTES // per_point))
+    # A batch's logits are (points x 3, H, W) float32 at the crop's size: on large images the
+    # batch shrinks to stay within MASK_BATCH_BYTES (each point's masks are the same).
+    batch_size = max(1, min(settings.points_per_batch, MASK_BATCH_BYTES // (12 * crop_h * crop_w)))
     for start in range(0, len(points), batch_size):
         batch = torch.from_numpy(points[start : start + batch_size])
-        # float64 prompts, as SAM's generator passes them, so the numbers match exactly
-        coords = decoder.to_model_frame(batch, (crop_h, crop_w))[:, None, :]
-        labels = torch.ones((len(batch), 1), dtype=torch.int64)
-        logits, iou, _ = decoder.decode(embedding, coords, labels, None, None, multimask=True)
-        k = logits.shape[1]
-        logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
-        prompt_points = batch.repeat_interleave(k, dim=0).to(logits.device)
+        logits, iou, prompt_points = grid_masks(embedding, batch)
         keep = torch.ones_like(iou, dtype=torch.bool)
         if settings.pred_iou_thresh > 0:
             keep &= iou > settings.pred_iou_thresh
@@ -290,18 +308,28 @@ def _crop_proposals(
 
 
 def generate_proposals(
-    decoder: SamDecoder,
+    decoder: PromptedMaskDecoder,
     settings: AutomaticMaskSettings,
+    grid_masks: GridMasks | None = None,
+    threshold: float | None = None,
+    clean_small_regions: bool = True,
     *,
     image: np.ndarray | None = None,
     embedding: ImageEmbedding | None = None,
 ) -> MaskProposals:
     """Automatic masks (see the module docstring) for ``image`` (HWC uint8 RGB) and its
-    ``embedding`` from ``decoder.embed``, or by default for the image set on ``decoder``.
+    ``embedding`` from ``decoder.embed``, by default for the image set on ``decoder``.
 
     Crops other than the whole image are embedded on their own; the decoder's image state is
-    left as it was.
+    left as it was. ``grid_masks`` predicts the masks of a batch of grid points (default:
+    :func:`sam_grid_masks`), ``threshold`` binarises them (default: the decoder's), and
+    ``clean_small_regions=False`` skips step 5 (SAM 2 fills small regions of the low-resolution
+    logits instead).
     """
+    if grid_masks is None:
+        grid_masks = partial(sam_grid_masks, decoder)
+    if threshold is None:
+        threshold = decoder.mask_threshold
     image = decoder.image if image is None else image
     height, width = image.shape[:2]
     full = decoder.embedding if embedding is None else embedding
@@ -314,7 +342,13 @@ def generate_proposals(
         embedding = full if layer == 0 else decoder.embed(image[y0:y1, x0:x1, :])
         results.append(
             _crop_proposals(
-                decoder, embedding, crop, point_grid(per_side), (height, width), settings
+                grid_masks,
+                threshold,
+                embedding,
+                crop,
+                point_grid(per_side),
+                (height, width),
+                settings,
             )
         )
     data = {k: torch.cat([r[k] for r in results]) for k in results[0]}
@@ -323,7 +357,7 @@ def generate_proposals(
         areas = (crops[:, 2] - crops[:, 0]) * (crops[:, 3] - crops[:, 1])
         keep = _nms(data["boxes"], 1 / areas, settings.crop_nms_thresh)
         data = {k: v[keep.to(v.device)] for k, v in data.items()}
-    if settings.min_mask_region_area > 0:
+    if clean_small_regions and settings.min_mask_region_area > 0:
         data = _clean_small_regions(
             data,
             settings.min_mask_region_area,

@@ -12,6 +12,7 @@ Tags:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -37,14 +38,12 @@ def official_checkpoint_path(model_type: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / entry["file"]
 
 
-def find_official_checkpoint(model_type: str) -> Path:
-    """The cached official checkpoint, downloaded first when missing and the network is allowed.
-
-    Raises:
-        WeightsNotFoundError: absent, and offline or the download failed (the message names
-            the file, where it is published and where to put it).
-    """
-    path = official_checkpoint_path(model_type)
+def find_cached_checkpoint(
+    file: str, url: str, missing: Callable[[Path], WeightsNotFoundError]
+) -> Path:
+    """``<torch hub dir>/checkpoints/<file>``, downloaded from ``url`` first when it is absent
+    and the network is allowed; else ``missing(path)`` is raised with the reason appended."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / file
     if path.is_file():
         return path
     reason = "HF_HUB_OFFLINE is set"
@@ -52,12 +51,25 @@ def find_official_checkpoint(model_type: str) -> Path:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # writes to a temporary file in the same folder and renames it when complete
-            torch.hub.download_url_to_file(OFFICIAL_CHECKPOINTS[model_type]["url"], str(path))
+            torch.hub.download_url_to_file(url, str(path))
             return path
         except Exception as exc:  # network errors come in many types
             reason = f"download failed: {type(exc).__name__}: {str(exc)[:200]}"
-    err = missing_official_checkpoint(model_type, path)
+    err = missing(path)
     raise WeightsNotFoundError(f"{err} ({reason}; it may also be placed at {path}.)")
+
+
+def find_official_checkpoint(model_type: str) -> Path:
+    """The cached official checkpoint, downloaded first when missing and the network is allowed.
+
+    Raises:
+        WeightsNotFoundError: absent, and offline or the download failed (the message names
+            the file, where it is published and where to put it).
+    """
+    entry = OFFICIAL_CHECKPOINTS[model_type]
+    return find_cached_checkpoint(
+        entry["file"], entry["url"], lambda path: missing_official_checkpoint(model_type, path)
+    )
 
 
 def resolve_sam_checkpoint(
