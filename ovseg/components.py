@@ -10,15 +10,16 @@ from ovseg.data import (  # noqa: F401
     folder,
     pascal_context,
     refcoco,
+    sam_prompts,
     synthetic,
     transforms,
     voc,
 )
 from ovseg.evaluation import instance_eval, semseg  # noqa: F401
 from ovseg.evaluation import referring as referring_metrics  # noqa: F401
-from ovseg.models import classifiers, clip_training, denseclip, necks, prompts  # noqa: F401
+from ovseg.models import classifiers, denseclip, necks, prompts  # noqa: F401
 from ovseg.models.backbones import clip, clip_pyramid  # noqa: F401
-from ovseg.models.decoders import sam, sam_training  # noqa: F401
+from ovseg.models.decoders import sam  # noqa: F401
 from ovseg.pipelines import denseclip as denseclip_pipeline  # noqa: F401
 from ovseg.pipelines import (  # noqa: F401
     instance,
@@ -27,4 +28,6 @@ from ovseg.pipelines import (  # noqa: F401
     vocab_free,
     vocab_free_instance,
 )
+from ovseg.tasks import contrastive_clip, prompted_sam  # noqa: F401
+from ovseg.tasks import denseclip as denseclip_task  # noqa: F401
 from ovseg.vocab import cased  # noqa: F401

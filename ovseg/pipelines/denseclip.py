@@ -30,7 +30,8 @@ from ovseg.errors import ConfigError, WeightsNotFoundError
 from ovseg.inference.sliding import Window, average_window_scores
 from ovseg.io import DEFAULT_MAX_PIXELS
 from ovseg.models.backbones.clip_pyramid import PyramidOutput
-from ovseg.models.denseclip import DenseCLIPSegmentor, build_from_export
+from ovseg.models.denseclip import DenseCLIPSegmentor
+from ovseg.models.denseclip_export import build_from_export
 from ovseg.pipelines.base import SemanticPipelineBase, prepare_image
 from ovseg.registry import PIPELINES
 from ovseg.settings import merge_settings
