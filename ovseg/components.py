@@ -1,5 +1,6 @@
 """Imports every module that registers a built-in component (kept in one place on purpose)."""
 
+from ovseg.cased import search as cased_search  # noqa: F401
 from ovseg.data import (  # noqa: F401
     ade20k,
     captions,
@@ -30,4 +31,3 @@ from ovseg.pipelines import (  # noqa: F401
 )
 from ovseg.tasks import contrastive_clip, prompted_sam  # noqa: F401
 from ovseg.tasks import denseclip as denseclip_task  # noqa: F401
-from ovseg.vocab import cased  # noqa: F401

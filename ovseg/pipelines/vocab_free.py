@@ -31,12 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ovseg.cased.search import CasedSearch, SearchResult
 from ovseg.errors import ConfigError
 from ovseg.io import read_image
 from ovseg.registry import PIPELINES
 from ovseg.structures import OVSegResult
 from ovseg.vocab import Vocabulary
-from ovseg.vocab.cased import CasedSearch, SearchResult
 
 MODES = ("fast", "dense")
 COMBINES = ("product", "crops")

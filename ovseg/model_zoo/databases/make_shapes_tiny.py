@@ -3,7 +3,7 @@
 Corpus: the synthetic world's caption vocabulary for all 68 classes, the 8 unseen ones included
 (class names; object captions of every thing on every stuff and on none, with the world's
 object and scene templates; stuff captions), then distractor concepts: the names of
-``ovseg/vocab/concepts/benchmarks.txt`` and ``imagenet1k.txt``. Encoded with the embedded
+``ovseg/cased/concepts/benchmarks.txt`` and ``imagenet1k.txt``. Encoded with the embedded
 shapes-tiny CLIP as a ``captions`` database with an exact index::
 
     python ovseg/model_zoo/databases/make_shapes_tiny.py
@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CONCEPTS = HERE.parents[1] / "vocab" / "concepts"
+CONCEPTS = HERE.parents[1] / "cased" / "concepts"
 DISTRACTOR_FILES = ("benchmarks.txt", "imagenet1k.txt")
 COMMAND = "python ovseg/model_zoo/databases/make_shapes_tiny.py"
 
@@ -55,8 +55,8 @@ def corpus() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ovseg.vocab.db_build import build_database
-    from ovseg.vocab.db_cli import _backbone_from_preset
+    from ovseg.cased.build import build_database
+    from ovseg.commands.db import _backbone_from_preset
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE / "shapes-tiny")

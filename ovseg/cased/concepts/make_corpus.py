@@ -20,7 +20,7 @@ letter are dropped, duplicates are removed (case-insensitively).
 Usage::
 
     pip download mmdet==3.3.0 --no-deps -d /tmp/mmdet
-    python ovseg/vocab/concepts/make_corpus.py --mmdet-wheel /tmp/mmdet/mmdet-3.3.0-py3-none-any.whl
+    python ovseg/cased/concepts/make_corpus.py --mmdet-wheel /tmp/mmdet/mmdet-3.3.0-py3-none-any.whl
 """
 
 from __future__ import annotations
