@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ovseg.data.ade_writer import ADE_DIRNAME, CLASS_FILENAME, SPLIT_FILENAME
+from ovseg.data.ade_layout import ADE_DIRNAME, CLASS_FILENAME, SPLIT_FILENAME
 from ovseg.data.layout import LabelMapDataset, files_by_key, load_classes, pair_files
 from ovseg.data.layout import require_dir as require_layout_dir
 from ovseg.data.layout import resolve_root as resolve_layout_root
