@@ -242,7 +242,10 @@ def test_packaged_shapes_tiny_database(one_torch_thread):
     db = load_database("shapes-tiny", backbone=seg.backbone, pretrained="shapes")
     manifest = db.manifest
     assert (manifest["model_name"], manifest["pretrained"]) == ("ovseg-ViT-Ti-8", "shapes")
-    assert manifest["kind"] == "captions" and "make_shapes_tiny.py" in manifest["build_command"]
+    assert (
+        manifest["kind"] == "captions"
+        and "tools/make_shapes_tiny_db.py" in manifest["build_command"]
+    )
     texts = set(db.texts.all())
     from ovseg.data.synthetic_vocab import CLASS_NAMES, UNSEEN_CLASSES
 
