@@ -1,6 +1,6 @@
 """A small registry: names -> classes or factories, with recursive ``build``.
 
-Every component kind has one registry instance (``BACKBONES``, ``HEADS`` ...). Configs name a
+Every component kind has one registry instance (``BACKBONES``, ``NECKS`` ...). Configs name a
 component by ``type`` and pass the remaining keys as keyword arguments::
 
     BACKBONES.build({"type": "ClipBackbone", "model_name": "ViT-B-16"})
@@ -104,7 +104,6 @@ def build_nested(value: Any) -> Any:
 
 
 BACKBONES = Registry("backbone")
-HEADS = Registry("head")
 PIPELINES = Registry("pipeline")
 DATASETS = Registry("dataset")
 TRANSFORMS = Registry("transform")

@@ -246,7 +246,7 @@ prepare_ade20k_full_sem_seg.py):
       annotations_detectron2/validation/ADE_val_00000001.tif ...  (uint16: 0-846, 65535 ignored)"""
 
 
-@DATASETS.register(aliases=("ade847", "ade20k_full"))
+@DATASETS.register(aliases=("ade847",))
 class ADE20K847Dataset(LabelMapDataset):
     """ADE20K-847 samples: {"image", "label" ((H, W) int64, 65535 = ignore), "filename",
     "image_path", "label_path"}; see the module docstring for the layout.
