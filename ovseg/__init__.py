@@ -1,17 +1,16 @@
 """ovseg: open-vocabulary segmentation and detection.
 
-Importing the package registers every built-in component (backbones, pipelines, datasets,
-tasks, evaluators), so configs can name them by ``type``.
+Configs name components by ``type``; each registry imports the modules of its built-in
+components on its first lookup, so importing the package stays light
+(``import ovseg.components`` registers them all at once).
 """
 
-from ovseg import components as _components  # noqa: F401  (registers built-ins)
 from ovseg.api import DEFAULT_PRESET, build_pipeline_config, create_pipeline
 from ovseg.config import list_presets, load_config
 from ovseg.registry import (
     BACKBONES,
     DATASETS,
     EVALUATORS,
-    HEADS,
     MASK_CLASSIFIERS,
     MASK_DECODERS,
     NECKS,
@@ -32,7 +31,6 @@ __all__ = [
     "DATASETS",
     "DEFAULT_PRESET",
     "EVALUATORS",
-    "HEADS",
     "MASK_CLASSIFIERS",
     "MASK_DECODERS",
     "NECKS",

@@ -161,7 +161,7 @@ def build_vocab_free_pipeline(
         ConfigError: neither ``db`` nor the preset names a database.
         DatabaseError: the database is missing, damaged or built with another model.
     """
-    from ovseg.vocab.cased import CasedSearch
+    from ovseg.cased.search import CasedSearch
 
     preset_or_config = DEFAULT_PRESET if preset_or_config is None else preset_or_config
     overrides = list(overrides)

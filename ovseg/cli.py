@@ -343,16 +343,16 @@ COMMANDS = {
     "data synth": (_synth_parser, "write the synthetic open-vocabulary world"),
     "demo": ("ovseg.demo.cli:demo_parser", "serve the interactive demo in a browser (gradio)"),
     "db build": (
-        "ovseg.vocab.db_cli:build_parser",
+        "ovseg.commands.db:build_parser",
         "encode a text corpus into a database for vocabulary-free search",
     ),
     "db merge": (
-        "ovseg.vocab.db_cli:merge_parser",
+        "ovseg.commands.db:merge_parser",
         "write the database of a sharded (torchrun) build",
     ),
-    "db info": ("ovseg.vocab.db_cli:info_parser", "describe and verify a text database"),
+    "db info": ("ovseg.commands.db:info_parser", "describe and verify a text database"),
     "db search": (
-        "ovseg.vocab.db_cli:search_parser",
+        "ovseg.commands.db:search_parser",
         "name an image (or a box of it) with a text database",
     ),
 }

@@ -1,34 +1,19 @@
-"""Imports every module that registers a built-in component (kept in one place on purpose)."""
+"""Registers every built-in component at once.
 
-from ovseg.data import (  # noqa: F401
-    ade20k,
-    captions,
-    cityscapes,
-    coco_instances,
-    coco_object,
-    coco_stuff,
-    folder,
-    pascal_context,
-    refcoco,
-    synthetic,
-    transforms,
-    voc,
-)
-from ovseg.evaluation import (  # noqa: F401
-    instance_evaluator,
-    referring_evaluator,
-    semseg_evaluator,
-    vocab_free_evaluator,
-)
-from ovseg.models import classifiers, clip_training, denseclip, necks, prompts  # noqa: F401
-from ovseg.models.backbones import clip, clip_pyramid  # noqa: F401
-from ovseg.models.decoders import sam, sam_training  # noqa: F401
-from ovseg.pipelines import denseclip as denseclip_pipeline  # noqa: F401
-from ovseg.pipelines import (  # noqa: F401
-    instance,
-    referring,
-    semantic,
-    vocab_free,
-    vocab_free_instance,
-)
-from ovseg.vocab import cased  # noqa: F401
+Each registry imports the modules of its own built-ins on its first lookup (see
+:mod:`ovseg.registry`), so nothing needs this module to find a component by name. Importing it
+(or calling :func:`load_all`) imports them all, e.g. to list them or to fail early.
+"""
+
+from __future__ import annotations
+
+from ovseg.registry import _ALL_REGISTRIES
+
+
+def load_all() -> None:
+    """Import the built-in modules of every registry."""
+    for registry in list(_ALL_REGISTRIES.values()):
+        registry.load_builtins()
+
+
+load_all()

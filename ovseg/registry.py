@@ -1,18 +1,24 @@
 """A small registry: names -> classes or factories, with recursive ``build``.
 
-Every component kind has one registry instance (``BACKBONES``, ``HEADS`` ...). Configs name a
+Every component kind has one registry instance (``BACKBONES``, ``NECKS`` ...). Configs name a
 component by ``type`` and pass the remaining keys as keyword arguments::
 
     BACKBONES.build({"type": "ClipBackbone", "model_name": "ViT-B-16"})
 
 Nested mappings that carry a ``type`` key, and lists of them, are built first (depth first) with
 the registry that owns their type name, so a component never receives a config object.
+
+Each built-in registry knows the modules that register its built-in components and imports
+them on its first lookup (``get``, ``in``, ``names``, ``build``), so ``import ovseg`` does not
+import every component. ``ovseg.components.load_all()`` imports them all at once.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
+import importlib
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ovseg.errors import ConfigError, UnknownComponentError
@@ -23,10 +29,34 @@ _ALL_REGISTRIES: dict[str, Registry] = {}
 class Registry:
     """Maps names (and aliases) to classes or factory functions of one component kind."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, builtins: Sequence[str] = ()) -> None:
+        """``builtins``: modules (dotted names) whose import registers the built-in entries."""
         self.kind = kind
         self._entries: dict[str, Callable[..., Any]] = {}
+        self._builtins = tuple(builtins)
+        self._loaded = not self._builtins
+        self._loading = False
+        self._lock = threading.RLock()
         _ALL_REGISTRIES[kind] = self
+
+    @property
+    def builtin_modules(self) -> tuple[str, ...]:
+        return self._builtins
+
+    def load_builtins(self) -> None:
+        """Import the modules of the built-in entries (once; a failed import is retried)."""
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded or self._loading:  # done, or this thread is importing them now
+                return
+            self._loading = True
+            try:
+                for module in self._builtins:
+                    importlib.import_module(module)
+            finally:
+                self._loading = False
+            self._loaded = True
 
     def register(self, name: str | None = None, *, aliases: tuple[str, ...] = ()) -> Callable:
         """Decorator registering ``obj`` under ``name`` (default: its ``__name__``) and aliases."""
@@ -46,6 +76,7 @@ class Registry:
 
     def get(self, name: str) -> Callable[..., Any]:
         """Return the entry registered as ``name``; unknown names list close matches."""
+        self.load_builtins()
         try:
             return self._entries[name]
         except KeyError:
@@ -56,9 +87,11 @@ class Registry:
             ) from None
 
     def __contains__(self, name: object) -> bool:
+        self.load_builtins()
         return name in self._entries
 
     def names(self) -> list[str]:
+        self.load_builtins()
         return sorted(self._entries)
 
     def build(self, cfg: Mapping[str, Any] | None, **defaults: Any) -> Any:
@@ -115,15 +148,63 @@ def build_nested(value: Any) -> Any:
     return value
 
 
-BACKBONES = Registry("backbone")
-HEADS = Registry("head")
-PIPELINES = Registry("pipeline")
-DATASETS = Registry("dataset")
-TRANSFORMS = Registry("transform")
-TASKS = Registry("task")
-EVALUATORS = Registry("evaluator")
-NECKS = Registry("neck")  # backbone feature pyramids / decode heads (FPN, UPerNet)
-MASK_DECODERS = Registry("mask_decoder")  # SAM adapters: prompts -> masks
-POINT_SELECTORS = Registry("point_selector")  # similarity map -> point prompts
-MASK_CLASSIFIERS = Registry("mask_classifier")  # mask -> class scores
-VOCAB_SOURCES = Registry("vocab_source")  # vocabulary-free name search (CaSED)
+def _modules(package: str, *names: str) -> tuple[str, ...]:
+    return tuple(f"{package}.{name}" for name in names)
+
+
+BACKBONES = Registry("backbone", _modules("ovseg.models.backbones", "clip"))
+PIPELINES = Registry(
+    "pipeline",
+    _modules(
+        "ovseg.pipelines",
+        "semantic",
+        "denseclip",
+        "referring",
+        "instance",
+        "vocab_free",
+        "vocab_free_instance",
+    ),
+)
+DATASETS = Registry(
+    "dataset",
+    _modules(
+        "ovseg.data",
+        "ade20k",
+        "captions",
+        "cityscapes",
+        "coco_instances",
+        "coco_object",
+        "coco_stuff",
+        "folder",
+        "pascal_context",
+        "refcoco",
+        "sam_prompts",
+        "synthetic",
+        "transforms",
+        "voc",
+    ),
+)
+TRANSFORMS = Registry("transform", _modules("ovseg.data", "transforms"))
+TASKS = Registry("task", _modules("ovseg.tasks", "contrastive_clip", "denseclip", "prompted_sam"))
+EVALUATORS = Registry(
+    "evaluator",
+    _modules(
+        "ovseg.evaluation",
+        "semseg_evaluator",
+        "instance_evaluator",
+        "referring_evaluator",
+        "vocab_free_evaluator",
+    ),
+)
+# backbone feature pyramids / decode heads (FPN, UPerNet)
+NECKS = Registry("neck", _modules("ovseg.models.necks", "fpn", "uper"))
+# SAM adapters: prompts -> masks
+MASK_DECODERS = Registry("mask_decoder", _modules("ovseg.models.decoders", "sam", "sam2", "sam_hq"))
+# similarity map -> point prompts
+POINT_SELECTORS = Registry("point_selector", _modules("ovseg.models.prompts", "peaks", "sasp"))
+# mask -> class scores
+MASK_CLASSIFIERS = Registry(
+    "mask_classifier", _modules("ovseg.models.classifiers", "mask_pooling", "masked_crop")
+)
+# vocabulary-free name search (CaSED)
+VOCAB_SOURCES = Registry("vocab_source", _modules("ovseg.cased", "search"))

@@ -3,7 +3,7 @@
 
     python tools/benchmark_sam.py --threads 2 --out bench_sam.json
 
-The logic lives in :mod:`ovseg.benchmarking_sam`.
+The logic lives in :mod:`ovseg.benchmarks.sam`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ try:
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ovseg.benchmarking_sam import main
+from ovseg.benchmarks.sam import main
 
 if __name__ == "__main__":
     sys.exit(main())

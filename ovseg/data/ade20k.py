@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ovseg.data.ade_writer import ADE_DIRNAME, CLASS_FILENAME, SPLIT_FILENAME
+from ovseg.data.ade_layout import ADE_DIRNAME, CLASS_FILENAME, SPLIT_FILENAME
 from ovseg.data.layout import LabelMapDataset, files_by_key, load_classes, pair_files
 from ovseg.data.layout import require_dir as require_layout_dir
 from ovseg.data.layout import resolve_root as resolve_layout_root
@@ -246,7 +246,7 @@ prepare_ade20k_full_sem_seg.py):
       annotations_detectron2/validation/ADE_val_00000001.tif ...  (uint16: 0-846, 65535 ignored)"""
 
 
-@DATASETS.register(aliases=("ade847", "ade20k_full"))
+@DATASETS.register(aliases=("ade847",))
 class ADE20K847Dataset(LabelMapDataset):
     """ADE20K-847 samples: {"image", "label" ((H, W) int64, 65535 = ignore), "filename",
     "image_path", "label_path"}; see the module docstring for the layout.

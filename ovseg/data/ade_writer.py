@@ -22,13 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ovseg.data.ade_layout import ADE_DIRNAME, CLASS_FILENAME, SPLIT_FILENAME
 from ovseg.data.synthetic import Scene
 from ovseg.fileio import atomic_write_json, atomic_write_text, save_jpeg
 from ovseg.io import write_png_atomic
 
-ADE_DIRNAME = "ADEChallengeData2016"
-CLASS_FILENAME = "ovseg_classes.txt"
-SPLIT_FILENAME = "ovseg_split.json"
 ADE_SPLITS: dict[str, tuple[str, str]] = {
     "train": ("training", "ADE_train"),
     "val": ("validation", "ADE_val"),

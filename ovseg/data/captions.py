@@ -21,7 +21,7 @@ from ovseg.io import read_image
 from ovseg.registry import DATASETS
 
 
-@DATASETS.register(aliases=("csv_captions",))
+@DATASETS.register()
 class CsvCaptionDataset:
     """Image-caption pairs from a CSV.
 

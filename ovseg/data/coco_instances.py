@@ -358,7 +358,7 @@ def resolve_coco_paths(
     return ann_path, image_dir
 
 
-@DATASETS.register(aliases=("coco_instances", "CocoInstances"))
+@DATASETS.register()
 class COCOInstances:
     """Images with instance masks and boxes from a COCO instances JSON.
 

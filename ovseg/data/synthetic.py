@@ -267,7 +267,7 @@ def generate_scene(
     return Scene(image=image_u8, label=label, instances=instances, caption=caption, stuff=stuff)
 
 
-@DATASETS.register(aliases=("synthetic_shapes",))
+@DATASETS.register()
 class SyntheticSceneDataset:
     """In-memory synthetic scenes generated on the fly (no files).
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ovseg.data.ade_writer import ADE_DIRNAME, ADE20KWriter
+from ovseg.data.ade_layout import ADE_DIRNAME
+from ovseg.data.ade_writer import ADE20KWriter
 from ovseg.data.caption_writer import CaptionWriter
 from ovseg.data.coco_writer import CocoWriter
 from ovseg.data.synthetic import generate_scene, scene_rng

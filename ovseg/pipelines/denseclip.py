@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from ovseg.errors import ConfigError, WeightsNotFoundError
 from ovseg.inference.resize import prepare_image
 from ovseg.inference.sliding import average_window_scores, check_window_settings
-from ovseg.models.denseclip import DenseCLIPSegmentor, build_from_export
+from ovseg.models.denseclip import DenseCLIPSegmentor
+from ovseg.models.denseclip_export import build_from_export
 from ovseg.pipelines.base import (
     MEMORY_DEFAULTS,
     SEMANTIC_POSTPROCESS_DEFAULTS,

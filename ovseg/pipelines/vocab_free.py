@@ -1,7 +1,7 @@
 """Vocabulary-free semantic segmentation: CaSED finds the names, dense CLIP segments with them.
 
 Two routes, both wrapping a :class:`~ovseg.pipelines.semantic.SemanticSegmenter` and a
-:class:`~ovseg.vocab.cased.CasedSearch` that share one CLIP backbone:
+:class:`~ovseg.cased.search.CasedSearch` that share one CLIP backbone:
 
 * ``fast`` (default): the whole image and the crops of ``fast_grids`` are searched; every view
   contributes its ``names_per_view`` best names scoring at least ``min_score``; the union (best
@@ -30,13 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ovseg.cased.search import CasedSearch, SearchResult
 from ovseg.errors import ConfigError
 from ovseg.inference.labels import nearest_resize
 from ovseg.pipelines.base import PromptablePipeline, SemanticImage
 from ovseg.registry import PIPELINES
 from ovseg.structures import OVSegResult
 from ovseg.vocab import Vocabulary
-from ovseg.vocab.cased import CasedSearch, SearchResult
 
 MODES = ("fast", "dense")
 COMBINES = ("product", "crops")

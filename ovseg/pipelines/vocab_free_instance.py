@@ -45,7 +45,7 @@ class VocabFreeInstanceSegmenter(PromptablePipeline):
     Args:
         instance: an :class:`~ovseg.pipelines.instance.InstanceSegmenter` (its SAM proposals
             and ``postprocess`` thresholds are used; its vocabulary is not).
-        search: a :class:`~ovseg.vocab.cased.CasedSearch` over the same CLIP.
+        search: a :class:`~ovseg.cased.search.CasedSearch` over the same CLIP.
 
     :meth:`encode` is the instance pipeline's; a vocabulary given to :meth:`predict` names the
     proposals with it instead of searching.

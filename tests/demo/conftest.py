@@ -53,8 +53,8 @@ def tiny_task_config(tiny_model_names, tmp_path_factory) -> dict:
     """
     import torch
 
+    from ovseg.cased.build import build_database
     from ovseg.models.backbones.clip import ClipBackbone
-    from ovseg.vocab.db_build import build_database
     from ovseg.weights import save_state_dict
     from tests.conftest import randomize_
     from tests.models.decoders.sam_tiny import TINY_SAM, tiny_sam

@@ -99,7 +99,7 @@ def tiny_train_config(
             make_caption_data(root, 11, "val", seed=1)  # odd: uneven shards
         data["val"] = {"type": "CsvCaptionDataset", "csv_path": str(val_csv)}
     return {
-        "custom_imports": ["ovseg.models.clip_training", "ovseg.data.captions"],
+        "custom_imports": ["ovseg.tasks.contrastive_clip", "ovseg.data.captions"],
         "task": {
             "type": "ContrastiveCLIP",
             "model_name": MODEL_NAME,

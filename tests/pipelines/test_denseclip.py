@@ -14,7 +14,8 @@ import ovseg
 from ovseg.data.writers import write_synthetic_world
 from ovseg.errors import ConfigError, WeightsNotFoundError
 from ovseg.evaluation.loop import evaluate
-from ovseg.models.denseclip import DenseCLIPSegmentor, export_segmentor
+from ovseg.models.denseclip import DenseCLIPSegmentor
+from ovseg.models.denseclip_export import export_segmentor
 from ovseg.pipelines.denseclip import DenseCLIPSegmenter
 from ovseg.registry import PIPELINES
 from ovseg.structures import OVSegResult

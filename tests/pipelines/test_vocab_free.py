@@ -8,6 +8,8 @@ import torch
 
 import ovseg
 from ovseg.api import build_vocab_free_pipeline
+from ovseg.cased.build import build_database
+from ovseg.cased.search import CasedSearch
 from ovseg.errors import ConfigError, DatabaseMismatchError
 from ovseg.pipelines.vocab_free import (
     VocabFreeSegmenter,
@@ -15,8 +17,6 @@ from ovseg.pipelines.vocab_free import (
     grid_cells,
 )
 from ovseg.registry import PIPELINES
-from ovseg.vocab.cased import CasedSearch
-from ovseg.vocab.db_build import build_database
 from tests.conftest import randomize_
 
 # the tiny random text tower embeds every name almost alike: de-duplication (tested in

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from ovseg.cased.build import build_database
+from ovseg.cased.search import CasedSearch
 from ovseg.models.decoders.sam import SamDecoder
 from ovseg.pipelines.vocab_free_instance import VocabFreeInstanceSegmenter
 from ovseg.registry import PIPELINES
-from ovseg.vocab.cased import CasedSearch
-from ovseg.vocab.db_build import build_database
 from tests.conftest import randomize_
 from tests.models.decoders.sam_tiny import random_image, tiny_sam
 

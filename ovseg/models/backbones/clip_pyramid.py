@@ -38,7 +38,6 @@ from torch import Tensor, nn
 
 from ovseg.errors import ConfigError
 from ovseg.models.backbones.dense_resnet import attention_pool_everywhere
-from ovseg.registry import BACKBONES
 
 STRIDES = (4, 8, 16, 32)
 
@@ -286,37 +285,3 @@ class ClipPyramid(nn.Module):
 
         x = x + branch(block.ls_1(block.attention(q_x=block.ln_1(x))))
         return x + branch(block.ls_2(block.mlp(block.ln_2(x))))
-
-
-@BACKBONES.register("ClipPyramidBackbone")
-def clip_pyramid_backbone(
-    model_name: str,
-    pretrained: str | None = None,
-    checkpoint: str | None = None,
-    *,
-    quick_gelu: bool | None = None,
-    cache_dir: str | None = None,
-    input_resolution: int | None = None,
-    out_indices: Sequence[int] | None = None,
-    drop_path_rate: float = 0.0,
-    cls_pos_includes_class_embedding: bool = False,
-) -> ClipPyramid:
-    """A :class:`ClipPyramid` over the image tower of an open_clip model (weights loaded safely).
-
-    ``pretrained`` / ``checkpoint`` as for :class:`ovseg.models.backbones.clip.ClipBackbone`;
-    the text tower is dropped. The result carries ``mean`` / ``std`` (RGB, [0, 1] units).
-    """
-    from ovseg.models.backbones.clip import build_open_clip_model
-
-    model, mean, std = build_open_clip_model(
-        model_name, pretrained, checkpoint, quick_gelu=quick_gelu, cache_dir=cache_dir
-    )
-    pyramid = ClipPyramid(
-        model.visual.float().train(),
-        input_resolution=input_resolution,
-        out_indices=out_indices,
-        drop_path_rate=drop_path_rate,
-        cls_pos_includes_class_embedding=cls_pos_includes_class_embedding,
-    )
-    pyramid.mean, pyramid.std = tuple(mean), tuple(std)
-    return pyramid

@@ -8,7 +8,7 @@ For one query (an image, a box or mask region of an image, or a given CLIP image
    product; the stored vectors of the hits are L2-normalised again;
 2. de-duplication: hits whose vectors have cosine ``> 0.94`` (FAISS's range search, strict) are
    linked; of every connected group only the highest-ranked hit stays;
-3. candidates: from the kept captions by :class:`~ovseg.vocab.candidates.CandidateExtractor`,
+3. candidates: from the kept captions by :class:`~ovseg.cased.candidates.CandidateExtractor`,
    or the kept entries themselves for a ``concepts`` database;
 4. scoring, for candidate embeddings ``c_j`` (the bare name through the text tower, normalised,
    as CaSED's ``"{}"`` prompt does), the kept texts' embeddings ``t_i`` (encoded again, raw,
@@ -36,11 +36,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ovseg.cased.candidates import CandidateExtractor, Tagger, concept_candidates
+from ovseg.cased.database import TextDatabase, encode_texts, load_database
 from ovseg.errors import ConfigError
 from ovseg.io import read_image
 from ovseg.registry import BACKBONES, VOCAB_SOURCES
-from ovseg.vocab.candidates import CandidateExtractor, Tagger, concept_candidates
-from ovseg.vocab.database import TextDatabase, encode_texts, load_database
 
 DEDUP_THRESHOLD = 0.94
 DEFAULT_K = 10
@@ -192,12 +192,12 @@ class CasedSearch:
         backbone: a ClipBackbone (or its config mapping) of the model the database was built
             with (checked against the manifest: name, tag, dimension and probe embeddings).
         database: a database folder (a bare name means a packaged one) or a loaded
-            :class:`~ovseg.vocab.database.TextDatabase`.
+            :class:`~ovseg.cased.database.TextDatabase`.
         k: texts retrieved per query.
         alpha: weight of the image term of the score.
         dedup_threshold: cosine above which retrieved texts are duplicates.
         min_count, max_ngram, pos_filter: candidate extraction (captions databases; see
-            :class:`~ovseg.vocab.candidates.CandidateExtractor`).
+            :class:`~ovseg.cased.candidates.CandidateExtractor`).
         logit_scale: the softmax multiplier; default the model's own ``exp(logit_scale)``.
         pretrained: the backbone's weight tag, for the manifest check (default: the
             backbone's ``pretrained`` attribute, if it has one).

@@ -11,11 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg.errors import ConfigError
-from ovseg.models.backbones.clip import ClipBackbone
-from ovseg.registry import VOCAB_SOURCES
-from ovseg.vocab.cased import CasedSearch, cased_scores, clip_preprocess, deduplicate
-from ovseg.vocab.database import (
+from ovseg.cased.build import build_database
+from ovseg.cased.database import (
     PROBE_TEXTS,
     IndexSpec,
     build_index,
@@ -23,7 +20,10 @@ from ovseg.vocab.database import (
     text_fingerprint,
     write_database,
 )
-from ovseg.vocab.db_build import build_database
+from ovseg.cased.search import CasedSearch, cased_scores, clip_preprocess, deduplicate
+from ovseg.errors import ConfigError
+from ovseg.models.backbones.clip import ClipBackbone
+from ovseg.registry import VOCAB_SOURCES
 from tests.conftest import randomize_
 
 
@@ -303,7 +303,7 @@ def test_embedded_database_names_held_out_objects(one_torch_thread):
 
 
 def test_texts_are_encoded_as_the_reference_prepares_them(backbone, concept_db):
-    from ovseg.vocab.database import encode_texts
+    from ovseg.cased.database import encode_texts
 
     search = CasedSearch(backbone, concept_db)
     got = search.text_embeddings(["wooden_chair", "red car"]).numpy()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ovseg.api import create_pipeline
-from ovseg.benchmarking import (
+from ovseg.benchmarks import (
     NaiveSlidingSegmenter,
     benchmark_config,
     check_agreement,

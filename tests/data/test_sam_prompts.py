@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg.errors import ConfigError, DatasetError
-from ovseg.models.decoders.sam_prompts import (
+from ovseg.data.sam_prompts import (
     Prompt,
     SamPromptDataset,
     ToSamFrame,
@@ -16,6 +15,7 @@ from ovseg.models.decoders.sam_prompts import (
     mask_box,
     sample_points,
 )
+from ovseg.errors import ConfigError, DatasetError
 from ovseg.registry import DATASETS
 from tests.models.decoders.sam_tiny import write_tiny_coco
 

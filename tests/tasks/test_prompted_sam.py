@@ -9,22 +9,22 @@ import pytest
 import torch
 
 from ovseg.config import load_config
+from ovseg.data.sam_prompts import Prompt, SamPromptDataset
 from ovseg.engine import train
 from ovseg.errors import ConfigError
 from ovseg.models.decoders.sam_build import build_sam
-from ovseg.models.decoders.sam_prompts import Prompt, SamPromptDataset
-from ovseg.models.decoders.sam_training import (
+from ovseg.registry import DATASETS, TASKS
+from ovseg.tasks.prompted_sam import (
     PromptedSAM,
     decode_per_prompt,
     dice_loss,
     focal_loss,
     mask_iou,
 )
-from ovseg.registry import DATASETS, TASKS
 from tests.models.decoders.sam_tiny import TINY_SAM, tiny_sam, write_tiny_coco
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-CONFIG = Path(__file__).resolve().parents[3] / "configs" / "sam" / "shapes_tiny_sam.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "sam" / "shapes_tiny_sam.yaml"
 
 
 @pytest.fixture(scope="module")

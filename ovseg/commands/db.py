@@ -41,7 +41,7 @@ def _device_for_rank(device: str | None) -> str | None:
 
 # --------------------------------------------------------------------------------- build
 def cmd_build(args: argparse.Namespace) -> int:
-    from ovseg.vocab.db_build import build_database
+    from ovseg.cased.build import build_database
 
     backbone, pretrained, _ = _backbone_from_preset(
         args.preset, _device_for_rank(args.device), args.overrides
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------------- merge
 def cmd_merge(args: argparse.Namespace) -> int:
-    from ovseg.vocab.db_build import merge_build
+    from ovseg.cased.build import merge_build
 
     out = merge_build(
         args.out, keep_shards=args.keep_shards, force=args.force, progress=not args.quiet
@@ -128,9 +128,9 @@ def merge_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------------- info
 def cmd_info(args: argparse.Namespace) -> int:
+    from ovseg.cased.build import shard_status
+    from ovseg.cased.database import describe, load_database
     from ovseg.errors import DatabaseError
-    from ovseg.vocab.database import describe, load_database
-    from ovseg.vocab.db_build import shard_status
 
     pending = shard_status(args.db)
     try:
@@ -176,9 +176,9 @@ def _parse_box(text: str | None) -> list[float] | None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from ovseg.cased.search import CasedSearch
     from ovseg.config import to_container
     from ovseg.errors import ConfigError
-    from ovseg.vocab.cased import CasedSearch
 
     box = _parse_box(args.box)  # cheap checks before the model is built
     backbone, pretrained, cfg = _backbone_from_preset(args.preset, args.device, args.overrides)
@@ -221,14 +221,14 @@ def search_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ovseg.vocab.db_cli build|merge|info|search ...`` (e.g. under torchrun)."""
+    """``python -m ovseg.commands.db build|merge|info|search ...`` (e.g. under torchrun)."""
     from ovseg.errors import OVSegError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parsers = {"build": build_parser, "merge": merge_parser, "info": info_parser,
                "search": search_parser}  # fmt: skip
     if not argv or argv[0] not in parsers:
-        print(f"usage: python -m ovseg.vocab.db_cli {{{','.join(parsers)}}} ...", file=sys.stderr)
+        print(f"usage: python -m ovseg.commands.db {{{','.join(parsers)}}} ...", file=sys.stderr)
         return 2
     args = parsers[argv[0]]().parse_intermixed_args(argv[1:])
     try:

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ovseg.benchmarking import machine_info, peak_rss_mb, write_json
+from ovseg.benchmarks.machine import machine_info, peak_rss_mb
+from ovseg.benchmarks.report import write_json
 from ovseg.errors import OVSegError
 
 

@@ -1,4 +1,5 @@
-"""Regenerate the default concept corpus (the ``*.txt`` files beside this script).
+#!/usr/bin/env python
+"""Regenerate the default concept corpus (the ``*.txt`` files of ``ovseg/cased/concepts``).
 
 Sources (see README.md for their licences), in priority order; a name already taken by an
 earlier file is not repeated in a later one:
@@ -20,7 +21,7 @@ letter are dropped, duplicates are removed (case-insensitively).
 Usage::
 
     pip download mmdet==3.3.0 --no-deps -d /tmp/mmdet
-    python ovseg/vocab/concepts/make_corpus.py --mmdet-wheel /tmp/mmdet/mmdet-3.3.0-py3-none-any.whl
+    python tools/make_concept_corpus.py --mmdet-wheel /tmp/mmdet/mmdet-3.3.0-py3-none-any.whl
 """
 
 from __future__ import annotations
@@ -28,11 +29,18 @@ from __future__ import annotations
 import argparse
 import ast
 import re
+import sys
 import zipfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-CLASS_DIR = HERE.parents[1] / "model_zoo" / "classes"
+try:
+    import ovseg  # noqa: F401
+except ImportError:  # running from a checkout without an installed package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ovseg"
+CONCEPT_DIR = PACKAGE / "cased" / "concepts"
+CLASS_DIR = PACKAGE / "model_zoo" / "classes"
 MAX_WORDS, MAX_CHARS = 6, 48
 MMDET_LISTS = {
     "lvis": "lvis_classes",
@@ -93,7 +101,7 @@ def mmdet_lists(wheel: Path) -> dict[str, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mmdet-wheel", type=Path, help="mmdet wheel (LVIS/O365/OID names)")
-    parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--out", type=Path, default=CONCEPT_DIR)
     args = parser.parse_args(argv)
     sources: list[tuple[str, list[str]]] = [
         ("benchmarks", benchmark_names()),

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg.errors import ConfigError, DatabaseError, DatabaseMismatchError
-from ovseg.models.backbones.clip import ClipBackbone
-from ovseg.vocab import database as db_module
-from ovseg.vocab.database import (
+from ovseg.cased import database as db_module
+from ovseg.cased.build import build_database
+from ovseg.cased.database import (
     MANIFEST_NAME,
     PROBE_TEXTS,
     IndexSpec,
@@ -24,7 +23,8 @@ from ovseg.vocab.database import (
     text_fingerprint,
     write_database,
 )
-from ovseg.vocab.db_build import build_database
+from ovseg.errors import ConfigError, DatabaseError, DatabaseMismatchError
+from ovseg.models.backbones.clip import ClipBackbone
 from tests.conftest import randomize_
 
 TEXTS = [
@@ -233,7 +233,7 @@ def test_text_fingerprint_identifies_weights(backbone):
 
 def test_packaged_shapes_tiny_database(one_torch_thread):
     import ovseg
-    from ovseg.vocab.database import DATABASE_DIR, resolve_database_path
+    from ovseg.cased.database import DATABASE_DIR, resolve_database_path
 
     folder = resolve_database_path("shapes-tiny")
     assert folder == DATABASE_DIR / "shapes-tiny"
@@ -242,7 +242,10 @@ def test_packaged_shapes_tiny_database(one_torch_thread):
     db = load_database("shapes-tiny", backbone=seg.backbone, pretrained="shapes")
     manifest = db.manifest
     assert (manifest["model_name"], manifest["pretrained"]) == ("ovseg-ViT-Ti-8", "shapes")
-    assert manifest["kind"] == "captions" and "make_shapes_tiny.py" in manifest["build_command"]
+    assert (
+        manifest["kind"] == "captions"
+        and "tools/make_shapes_tiny_db.py" in manifest["build_command"]
+    )
     texts = set(db.texts.all())
     from ovseg.data.synthetic_vocab import CLASS_NAMES, UNSEEN_CLASSES
 

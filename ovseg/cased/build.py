@@ -14,7 +14,7 @@ Rank ``r`` of ``W`` processes (``torchrun`` sets ``RANK`` / ``WORLD_SIZE``; ``--
 build, or one continued with another number of processes, loses at most the chunks in flight.
 When every chunk exists, the last process to finish (or ``ovseg db merge``) concatenates the
 chunks in corpus order, trains / fills the index and writes the database (see
-:mod:`ovseg.vocab.database`). A single-process build goes through the same chunks and the same
+:mod:`ovseg.cased.database`). A single-process build goes through the same chunks and the same
 merge, so a sharded build gives the same texts, vectors and index bytes (given the same device
 and thread settings, which decide the float rounding of the text encoder).
 """
@@ -35,9 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ovseg.errors import ConfigError, DatabaseError
-from ovseg.fileio import atomic_path, atomic_write_bytes, atomic_write_json
-from ovseg.vocab.database import (
+from ovseg.cased.database import (
     KINDS,
     MANIFEST_NAME,
     choose_index,
@@ -48,6 +46,8 @@ from ovseg.vocab.database import (
     text_fingerprint,
     write_database,
 )
+from ovseg.errors import ConfigError, DatabaseError
+from ovseg.fileio import atomic_path, atomic_write_bytes, atomic_write_json
 
 LOGGER = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def build_database(
         texts_source: corpus file or folder (:func:`read_corpus`).
         backbone: a ClipBackbone; ``pretrained`` is its weight tag (recorded in the manifest).
         kind: ``captions`` or ``concepts`` (how the search turns texts into candidate names).
-        index: ``auto``, ``flat``, ``ivf`` or ``ivfpq`` (:func:`~ovseg.vocab.database.choose_index`).
+        index: ``auto``, ``flat``, ``ivf`` or ``ivfpq`` (:func:`~ovseg.cased.database.choose_index`).
         batch_size: texts per text-encoder call; chunk_batches: batches per checkpoint file.
         resume: keep the chunks of an unfinished build of the same corpus and settings.
         overwrite: replace a finished database in ``out`` (it stays readable until the end).

@@ -1,24 +1,32 @@
+#!/usr/bin/env python
 """Rebuild the embedded ``shapes-tiny`` text database (``ovseg/model_zoo/databases/shapes-tiny``).
 
 Corpus: the synthetic world's caption vocabulary for all 68 classes, the 8 unseen ones included
 (class names; object captions of every thing on every stuff and on none, with the world's
 object and scene templates; stuff captions), then distractor concepts: the names of
-``ovseg/vocab/concepts/benchmarks.txt`` and ``imagenet1k.txt``. Encoded with the embedded
+``ovseg/cased/concepts/benchmarks.txt`` and ``imagenet1k.txt``. Encoded with the embedded
 shapes-tiny CLIP as a ``captions`` database with an exact index::
 
-    python ovseg/model_zoo/databases/make_shapes_tiny.py
+    python tools/make_shapes_tiny_db.py
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-CONCEPTS = HERE.parents[1] / "vocab" / "concepts"
+try:
+    import ovseg  # noqa: F401
+except ImportError:  # running from a checkout without an installed package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ovseg"
+DATABASE_DIR = PACKAGE / "model_zoo" / "databases"
+CONCEPTS = PACKAGE / "cased" / "concepts"
 DISTRACTOR_FILES = ("benchmarks.txt", "imagenet1k.txt")
-COMMAND = "python ovseg/model_zoo/databases/make_shapes_tiny.py"
+COMMAND = "python tools/make_shapes_tiny_db.py"
 
 
 def world_captions() -> list[str]:
@@ -55,11 +63,11 @@ def corpus() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ovseg.vocab.db_build import build_database
-    from ovseg.vocab.db_cli import _backbone_from_preset
+    from ovseg.cased.build import build_database
+    from ovseg.commands.db import _backbone_from_preset
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=HERE / "shapes-tiny")
+    parser.add_argument("--out", type=Path, default=DATABASE_DIR / "shapes-tiny")
     args = parser.parse_args(argv)
     backbone, pretrained, _ = _backbone_from_preset("shapes-tiny", "cpu", [])
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text("".join(f"{t}\n" for t in texts), encoding="utf-8")
         build_database(path, backbone, args.out, pretrained=pretrained, kind="captions",
                        index="flat", overwrite=True, build_command=COMMAND,
-                       source="make_shapes_tiny.py")  # fmt: skip
+                       source="make_shapes_tiny_db.py")  # fmt: skip
     print(f"{len(texts)} texts -> {args.out}")
     return 0
 

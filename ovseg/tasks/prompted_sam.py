@@ -1,7 +1,7 @@
 """Training a whole SAM (image encoder, prompt encoder, mask decoder) on prompted instances.
 
 A task for ``ovseg.engine`` (see ``ovseg.engine.task``). Samples come from
-:class:`~ovseg.models.decoders.sam_prompts.SamPromptDataset` through :class:`ToSamFrame`.
+:class:`~ovseg.data.sam_prompts.SamPromptDataset` through :class:`ToSamFrame`.
 
 Loss, as in SAM (Kirillov et al., 2023, appendix A): per prompt, ``20 * focal + 1 * dice`` on the
 mask logits (upsampled bilinearly to the padded ``img_size`` frame and compared with the
@@ -27,11 +27,11 @@ from segment_anything.modeling import MaskDecoder
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
+from ovseg.data.sam_prompts import Prompt, ToSamFrame
 from ovseg.engine import dist as edist
 from ovseg.engine.data import move_to_device
 from ovseg.errors import ConfigError
 from ovseg.models.decoders.sam_build import build_sam, resolve_sam_architecture
-from ovseg.models.decoders.sam_prompts import Prompt, ToSamFrame
 from ovseg.registry import TASKS
 from ovseg.weights import save_state_dict
 

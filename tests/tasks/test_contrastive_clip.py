@@ -14,7 +14,7 @@ from torchvision import transforms as T
 
 from ovseg.engine import train
 from ovseg.errors import ConfigError
-from ovseg.models.clip_training import ContrastiveCLIP
+from ovseg.tasks.contrastive_clip import ContrastiveCLIP
 from tests.engine.clip_tiny import MODEL_NAME, make_model_config_dir, tiny_train_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

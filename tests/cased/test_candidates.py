@@ -6,9 +6,8 @@ import logging
 
 import pytest
 
-from ovseg.errors import ConfigError, MissingDependencyError
-from ovseg.vocab import candidates
-from ovseg.vocab.candidates import (
+from ovseg.cased import candidates
+from ovseg.cased.candidates import (
     CandidateExtractor,
     clean_text,
     clean_tokens,
@@ -18,6 +17,7 @@ from ovseg.vocab.candidates import (
     resolve_tagger,
     singularize,
 )
+from ovseg.errors import ConfigError, MissingDependencyError
 
 CAPTIONS = [
     "A photo of two dogs playing in the park <br> http://example.com/dog.jpg",
@@ -107,7 +107,7 @@ def test_missing_tagger_data_skips_the_filter_with_a_note(monkeypatch, caplog):
     monkeypatch.setattr(nltk, "pos_tag", no_data)
     candidates.nltk_tagger.cache_clear()
     try:
-        with caplog.at_level(logging.INFO, logger="ovseg.vocab.candidates"):
+        with caplog.at_level(logging.INFO, logger="ovseg.cased.candidates"):
             assert resolve_tagger("auto") is None
         assert "POS filter skipped" in caplog.text
         assert CandidateExtractor()(CAPTIONS) == ["dog", "the", "park"]

@@ -1,0 +1,6 @@
+"""Trainable tasks for ``ovseg.engine`` (registered in ``TASKS`` under their recipe names).
+
+- ``ContrastiveCLIP`` (:mod:`ovseg.tasks.contrastive_clip`): CLIP's contrastive loss on captions.
+- ``DenseCLIP`` (:mod:`ovseg.tasks.denseclip`): DenseCLIP's decode head and context decoder.
+- ``PromptedSAM`` (:mod:`ovseg.tasks.prompted_sam`): a whole SAM on prompted instances.
+"""
