@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ovseg.errors import ConfigError, WeightsNotFoundError
+from ovseg.hub import download_url
 from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, embedded_checkpoint
 from ovseg.models.decoders.sam_build import (
     OFFICIAL_CHECKPOINTS,
@@ -24,11 +25,6 @@ from ovseg.models.decoders.sam_build import (
 )
 
 OFFICIAL_TAG = "sa1b"
-
-
-def is_offline() -> bool:
-    """True when downloads are switched off (``HF_HUB_OFFLINE`` set to a true value)."""
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
 def official_checkpoint_path(model_type: str) -> Path:
@@ -47,17 +43,18 @@ def find_official_checkpoint(model_type: str) -> Path:
     path = official_checkpoint_path(model_type)
     if path.is_file():
         return path
-    reason = "HF_HUB_OFFLINE is set"
-    if not is_offline():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # writes to a temporary file in the same folder and renames it when complete
-            torch.hub.download_url_to_file(OFFICIAL_CHECKPOINTS[model_type]["url"], str(path))
-            return path
-        except Exception as exc:  # network errors come in many types
-            reason = f"download failed: {type(exc).__name__}: {str(exc)[:200]}"
-    err = missing_official_checkpoint(model_type, path)
-    raise WeightsNotFoundError(f"{err} ({reason}; it may also be placed at {path}.)")
+    entry = OFFICIAL_CHECKPOINTS[model_type]
+    try:
+        return download_url(entry["url"], path)  # once, after a quick check of the host
+    except WeightsNotFoundError as exc:
+        reason = str(exc)
+    raise WeightsNotFoundError(
+        f"The SAM {model_type} checkpoint is not on this machine ({reason}). Download "
+        f"{entry['url']} on a machine with network and put it at {path} (where ovseg looks), "
+        "or give its path as the decoder's checkpoint, e.g. "
+        "pipelines.referring.decoder.checkpoint=/path/file pipelines.referring.decoder."
+        "pretrained=null on the ovseg predict command line."
+    )
 
 
 def resolve_sam_checkpoint(
