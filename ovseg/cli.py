@@ -29,15 +29,14 @@ def _split_overrides(values: Sequence[str]) -> tuple[list[str], list[str]]:
 def cmd_list(args: argparse.Namespace) -> int:
     import open_clip
 
-    from ovseg.config import list_presets
     from ovseg.models.backbones.clip import register_packaged_model_configs
     from ovseg.registry import _ALL_REGISTRIES
 
     what = args.what
     if what in ("presets", "all"):
-        print("presets:")
-        for name in list_presets():
-            print(f"  {name}")
+        from ovseg.preset_status import all_preset_status, format_presets
+
+        print(format_presets(all_preset_status()))
     if what in ("models", "all"):
         register_packaged_model_configs()
         print("open_clip models (pretrained tags):")
