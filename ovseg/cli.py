@@ -93,16 +93,19 @@ def output_stems(relatives: Sequence[Path]) -> dict[Path, Path]:
 
     ``sub/a.png`` -> ``sub/a`` (outputs ``sub/a_labels.png``, ``sub/a.json`` ...). Images of one
     folder sharing a stem (``scene.jpg``, ``scene.png``; compared case-insensitively, as some
-    file systems do) get their extension in the stem instead (``scene_jpg``, ``scene_png``); a
-    stem still taken after that gets ``_2``, ``_3`` ...
+    file systems do) get their extension in the stem instead (``scene_jpg``, ``scene_png``), as
+    does a top-level ``report.*`` (``report.json`` is the run's report); a stem still taken after
+    that gets ``_2``, ``_3`` ...
     """
     by_key: dict[tuple[Path, str], list[Path]] = {}
     for rel in relatives:
         by_key.setdefault((rel.parent, rel.stem.casefold()), []).append(rel)
+    reserved = {(Path("."), Path(REPORT_NAME).stem)}
     stems: dict[Path, Path] = {}
-    taken: set[tuple[Path, str]] = set()
+    taken: set[tuple[Path, str]] = set(reserved)
     for rel in sorted(relatives, key=lambda r: (len(by_key[(r.parent, r.stem.casefold())]), r)):
-        clash = len(by_key[(rel.parent, rel.stem.casefold())]) > 1
+        key = (rel.parent, rel.stem.casefold())
+        clash = len(by_key[key]) > 1 or key in reserved
         stem = f"{rel.stem}_{rel.suffix.lstrip('.')}" if clash else rel.stem
         candidate, count = stem, 1
         while (rel.parent, candidate.casefold()) in taken:
@@ -265,7 +268,8 @@ def _run_folder(pipeline, args, source: Path, images: list[Path], out_dir: Path)
                 )
             except OVSegError as exc:
                 failed.append({"source": name, "reason": str(exc)})
-                tqdm.write(f"{name}: FAILED: {exc}", file=sys.stderr)
+                if not args.quiet:
+                    tqdm.write(f"{name}: failed (see the summary at the end)", file=sys.stderr)
                 continue
             outputs = {k: Path(v).relative_to(out_dir).as_posix() for k, v in written.items()}
             done.append({"source": name, "outputs": outputs})
@@ -322,6 +326,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise OVSegError("--db goes with --vocab-free.")
     check_device(args.device)
     _check_out_dir(out_dir)
+    single_done = not source.is_dir() and _done_before(out_dir / f"{source.stem}.json", source.name)
+    if args.skip_existing and single_done:
+        if not args.quiet:
+            print(f"{source.name}: done before ({out_dir / source.stem}.json); skipped")
+        return 0
     if args.vocab_free:
         from ovseg.pipelines.vocab_free import build_vocab_free_pipeline
 
@@ -603,6 +612,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OVSegError as exc:
         print(f"ovseg: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("ovseg: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

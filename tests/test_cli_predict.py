@@ -109,6 +109,10 @@ def test_single_file_keeps_the_plain_names(tmp_path):
     assert main([*BASE[:1], str(tmp_path / "photo.png"), *BASE[1:], "--out", str(out)]) == 0
     assert json.loads((out / "photo.json").read_text())["source"] == "photo.png"
     assert not (out / "report.json").exists()
+    stamp = (out / "photo.json").stat().st_mtime_ns
+    argv = [*BASE[:1], str(tmp_path / "photo.png"), *BASE[1:], "--out", str(out)]
+    assert main([*argv, "--skip-existing"]) == 0
+    assert (out / "photo.json").stat().st_mtime_ns == stamp
 
 
 def test_output_stems_are_unique_and_plain_without_a_clash():
@@ -120,3 +124,9 @@ def test_output_stems_are_unique_and_plain_without_a_clash():
     assert stems[Path("scene_png.jpg")] == Path("scene_png")
     assert stems[Path("scene.png")] == Path("scene_png_2")
     assert len({str(s).casefold() for s in stems.values()}) == len(rels)
+    # report.json belongs to the run: a top-level report.* image moves aside, a nested one not
+    stems = output_stems([Path("report.png"), Path("sub/report.png")])
+    assert stems == {
+        Path("report.png"): Path("report_png"),
+        Path("sub/report.png"): Path("sub/report"),
+    }
