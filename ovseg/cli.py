@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ovseg.errors import OVSegError
+from ovseg.errors import ConfigError, OVSegError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -28,15 +29,14 @@ def _split_overrides(values: Sequence[str]) -> tuple[list[str], list[str]]:
 def cmd_list(args: argparse.Namespace) -> int:
     import open_clip
 
-    from ovseg.config import list_presets
     from ovseg.models.backbones.clip import register_packaged_model_configs
     from ovseg.registry import _ALL_REGISTRIES
 
     what = args.what
     if what in ("presets", "all"):
-        print("presets:")
-        for name in list_presets():
-            print(f"  {name}")
+        from ovseg.preset_status import all_preset_status, format_presets
+
+        print(format_presets(all_preset_status()))
     if what in ("models", "all"):
         register_packaged_model_configs()
         print("open_clip models (pretrained tags):")
@@ -60,9 +60,26 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- predict
-def _collect_images(source: Path) -> list[Path]:
+REPORT_NAME = "report.json"
+
+
+def _is_hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _collect_images(source: Path, out_dir: Path) -> list[Path]:
+    """Image files under ``source`` (recursively, sorted; hidden names and ``out_dir`` skipped)."""
     if source.is_dir():
-        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        out = out_dir.resolve()
+        images = []
+        for path in sorted(source.rglob("*")):
+            relative = path.relative_to(source)
+            if path.suffix.lower() not in IMAGE_SUFFIXES or _is_hidden(relative):
+                continue
+            if out == path.resolve() or out in path.resolve().parents:
+                continue  # results of an earlier run written inside the input folder
+            if path.is_file():
+                images.append(path)
         if not images:
             raise OVSegError(f"{source} holds no image ({', '.join(IMAGE_SUFFIXES)}).")
         return images
@@ -71,14 +88,100 @@ def _collect_images(source: Path) -> list[Path]:
     return [source]
 
 
+def output_stems(relatives: Sequence[Path]) -> dict[Path, Path]:
+    """Where each image's outputs go, relative to ``--out``, without the file suffixes.
+
+    ``sub/a.png`` -> ``sub/a`` (outputs ``sub/a_labels.png``, ``sub/a.json`` ...). Images of one
+    folder sharing a stem (``scene.jpg``, ``scene.png``; compared case-insensitively, as some
+    file systems do) get their extension in the stem instead (``scene_jpg``, ``scene_png``), as
+    does a top-level ``report.*`` (``report.json`` is the run's report); a stem still taken after
+    that gets ``_2``, ``_3`` ...
+    """
+    by_key: dict[tuple[Path, str], list[Path]] = {}
+    for rel in relatives:
+        by_key.setdefault((rel.parent, rel.stem.casefold()), []).append(rel)
+    reserved = {(Path("."), Path(REPORT_NAME).stem)}
+    stems: dict[Path, Path] = {}
+    taken: set[tuple[Path, str]] = set(reserved)
+    for rel in sorted(relatives, key=lambda r: (len(by_key[(r.parent, r.stem.casefold())]), r)):
+        key = (rel.parent, rel.stem.casefold())
+        clash = len(by_key[key]) > 1 or key in reserved
+        stem = f"{rel.stem}_{rel.suffix.lstrip('.')}" if clash else rel.stem
+        candidate, count = stem, 1
+        while (rel.parent, candidate.casefold()) in taken:
+            count += 1
+            candidate = f"{stem}_{count}"
+        taken.add((rel.parent, candidate.casefold()))
+        stems[rel] = rel.parent / candidate
+    return stems
+
+
+def _done_before(json_path: Path, source: str) -> bool:
+    """True when an earlier run finished this image: its JSON (written last) names ``source``."""
+    if not json_path.is_file():
+        return False
+    try:
+        recorded = json.loads(json_path.read_text(encoding="utf-8")).get("source", source)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return recorded == source
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Create ``--out`` and prove it writable before any model is loaded."""
+    import tempfile
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file; give a folder for the results.")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".ovseg-write-test-", dir=out_dir)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"--out {out_dir} cannot be used as the output folder ({reason}). Give a folder "
+            "you can write to."
+        ) from exc
+    os.close(handle)
+    os.unlink(probe)
+
+
+def check_device(device: str | None) -> None:
+    """Refuse an unknown device name, or a GPU this machine does not have, before building."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"--device {device!r} is not a device name; use cpu, cuda, cuda:1 or mps."
+        ) from exc
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"--device {device}: this machine has no usable CUDA GPU (torch "
+                f"{torch.__version__}); run with --device cpu."
+            )
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(
+                f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0 to "
+                f"cuda:{count - 1})."
+            )
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {device}: MPS is not available here; use --device cpu.")
+
+
 def _vocabulary_from_args(args: argparse.Namespace):
     from ovseg.vocab import Vocabulary
 
-    if args.vocab and args.vocab_file:
+    if args.vocab is not None and args.vocab_file is not None:
         raise OVSegError("Give either --vocab or --vocab-file, not both.")
-    if args.vocab:
+    if args.vocab is not None:  # an empty --vocab is an error, not "use the preset's classes"
         return Vocabulary.create(args.vocab)
-    if args.vocab_file:
+    if args.vocab_file is not None:
         return Vocabulary.from_file(args.vocab_file)
     return None
 
@@ -87,7 +190,7 @@ def _check_task_arguments(args: argparse.Namespace) -> None:
     if args.task == "referring":
         if not args.prompt or not args.prompt.strip():
             raise OVSegError("--task referring needs --prompt 'the phrase to segment'.")
-        if args.vocab or args.vocab_file:
+        if args.vocab is not None or args.vocab_file is not None:
             raise OVSegError(
                 "--task referring segments --prompt; it takes no --vocab/--vocab-file."
             )
@@ -95,8 +198,10 @@ def _check_task_arguments(args: argparse.Namespace) -> None:
         raise OVSegError(f"--prompt goes with --task referring; --task {args.task} takes --vocab.")
 
 
-def _predict_one(pipeline, task: str, image, args: argparse.Namespace, out_dir: Path, stem: str):
-    """Run one image; returns (files written, one-line summary)."""
+def _predict_one(
+    pipeline, task: str, image, args: argparse.Namespace, out_dir: Path, stem: str, source: str
+):
+    """Run one image; returns (files written, one-line summary). Each JSON names ``source``."""
     from ovseg.outputs import (
         write_instance_outputs,
         write_referring_outputs,
@@ -105,7 +210,7 @@ def _predict_one(pipeline, task: str, image, args: argparse.Namespace, out_dir: 
 
     if task == "referring":
         result = pipeline(image, args.prompt)
-        written = write_referring_outputs(result, image, out_dir, stem)
+        written = write_referring_outputs(result, image, out_dir, stem, source=source)
         line = (
             f"'{result.phrase}': {100 * result.mask.mean():.1f}% of the image, "
             f"predicted IoU {result.score:.2f}"
@@ -113,14 +218,14 @@ def _predict_one(pipeline, task: str, image, args: argparse.Namespace, out_dir: 
         return written, line
     result = pipeline(image)
     if task == "instance":
-        written = write_instance_outputs(result, image, out_dir, stem)
+        written = write_instance_outputs(result, image, out_dir, stem, source=source)
         found = [
             f"{result.class_names[int(label)]} {score:.2f}"
             for label, score in zip(result.labels[:10], result.scores[:10], strict=True)
         ]
         more = f" (+{len(result) - 10} more)" if len(result) > 10 else ""
         return written, (", ".join(found) + more) if found else "no instance"
-    written = write_semantic_outputs(result, image, out_dir, stem)
+    written = write_semantic_outputs(result, image, out_dir, stem, source=source)
     present = [
         f"{c['name']} {100 * c['area_fraction']:.1f}%"
         for c in sorted(result.to_dict()["classes"], key=lambda c: -c["area"])
@@ -129,9 +234,78 @@ def _predict_one(pipeline, task: str, image, args: argparse.Namespace, out_dir: 
     return written, ", ".join(present)
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def _run_folder(pipeline, args, source: Path, images: list[Path], out_dir: Path) -> int:
+    """Predict every image under ``source``; a bad image is reported, not fatal.
+
+    Writes ``report.json`` (atomically, also after an interruption) and returns 1 when an image
+    failed, else 0.
+    """
     from tqdm import tqdm
 
+    from ovseg.fileio import atomic_write_json
+    from ovseg.io import read_image
+
+    relatives = [path.relative_to(source) for path in images]
+    stems = output_stems(relatives)
+    done: list[dict] = []
+    failed: list[dict] = []
+    skipped: list[dict] = []
+    interrupted = True
+    try:
+        for path, rel in tqdm(
+            list(zip(images, relatives, strict=True)), desc="predict", disable=args.quiet
+        ):
+            name, stem = rel.as_posix(), stems[rel]
+            target = out_dir / stem.parent
+            if args.skip_existing and _done_before(out_dir / f"{stem}.json", name):
+                skipped.append({"source": name, "json": f"{stem.as_posix()}.json"})
+                continue
+            try:
+                image = read_image(path)
+                target.mkdir(parents=True, exist_ok=True)
+                written, line = _predict_one(
+                    pipeline, args.task, image, args, target, stem.name, name
+                )
+            except OVSegError as exc:
+                failed.append({"source": name, "reason": str(exc)})
+                if not args.quiet:
+                    tqdm.write(f"{name}: failed (see the summary at the end)", file=sys.stderr)
+                continue
+            outputs = {k: Path(v).relative_to(out_dir).as_posix() for k, v in written.items()}
+            done.append({"source": name, "outputs": outputs})
+            if not args.quiet:
+                tqdm.write(f"{name}: {line}")
+        interrupted = False
+    finally:
+        report = {
+            "input": str(source),
+            "task": args.task,
+            "complete": not interrupted,
+            "counts": {
+                "images": len(images),
+                "ok": len(done),
+                "failed": len(failed),
+                "skipped": len(skipped),
+            },
+            "ok": done,
+            "failed": failed,
+            "skipped": skipped,
+        }
+        atomic_write_json(out_dir / REPORT_NAME, report, indent=2)
+    if not args.quiet:
+        print(
+            f"{len(done)} image(s) done, {len(skipped)} skipped (done before), {len(failed)} "
+            f"failed; results and {REPORT_NAME} in {out_dir}"
+        )
+    if failed:
+        print(f"{len(failed)} image(s) failed:", file=sys.stderr)
+        for entry in failed:
+            print(f"  {entry['source']}: {entry['reason']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
     from ovseg.api import DEFAULT_PRESET, create_pipeline
     from ovseg.config import save_resolved_config
     from ovseg.io import read_image
@@ -141,13 +315,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise OVSegError(f"predict takes one image or folder, got {inputs}.")
     _check_task_arguments(args)
     vocabulary = _vocabulary_from_args(args)
-    images = _collect_images(Path(inputs[0]))
+    source, out_dir = Path(inputs[0]), Path(args.out)
+    images = _collect_images(source, out_dir)
+    if args.vocab_free and (vocabulary is not None or args.task == "referring"):
+        raise OVSegError(
+            "--vocab-free finds the class names itself: drop --vocab/--vocab-file "
+            "(it runs the semantic or the instance task)."
+        )
+    if args.db and not args.vocab_free:
+        raise OVSegError("--db goes with --vocab-free.")
+    check_device(args.device)
+    _check_out_dir(out_dir)
+    single_done = not source.is_dir() and _done_before(out_dir / f"{source.stem}.json", source.name)
+    if args.skip_existing and single_done:
+        if not args.quiet:
+            print(f"{source.name}: done before ({out_dir / source.stem}.json); skipped")
+        return 0
     if args.vocab_free:
-        if vocabulary is not None or args.task == "referring":
-            raise OVSegError(
-                "--vocab-free finds the class names itself: drop --vocab/--vocab-file "
-                "(it runs the semantic or the instance task)."
-            )
         from ovseg.api import build_vocab_free_pipeline
 
         pipeline = build_vocab_free_pipeline(
@@ -158,8 +342,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
             task=args.task,
         )
     else:
-        if args.db:
-            raise OVSegError("--db goes with --vocab-free.")
         pipeline = create_pipeline(
             args.preset or DEFAULT_PRESET,
             vocabulary,
@@ -167,23 +349,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
             overrides=overrides,
             device=args.device,
         )
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     save_resolved_config(pipeline.config, out_dir / "config.yaml")
-    summaries = []
-    for path in tqdm(images, desc="predict", disable=len(images) == 1 or args.quiet):
-        image = read_image(path)
-        written, line = _predict_one(pipeline, args.task, image, args, out_dir, path.stem)
-        summaries.append({"image": str(path), **{k: str(v) for k, v in written.items()}})
-        if not args.quiet:
-            tqdm.write(f"{path.name}: {line}")
+    if source.is_dir():
+        return _run_folder(pipeline, args, source, images, out_dir)
+    image = read_image(source)
+    written, line = _predict_one(
+        pipeline, args.task, image, args, out_dir, source.stem, source.name
+    )
     if not args.quiet:
-        print(f"wrote {len(summaries)} result(s) to {out_dir}")
+        print(f"{source.name}: {line}")
+        print(f"wrote {len(written)} file(s) to {out_dir}")
     return 0
 
 
 # ----------------------------------------------------------------------------- eval / train / data
 def cmd_eval(args: argparse.Namespace) -> int:
+    check_device(args.device)
     if args.limit is not None and args.limit < 1:
         raise OVSegError(f"--limit must be at least 1, got {args.limit}.")
     if args.suite:
@@ -291,6 +472,11 @@ def _predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-file", help="class file: one class per line, synonyms after commas")
     p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="folder runs: skip the images whose results are already in --out (resume a run)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
     return p
@@ -403,6 +589,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OVSegError as exc:
         print(f"ovseg: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("ovseg: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -27,6 +27,31 @@ from ovseg.fileio import atomic_write_text
 PRESET_DIR = Path(__file__).parent / "model_zoo" / "presets"
 BASE_KEY = "_base_"
 
+# Every top-level key a preset, a shipped config or the code reads; others are refused (typos).
+KNOWN_TOP_LEVEL_KEYS = frozenset(
+    {
+        BASE_KEY,
+        "_source_",  # bookkeeping: where a loaded config came from
+        "benchmark",
+        "custom_imports",
+        "custom_model_configs",
+        "data",
+        "database",
+        "evaluation",
+        "model",
+        "optimizer",
+        "pipeline",
+        "pipelines",
+        "schedule",
+        "seed",
+        "task",
+        "train",
+        "vocab_free",
+        "vocabulary",
+        "work_dir",
+    }
+)
+
 
 def list_presets() -> list[str]:
     """Names of the presets shipped in the package, sorted."""
@@ -101,6 +126,35 @@ def _load_with_bases(path: Path, stack: tuple[Path, ...] = ()) -> dict[str, Any]
     return merge_configs(merged, data)
 
 
+def check_top_level_keys(keys: Iterable[Any], source: str) -> None:
+    """Refuse top-level keys outside :data:`KNOWN_TOP_LEVEL_KEYS`, suggesting close ones."""
+    import difflib
+
+    for key in keys:
+        if key in KNOWN_TOP_LEVEL_KEYS:
+            continue
+        known = sorted(k for k in KNOWN_TOP_LEVEL_KEYS if k != "_source_")
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        hint = f"Did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(
+            f"{source}: unknown top-level key {key!r}. {hint}Known keys: {', '.join(known)}."
+        )
+
+
+def _resolve(cfg: DictConfig, source: str) -> dict[str, Any]:
+    """Resolve every ``${...}`` interpolation; cycles and dangling names raise ConfigError."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(
+            f"{source}: an interpolation cannot be resolved ({detail}). Check the ${{...}} "
+            "references: each must name an existing key, and none may refer back to itself."
+        ) from exc
+
+
 def parse_overrides(overrides: Iterable[str]) -> DictConfig:
     """Turn ``["a.b=1", "c=[1,2]"]`` into a config; values are parsed as YAML scalars/lists."""
     dotlist = []
@@ -132,10 +186,13 @@ def load_config(
         data = _load_with_bases(path)
         source = str(path)
     cfg = OmegaConf.create(data)
+    check_top_level_keys(cfg.keys(), source)
     overrides = list(overrides)
     if overrides:
-        cfg = OmegaConf.merge(cfg, parse_overrides(overrides))
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        parsed = parse_overrides(overrides)
+        check_top_level_keys(parsed.keys(), "override")
+        cfg = OmegaConf.merge(cfg, parsed)
+    cfg = OmegaConf.create(_resolve(cfg, source))
     OmegaConf.set_struct(cfg, False)
     cfg["_source_"] = source
     return cfg

@@ -20,11 +20,17 @@ from ovseg.structures import Instances, OVSegResult, ReferringResult
 from ovseg.visualize import draw_instances, overlay, referring_overlay
 
 
+def _with_source(summary: dict, source: str | None) -> dict:
+    """``summary`` led by ``"source"`` (the input image's name) when one is given."""
+    return {"source": source, **summary} if source is not None else summary
+
+
 def write_semantic_outputs(
-    result: OVSegResult, image: np.ndarray, out_dir: Path, stem: str
+    result: OVSegResult, image: np.ndarray, out_dir: Path, stem: str, *, source: str | None = None
 ) -> dict[str, Path]:
     """Write ``<stem>_labels.png`` (class index per pixel, vocabulary order; 255 unlabelled;
-    16-bit when there are more than 255 classes), ``<stem>_overlay.png`` and ``<stem>.json``."""
+    16-bit when there are more than 255 classes), ``<stem>_overlay.png`` and ``<stem>.json``
+    (written last; with ``source``, its ``"source"`` names the input image)."""
     out_dir = Path(out_dir)
     labels = result.sem_seg
     dtype = np.uint8 if len(result.class_names) < 255 else np.uint16
@@ -35,12 +41,18 @@ def write_semantic_outputs(
     }
     write_png_atomic(labels.astype(dtype), paths["labels"])
     write_png_atomic(overlay(image, labels, result.class_names), paths["overlay"])
-    atomic_write_text(paths["json"], json.dumps(result.to_dict(), indent=2) + "\n")
+    summary = _with_source(result.to_dict(), source)
+    atomic_write_text(paths["json"], json.dumps(summary, indent=2) + "\n")
     return paths
 
 
 def write_referring_outputs(
-    result: ReferringResult, image: np.ndarray, out_dir: Path, stem: str
+    result: ReferringResult,
+    image: np.ndarray,
+    out_dir: Path,
+    stem: str,
+    *,
+    source: str | None = None,
 ) -> dict[str, Path]:
     """Write ``<stem>_mask.png`` (255 inside the mask, 0 outside), ``<stem>_overlay.png`` (mask
     with the points | heat map with the points), ``<stem>_similarity.png`` (the similarity map
@@ -56,7 +68,7 @@ def write_referring_outputs(
     write_png_atomic(referring_overlay(image, result), paths["overlay"])
     grey = (np.clip(result.similarity, 0.0, 1.0) * 255).round().astype(np.uint8)
     write_png_atomic(grey, paths["similarity"])
-    summary = {"image_size": list(result.mask.shape), **result.to_dict()}
+    summary = _with_source({"image_size": list(result.mask.shape), **result.to_dict()}, source)
     atomic_write_text(paths["json"], json.dumps(summary, indent=2) + "\n")
     return paths
 
@@ -82,10 +94,12 @@ def write_instance_outputs(
     *,
     image_id: int | None = None,
     category_ids: Sequence[int] | None = None,
+    source: str | None = None,
 ) -> dict[str, Path]:
     """Write ``<stem>_instances.png`` (masks, boxes, ``name score``), ``<stem>_instance_ids.png``
     (:func:`instance_id_map`: id ``k`` is the JSON's instance ``k - 1``; 0 background) and
-    ``<stem>.json`` (per instance: label, name, score, box XYXY, area).
+    ``<stem>.json`` (per instance: label, name, score, box XYXY, area; with ``source``, its
+    ``"source"`` names the input image).
 
     With ``image_id`` and ``category_ids`` (the COCO category id of each label) also
     ``<stem>_coco.json``: the instances as COCO results (``bbox`` XYWH, RLE masks), ready for
@@ -103,11 +117,14 @@ def write_instance_outputs(
     ids = instance_id_map(result) if len(result) else np.zeros((height, width), dtype=np.uint8)
     write_png_atomic(draw_instances(image, result), paths["overlay"])
     write_png_atomic(ids, paths["ids"])
-    summary = {
-        "image_size": [height, width],
-        "class_names": list(result.class_names),
-        **result.to_dict(),
-    }
+    summary = _with_source(
+        {
+            "image_size": [height, width],
+            "class_names": list(result.class_names),
+            **result.to_dict(),
+        },
+        source,
+    )
     atomic_write_text(paths["json"], json.dumps(summary, indent=2) + "\n")
     if image_id is not None:
         from ovseg.evaluation.coco import instances_to_coco_results, write_coco_results

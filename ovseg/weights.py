@@ -366,9 +366,28 @@ def _safetensors_device(map_location: MapLocation) -> str:
     return "cpu"
 
 
+def _refuse_misnamed_safetensors(path: Path) -> None:
+    """A torch.save file (zip or pickle) named ``.safetensors``: say so instead of "bad header"."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head == _ZIP_MAGIC:
+        kind = "a zip archive (the format torch.save writes)"
+    elif head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        kind = "a pickle file (the legacy torch.save format)"
+    else:
+        return
+    raise CheckpointError(
+        f"checkpoint '{path}' is {kind}, not safetensors, although it is named .safetensors. "
+        f"Rename it to {path.with_suffix('.pth').name} (.pth or .pt) and pass that path; it is "
+        "then loaded with the weights-only checks."
+    )
+
+
 def _load_safetensors(path: Path, map_location: MapLocation) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
+    if path.suffix.lower() == ".safetensors":
+        _refuse_misnamed_safetensors(path)
     device = _safetensors_device(map_location)
     try:
         return dict(load_file(str(path), device=device))
@@ -528,6 +547,7 @@ def load_safetensors_metadata(path: PathLike) -> dict[str, str]:
     from safetensors import safe_open
 
     p = _existing_file(path)
+    _refuse_misnamed_safetensors(p)
     try:
         with safe_open(str(p), framework="pt") as f:
             return dict(f.metadata() or {})

@@ -514,3 +514,16 @@ def test_save_state_dict_rejects_bad_input(tmp_path):
 
 def test_atomic_path_is_exported():
     assert weights.atomic_path is atomic_path
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy-pickle"])
+def test_torch_file_named_safetensors_says_to_rename_it(tmp_path, zipped):
+    path = tmp_path / "model.safetensors"
+    torch.save(_state(), path, _use_new_zipfile_serialization=zipped)
+    for load in (load_state_dict, load_safetensors_metadata):
+        with pytest.raises(CheckpointError, match="not safetensors") as info:
+            load(path)
+        assert "Rename it to model.pth" in str(info.value)
+        assert ("zip archive" in str(info.value)) == zipped
+    renamed = path.rename(tmp_path / "model.pth")
+    assert torch.equal(load_state_dict(renamed)["conv.weight"], _state()["conv.weight"])

@@ -209,14 +209,19 @@ def resolve_database_path(path: str | os.PathLike) -> Path:
 def rebuild_command(
     manifest: dict[str, Any] | None, folder: Path, preset: str | None = None
 ) -> str:
-    """The ``ovseg db build`` command that rebuilds ``folder`` (for ``preset`` if given)."""
-    if manifest and manifest.get("build_command") and preset is None:
-        return str(manifest["build_command"])
-    source = (manifest or {}).get("source") or "CORPUS"
-    kind = (manifest or {}).get("kind", "captions")
+    """The ``ovseg db build`` command that rebuilds ``folder`` (for ``preset`` if given).
+
+    Only the folder given and the database kind (one of :data:`KINDS`) are filled in: the
+    manifest's recorded ``build_command`` and ``source`` are not echoed, since anyone who can edit
+    the manifest could put a harmful command there.
+    """
+    import shlex
+
+    kind = (manifest or {}).get("kind")
+    kind = kind if kind in KINDS else "captions"
     return (
-        f"ovseg db build --texts {source} --preset {preset or 'PRESET'} --kind {kind} "
-        f"--out {folder} --overwrite"
+        f"ovseg db build --texts CORPUS --preset {preset or 'PRESET'} --kind {kind} "
+        f"--out {shlex.quote(str(folder))} --overwrite"
     )
 
 

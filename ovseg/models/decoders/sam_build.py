@@ -286,8 +286,9 @@ def missing_official_checkpoint(
     wanted = f"For {model_type} the file is {entry['file']} ({entry['url']}). " if entry else ""
     return WeightsNotFoundError(
         f"SAM checkpoint '{looked_at}' does not exist. {wanted}The official SAM checkpoints are "
-        f"{files} (Meta's segment-anything release); download the one you need and pass its "
-        "path as checkpoint=PATH."
+        f"{files} (Meta's segment-anything release); download the one you need and give its "
+        "path as the decoder's checkpoint, e.g. pipelines.referring.decoder.checkpoint=/path/file "
+        "pipelines.referring.decoder.pretrained=null on the ovseg predict command line."
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ovseg.errors import ConfigError, WeightsNotFoundError
+from ovseg.hub import download_url
 from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, embedded_checkpoint
 from ovseg.models.decoders.sam_build import (
     OFFICIAL_CHECKPOINTS,
@@ -25,11 +26,6 @@ from ovseg.models.decoders.sam_build import (
 )
 
 OFFICIAL_TAG = "sa1b"
-
-
-def is_offline() -> bool:
-    """True when downloads are switched off (``HF_HUB_OFFLINE`` set to a true value)."""
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
 def official_checkpoint_path(model_type: str) -> Path:
@@ -46,17 +42,12 @@ def find_cached_checkpoint(
     path = Path(torch.hub.get_dir()) / "checkpoints" / file
     if path.is_file():
         return path
-    reason = "HF_HUB_OFFLINE is set"
-    if not is_offline():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # writes to a temporary file in the same folder and renames it when complete
-            torch.hub.download_url_to_file(url, str(path))
-            return path
-        except Exception as exc:  # network errors come in many types
-            reason = f"download failed: {type(exc).__name__}: {str(exc)[:200]}"
+    try:
+        return download_url(url, path)  # once, after a quick check of the host
+    except WeightsNotFoundError as exc:
+        reason = str(exc)
     err = missing(path)
-    raise WeightsNotFoundError(f"{err} ({reason}; it may also be placed at {path}.)")
+    raise WeightsNotFoundError(f"{err} ({reason}; ovseg also looks for it at {path}.)")
 
 
 def find_official_checkpoint(model_type: str) -> Path:

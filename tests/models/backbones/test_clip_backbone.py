@@ -72,7 +72,7 @@ def test_offline_tag_names_the_file(monkeypatch, tmp_path):
         build_open_clip_model("ViT-B-16", pretrained="openai", cache_dir=str(tmp_path))
     message = str(info.value)
     assert "timm/vit_base_patch16_clip_224.openai" in message
-    assert "checkpoint=PATH" in message
+    assert "pipeline.backbone.checkpoint=DIR/open_clip_model.safetensors" in message
 
 
 def test_unknown_tag_and_architecture():

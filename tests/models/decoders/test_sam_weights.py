@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import ovseg.hub
 from ovseg.errors import ConfigError, WeightsNotFoundError
 from ovseg.model_zoo import embedded
 from ovseg.models.decoders import SamDecoder
-from ovseg.models.decoders.sam_build import register_sam_architecture
+from ovseg.models.decoders.sam_build import OFFICIAL_CHECKPOINTS, register_sam_architecture
 from ovseg.models.decoders.sam_weights import official_checkpoint_path, resolve_sam_checkpoint
 from ovseg.weights import save_state_dict, sha256_file
 from tests.models.decoders.sam_tiny import TINY_SAM, tiny_sam
@@ -43,6 +44,7 @@ def test_official_weights_are_found_in_the_hub_cache(hub_dir, monkeypatch):
     message = str(info.value)
     assert "sam_vit_h_4b8939.pth" in message and str(target) in message
     assert "dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth" in message
+    assert "HF_HUB_OFFLINE is set" in message and "decoder.checkpoint=/path/file" in message
     target.parent.mkdir(parents=True)
     target.write_bytes(b"weights")
     assert resolve_sam_checkpoint("vit_h", None, "sa1b") == target
@@ -57,6 +59,7 @@ def test_official_weights_are_downloaded_when_online(hub_dir, monkeypatch):
         Path(destination).write_bytes(b"weights")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    monkeypatch.setattr(ovseg.hub, "unreachable_reason", lambda url: None)  # as if online
     path = resolve_sam_checkpoint("vit_b", None, None)
     assert path.read_bytes() == b"weights" and calls[0].endswith("sam_vit_b_01ec64.pth")
 
@@ -88,3 +91,34 @@ def test_packaged_tag_is_looked_up_by_model_type_and_tag(tmp_path, monkeypatch):
     decoder = SamDecoder("test-packaged-sam", pretrained="shapes")
     for key, value in source.state_dict().items():
         assert torch.equal(decoder.model.state_dict()[key], value), key
+
+
+def test_without_network_the_official_download_fails_fast(hub_dir, monkeypatch):
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a: calls.append(a))
+    monkeypatch.setitem(
+        OFFICIAL_CHECKPOINTS,
+        "vit_b",
+        {
+            **OFFICIAL_CHECKPOINTS["vit_b"],
+            "url": f"http://127.0.0.1:{_closed_port()}/sam_vit_b_01ec64.pth",
+        },
+    )
+    start = time.monotonic()
+    with pytest.raises(WeightsNotFoundError, match="no network: cannot reach 127.0.0.1"):
+        resolve_sam_checkpoint("vit_b", None, None)
+    assert time.monotonic() - start < 5 and calls == []  # one quick probe, no download tried
+
+
+def _closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,189 @@
+"""Which presets run with what is installed, per task, without building a model.
+
+A preset's sections name their weights (``ClipBackbone``: ``pretrained`` tag or ``checkpoint``;
+``SamDecoder``: ``pretrained`` tag, ``checkpoint`` or the official release;
+``DenseCLIPSegmenter``: ``weights`` or a packaged ``pretrained`` tag). Each is looked up where
+the model would find it (packaged files, the Hugging Face cache, torch hub's cache, local
+paths), reading no weight file. ``ovseg list`` prints the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ovseg.config import list_presets, load_config, to_container
+from ovseg.errors import OVSegError
+from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, WEIGHTS_DIR
+
+TASK_ORDER = ("semantic", "referring", "instance", "vocab-free")
+
+
+@dataclass(frozen=True)
+class WeightStatus:
+    """One weight file a task needs: ``what`` it is, ``where`` it was found (None: missing) and
+    how to get it when missing (``fetch``)."""
+
+    what: str
+    where: str | None
+    fetch: str = ""
+
+
+@dataclass
+class PresetStatus:
+    """``tasks``: task name -> the weights it needs (``semantic``, ``referring``, ``instance``,
+    ``vocab-free``); ``error``: why the preset could not be read, if it could not."""
+
+    name: str
+    tasks: dict[str, list[WeightStatus]] = field(default_factory=dict)
+    error: str | None = None
+
+    def ready(self, task: str) -> bool:
+        return self.error is None and all(w.where is not None for w in self.tasks[task])
+
+    def missing(self, task: str) -> list[WeightStatus]:
+        return [w for w in self.tasks.get(task, []) if w.where is None]
+
+
+def _embedded(model_name: str, tag: str | None) -> bool:
+    entry = EMBEDDED_WEIGHTS.get((model_name, tag or ""))
+    return entry is not None and (WEIGHTS_DIR / entry["file"]).is_file()
+
+
+def _local_file(what: str, path: Any) -> WeightStatus:
+    found = Path(str(path)).expanduser().exists()
+    return WeightStatus(what, "local file" if found else None, f"the file {path}")
+
+
+def _clip(section: Mapping[str, Any]) -> WeightStatus:
+    from ovseg.models.backbones.clip_weights import find_cached_pretrained, pretrained_source
+
+    model, tag = section.get("model_name", "?"), section.get("pretrained")
+    what = f"CLIP {model} / {tag}"
+    if section.get("checkpoint"):
+        return _local_file(f"CLIP {model}", section["checkpoint"])
+    if not tag:
+        return WeightStatus(f"CLIP {model}", "random weights (no tag given)")
+    if _embedded(model, tag):
+        return WeightStatus(what, "embedded")
+    try:
+        cached, _ = find_cached_pretrained(model, tag)
+    except OVSegError:
+        return WeightStatus(what, None, "a tag open_clip does not know")
+    if cached is not None:
+        return WeightStatus(what, "Hugging Face cache")
+    repo_file = pretrained_source(model, tag)
+    repo, _, name = repo_file.rpartition("/")
+    fetch = f"hf download {repo} {name}" if repo and "://" not in repo_file else repo_file
+    return WeightStatus(what, None, fetch)
+
+
+def _sam(section: Mapping[str, Any]) -> WeightStatus:
+    from ovseg.models.decoders.sam_build import OFFICIAL_CHECKPOINTS
+    from ovseg.models.decoders.sam_weights import OFFICIAL_TAG, official_checkpoint_path
+
+    model = section.get("model_type", "vit_b")
+    if not isinstance(model, str):
+        model = "custom"
+    if section.get("checkpoint"):
+        return _local_file(f"SAM {model}", section["checkpoint"])
+    tag = section.get("pretrained") or (OFFICIAL_TAG if model in OFFICIAL_CHECKPOINTS else None)
+    what = f"SAM {model} / {tag}"
+    if _embedded(model, tag):
+        return WeightStatus(what, "embedded")
+    if tag == OFFICIAL_TAG and model in OFFICIAL_CHECKPOINTS:
+        path = official_checkpoint_path(model)
+        found = "torch hub cache" if path.is_file() else None
+        return WeightStatus(what, found, f"{OFFICIAL_CHECKPOINTS[model]['url']} -> {path}")
+    return WeightStatus(what, None, "a checkpoint (pipelines.<task>.decoder.checkpoint=PATH)")
+
+
+def _denseclip(section: Mapping[str, Any]) -> WeightStatus:
+    if section.get("weights"):
+        return _local_file("DenseCLIP export", section["weights"])
+    model = (section.get("model") or {}).get("model_name", "?")
+    tag = section.get("pretrained")
+    what = f"DenseCLIP {model} / {tag}"
+    if _embedded(f"denseclip-{model}", tag):
+        return WeightStatus(what, "embedded")
+    return WeightStatus(what, None, "a trained export (pipeline.weights=PATH)")
+
+
+_CHECKS = {"ClipBackbone": _clip, "SamDecoder": _sam, "DenseCLIPSegmenter": _denseclip}
+
+
+def _weights(node: Any) -> Iterator[WeightStatus]:
+    if isinstance(node, Mapping):
+        check = _CHECKS.get(str(node.get("type")))
+        if check is not None:
+            yield check(node)
+        for value in node.values():
+            yield from _weights(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _weights(value)
+
+
+def _unique(items: Iterator[WeightStatus]) -> list[WeightStatus]:
+    return list(dict.fromkeys(items))
+
+
+def _database_status(section: Any) -> WeightStatus:
+    from ovseg.cased.database import DATABASE_DIR, MANIFEST_NAME, resolve_database_path
+
+    path = section.get("path") if isinstance(section, Mapping) else section
+    if not path:
+        return WeightStatus("text database", None, "--db DIR (ovseg db build)")
+    folder = resolve_database_path(str(path))
+    if not (folder / MANIFEST_NAME).is_file():
+        return WeightStatus(f"text database {path}", None, "ovseg db build ... --out DIR")
+    packaged = folder.resolve().parent == DATABASE_DIR.resolve()
+    return WeightStatus(f"text database {path}", "packaged database" if packaged else "local")
+
+
+def preset_status(name: str) -> PresetStatus:
+    """The tasks preset ``name`` has and, for each, the weights it needs and where they are."""
+    status = PresetStatus(name)
+    try:
+        cfg = to_container(load_config(name))
+    except OVSegError as exc:
+        status.error = str(exc)
+        return status
+    if isinstance(cfg.get("pipeline"), Mapping):
+        status.tasks["semantic"] = _unique(_weights(cfg["pipeline"]))
+    for task, section in (cfg.get("pipelines") or {}).items():
+        status.tasks[str(task)] = _unique(_weights(section))
+    if cfg.get("database") and "semantic" in status.tasks:
+        database = _database_status(cfg["database"])
+        status.tasks["vocab-free"] = [*status.tasks["semantic"], database]
+    return status
+
+
+def all_preset_status() -> list[PresetStatus]:
+    return [preset_status(name) for name in list_presets()]
+
+
+def format_presets(statuses: list[PresetStatus]) -> str:
+    """The ``ovseg list presets`` text: one section per task, each preset ready or what it needs."""
+    tasks = [t for t in TASK_ORDER if any(t in s.tasks for s in statuses)]
+    tasks += sorted({t for s in statuses for t in s.tasks} - set(tasks))
+    width = max((len(s.name) for s in statuses), default=0) + 2
+    lines = ["Presets by task ('ready': runs with what is installed; 'needs': what to fetch)"]
+    for task in tasks:
+        lines.append(f"{task}:")
+        for status in statuses:
+            if task not in status.tasks:
+                continue
+            if status.ready(task):
+                found = sorted({w.where for w in status.tasks[task] if w.where})
+                lines.append(f"  {status.name:<{width}}ready ({', '.join(found) or 'no weights'})")
+            else:
+                needs = "; ".join(f"{w.what}: {w.fetch}" for w in status.missing(task))
+                lines.append(f"  {status.name:<{width}}needs {needs}")
+    broken = [s for s in statuses if s.error]
+    if broken:
+        lines.append("unreadable:")
+        lines += [f"  {s.name:<{width}}{s.error}" for s in broken]
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""``ovseg predict FOLDER``: bad files are reported, not fatal; resumable; unique output names."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ovseg.cli import main, output_stems
+
+# The embedded default preset; a few classes keep the text side small.
+BASE = ["predict", "--preset", "shapes-tiny", "--vocab", "red circle,blue square,sand", "--quiet"]
+
+
+def _image(seed: int, size=(48, 40)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def mixed_folder(tmp_path) -> Path:
+    """Good images (nested, and a stem clash) and three bad ones."""
+    folder = tmp_path / "in"
+    (folder / "sub" / "deeper").mkdir(parents=True)
+    _image(0).save(folder / "scene.jpg")
+    _image(1).save(folder / "scene.png")
+    _image(2).save(folder / "sub" / "a.png")
+    _image(3).save(folder / "sub" / "deeper" / "b.png")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "sub" / "text.png").write_text("this is not a picture\n")
+    jpeg = io.BytesIO()
+    _image(4, (64, 64)).save(jpeg, format="JPEG")
+    (folder / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_bad_files_are_reported_and_good_ones_done(mixed_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([*BASE[:1], str(mixed_folder), *BASE[1:], "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "3 image(s) failed" in err and "Traceback" not in err
+    for name in ("empty.png", "sub/text.png", "truncated.jpg"):
+        assert f"  {name}: " in err
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["counts"] == {"images": 7, "ok": 4, "failed": 3, "skipped": 0}
+    assert report["complete"] is True
+    assert sorted(f["source"] for f in report["failed"]) == [
+        "empty.png",
+        "sub/text.png",
+        "truncated.jpg",
+    ]
+    assert all(f["reason"] for f in report["failed"])
+    done = {entry["source"]: entry["outputs"] for entry in report["ok"]}
+    assert sorted(done) == ["scene.jpg", "scene.png", "sub/a.png", "sub/deeper/b.png"]
+    # nested folders keep their structure; a stem clash puts the extension in the stem
+    assert done["sub/deeper/b.png"]["json"] == "sub/deeper/b.json"
+    assert done["scene.jpg"]["json"] == "scene_jpg.json"
+    assert done["scene.png"]["labels"] == "scene_png_labels.png"
+    for source, outputs in done.items():
+        for rel in outputs.values():
+            assert (out / rel).is_file()
+        assert json.loads((out / outputs["json"]).read_text())["source"] == source
+    labels = np.asarray(Image.open(out / "scene_jpg_labels.png"))
+    assert labels.shape == (40, 48) and labels.max() <= 2
+    assert not [p for p in out.rglob(".*")]  # no temporary files left
+
+
+def test_skip_existing_resumes_only_the_missing_images(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(3):
+        _image(index).save(folder / f"img{index}.png")
+    out = tmp_path / "out"
+    assert main([*BASE[:1], str(folder), *BASE[1:], "--out", str(out)]) == 0
+    # an interrupted run: img1's JSON (written last) is missing, its PNGs are there
+    (out / "img1.json").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    (out / "keep-me.txt").write_text("an earlier result")
+    assert main([*BASE[:1], str(folder), *BASE[1:], "--out", str(out), "--skip-existing"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["counts"] == {"images": 3, "ok": 1, "failed": 0, "skipped": 2}
+    assert [entry["source"] for entry in report["ok"]] == ["img1.png"]
+    assert (out / "img1.json").is_file()
+    for name in ("img0.json", "img0_labels.png", "img2_overlay.png"):
+        assert (out / name).stat().st_mtime_ns == before[name]  # not rewritten
+    assert (out / "keep-me.txt").read_text() == "an earlier result"  # nothing deleted
+
+
+def test_out_inside_the_input_folder_is_not_read_back(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _image(0).save(folder / "x.png")
+    out = folder / "results"
+    assert main([*BASE[:1], str(folder), *BASE[1:], "--out", str(out)]) == 0
+    assert main([*BASE[:1], str(folder), *BASE[1:], "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [entry["source"] for entry in report["ok"]] == ["x.png"]
+
+
+def test_single_file_keeps_the_plain_names(tmp_path):
+    _image(0).save(tmp_path / "photo.png")
+    out = tmp_path / "o"
+    assert main([*BASE[:1], str(tmp_path / "photo.png"), *BASE[1:], "--out", str(out)]) == 0
+    assert json.loads((out / "photo.json").read_text())["source"] == "photo.png"
+    assert not (out / "report.json").exists()
+    stamp = (out / "photo.json").stat().st_mtime_ns
+    argv = [*BASE[:1], str(tmp_path / "photo.png"), *BASE[1:], "--out", str(out)]
+    assert main([*argv, "--skip-existing"]) == 0
+    assert (out / "photo.json").stat().st_mtime_ns == stamp
+
+
+def test_output_stems_are_unique_and_plain_without_a_clash():
+    rels = [Path(p) for p in ("a.png", "b.jpg", "s/x.png", "Scene.JPG", "scene.png", "c.png")]
+    rels.append(Path("scene_png.jpg"))  # collides with scene.png's clash name
+    stems = output_stems(rels)
+    assert stems[Path("a.png")] == Path("a") and stems[Path("s/x.png")] == Path("s/x")
+    assert stems[Path("Scene.JPG")] == Path("Scene_JPG")
+    assert stems[Path("scene_png.jpg")] == Path("scene_png")
+    assert stems[Path("scene.png")] == Path("scene_png_2")
+    assert len({str(s).casefold() for s in stems.values()}) == len(rels)
+    # report.json belongs to the run: a top-level report.* image moves aside, a nested one not
+    stems = output_stems([Path("report.png"), Path("sub/report.png")])
+    assert stems == {
+        Path("report.png"): Path("report_png"),
+        Path("sub/report.png"): Path("sub/report"),
+    }

@@ -1,0 +1,99 @@
+"""``ovseg list``: presets grouped by task, each ready or naming the weights to fetch; no model
+is built and no weight file read."""
+
+from __future__ import annotations
+
+import open_clip
+import pytest
+import torch
+import yaml
+
+import ovseg.weights
+from ovseg.cli import main
+from ovseg.preset_status import preset_status
+
+REPO = "timm/vit_base_patch16_clip_224.openai"
+
+
+@pytest.fixture
+def empty_hf_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def no_model_built(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("ovseg list built a model or read weights")
+
+    monkeypatch.setattr(open_clip, "create_model", refuse)
+    monkeypatch.setattr(ovseg.weights, "load_state_dict", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+
+
+def test_list_groups_presets_by_task_and_marks_what_runs(empty_hf_cache, no_model_built, capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    sections = {}
+    current = None
+    for line in out.splitlines():
+        if line.endswith(":") and not line.startswith(" "):
+            current = line[:-1]
+            sections[current] = {}
+        elif current and line.startswith("  "):
+            name, _, state = line.strip().partition(" ")
+            sections[current][name] = state.strip()
+    assert list(sections) == ["semantic", "referring", "instance", "vocab-free"]
+    for task in sections:
+        assert sections[task]["shapes-tiny"].startswith("ready (embedded")
+    assert sections["vocab-free"]["shapes-tiny"] == "ready (embedded, packaged database)"
+    assert sections["semantic"]["shapes-tiny-denseclip"] == "ready (embedded)"
+    assert "shapes-tiny-denseclip" not in sections["referring"]
+    assert sections["semantic"]["sclip-vitb16-voc21"] == (
+        f"needs CLIP ViT-B-16 / openai: hf download {REPO} open_clip_model.safetensors"
+    )
+    assert sections["semantic"]["denseclip-r50-ade"].startswith("needs DenseCLIP export: the file")
+
+
+def test_weights_in_the_hf_cache_make_a_preset_ready(empty_hf_cache):
+    assert not preset_status("sclip-vitb16-voc21").ready("semantic")
+    repo = empty_hf_cache / f"models--{REPO.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "open_clip_model.safetensors").write_bytes(b"x")
+    status = preset_status("sclip-vitb16-voc21")
+    assert status.ready("semantic")
+    assert [w.where for w in status.tasks["semantic"]] == ["Hugging Face cache"]
+
+
+def test_sam_and_local_checkpoints(tmp_path, monkeypatch, no_model_built):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    clip_file = tmp_path / "clip.safetensors"
+    clip_file.write_bytes(b"x")
+    backbone = {"type": "ClipBackbone", "model_name": "ViT-B-16", "checkpoint": str(clip_file)}
+    config = {
+        "pipeline": {"type": "SemanticSegmenter", "backbone": backbone},
+        "pipelines": {
+            "referring": {
+                "type": "ReferringSegmenter",
+                "backbone": "${pipeline.backbone}",
+                "decoder": {"type": "SamDecoder", "model_type": "vit_b"},
+            }
+        },
+    }
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(config))
+    status = preset_status(str(path))
+    assert status.ready("semantic") and not status.ready("referring")
+    (missing,) = status.missing("referring")
+    assert missing.what == "SAM vit_b / sa1b" and "sam_vit_b_01ec64.pth" in missing.fetch
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / "sam_vit_b_01ec64.pth").write_bytes(b"x")
+    assert preset_status(str(path)).ready("referring")
+    clip_file.unlink()
+    assert preset_status(str(path)).missing("semantic")[0].fetch == f"the file {clip_file}"
