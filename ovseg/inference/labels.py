@@ -40,7 +40,7 @@ __all__ = ["nearest_resize", "query_chunk_size", "stream_semantic_result", "work
 #: fits, so the published settings run at the input size as their reference code does).
 DEFAULT_MAX_WORK_PIXELS = 2048 * 2048
 #: Default budget of one chunk of query score maps, in bytes.
-DEFAULT_SCORE_BYTES = 256 * 2**20
+DEFAULT_SCORE_BYTES = 64 * 2**20
 
 ScoreFn = Callable[[int, int], Tensor]
 

@@ -94,13 +94,15 @@ class PAMR(nn.Module):
         kappa = -(image.unsqueeze(2) - neighbours).abs() / (1e-8 + 0.1 * sigma)
         return torch.softmax(kappa.mean(dim=1), dim=1)
 
-    def forward(self, image: Tensor, masks: Tensor) -> Tensor:
+    def forward(self, image: Tensor, masks: Tensor, weights: Tensor | None = None) -> Tensor:
         """Refine ``masks`` with the guidance ``image``.
 
         Args:
             image: ``(B, 3, H, W)`` float guidance image.
             masks: ``(B, C, h, w)`` float class maps (logits or probabilities); resized
                 bilinearly (``align_corners=True``) to ``(H, W)`` when the size differs.
+            weights: ``self.affinity(image)`` when the caller already has it (refining the
+                classes of one image in several chunks computes it once).
 
         Returns:
             ``(B, C, H, W)`` refined maps, in the dtype of ``masks``.
@@ -115,7 +117,8 @@ class PAMR(nn.Module):
         masks = masks.float()
         if masks.shape[-2:] != image.shape[-2:]:
             masks = F.interpolate(masks, size=image.shape[-2:], mode="bilinear", align_corners=True)
-        weights = self.affinity(image)
+        if weights is None:
+            weights = self.affinity(image)
         for _ in range(self.num_iter):
             # Accumulate neighbour by neighbour: never holds a (B, C, P, H, W) tensor.
             refined = torch.zeros_like(masks)

@@ -266,10 +266,15 @@ class DenseSemanticPipeline(PromptablePipeline, VocabularyDefault):
         return {key: self.postprocess[key] for key in SEMANTIC_POSTPROCESS_DEFAULTS}
 
     def query_logits(
-        self, encoded: SemanticImage, queries: Sequence[str], size: tuple[int, int]
+        self,
+        encoded: SemanticImage,
+        queries: Sequence[str],
+        size: tuple[int, int],
+        cache: dict[str, Any] | None = None,
     ) -> Any:
         """Scaled logits ``(len(queries), *size)`` of ``queries`` (cosine x logit scale, after
-        any refinement), resized to ``size`` (the working resolution)."""
+        any refinement), resized to ``size`` (the working resolution). ``cache`` is one dict
+        per prediction, shared by its query chunks."""
         raise NotImplementedError
 
     def working_size(self, encoded: SemanticImage) -> tuple[int, int]:
@@ -289,8 +294,9 @@ class DenseSemanticPipeline(PromptablePipeline, VocabularyDefault):
         background = settings["background_index"]
         if background == "auto":
             background = vocab.background_index
+        cache: dict[str, Any] = {}
         return stream_semantic_result(
-            lambda start, stop: self.query_logits(encoded, queries[start:stop], work),
+            lambda start, stop: self.query_logits(encoded, queries[start:stop], work, cache),
             vocab,
             work,
             encoded.original_size,

@@ -207,7 +207,11 @@ class DenseCLIPSegmenter(DenseSemanticPipeline):
     # ----------------------------------------------------------------- vocabulary side
     @torch.inference_mode()
     def query_logits(
-        self, encoded: SemanticImage, queries: Sequence[str], size: tuple[int, int]
+        self,
+        encoded: SemanticImage,
+        queries: Sequence[str],
+        size: tuple[int, int],
+        cache: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """Decode-head logits ``(Q, *size)`` of the queries, at ``size`` (the working size)."""
         text = self.encode_queries(queries)

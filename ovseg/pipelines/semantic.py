@@ -185,9 +185,11 @@ class SemanticSegmenter(DenseSemanticPipeline):
         encoded: SemanticImage,
         queries: Sequence[str] | Vocabulary,
         size: tuple[int, int] | None = None,
+        cache: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """Cosine scores ``(Q, *size)`` of ``queries`` (before the logit scale, after PAMR);
-        ``size`` defaults to the working resolution (the input size for most images)."""
+        ``size`` defaults to the working resolution (the input size for most images). ``cache``
+        keeps what one call computes for every query chunk (PAMR's neighbour weights)."""
         if isinstance(queries, Vocabulary):
             queries = queries.queries
         size = self.working_size(encoded) if size is None else tuple(size)
@@ -197,11 +199,20 @@ class SemanticSegmenter(DenseSemanticPipeline):
         scores = scores[:, : encoded.resized_size[0], : encoded.resized_size[1]]
         scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)
         if self.pamr is not None:
-            scores = self.pamr(resize_bilinear(encoded.guide, size), scores)
+            guide = resize_bilinear(encoded.guide, size)
+            cache = {} if cache is None else cache
+            key = f"pamr_weights:{size}"
+            if key not in cache:
+                cache[key] = self.pamr.affinity(guide.float())
+            scores = self.pamr(guide, scores, weights=cache[key])
         return scores[0]
 
     def query_logits(
-        self, encoded: SemanticImage, queries: Sequence[str], size: tuple[int, int]
+        self,
+        encoded: SemanticImage,
+        queries: Sequence[str],
+        size: tuple[int, int],
+        cache: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """``(Q, *size)`` cosine score maps x ``logit_scale``."""
-        return self.query_scores(encoded, queries, size) * self.logit_scale
+        return self.query_scores(encoded, queries, size, cache) * self.logit_scale
