@@ -21,6 +21,9 @@ pipeline upsamples the cosine scores to the window bilinearly, as the reference 
 
 Differences from the reference, on purpose:
 
+* A window whose proxy features are nearly all alike (``mean(S) > 1 / beta``) gives NaN
+  tokens in the reference; here the fully masked rows keep their diagonal (see
+  :func:`proxy_attention_weights`). Every other window is unaffected.
 * ``mean(S)`` is taken per window; the reference takes the mean over the whole batch it is
   given, which is always one window in its sliding loop, so the results agree.
 * Non-square windows use their true grid; the reference reads CLIP's grid as ``(W/p, H/p)`` and
@@ -53,15 +56,21 @@ def proxy_attention_weights(features: torch.Tensor, beta: float, gamma: float) -
 
     Rows sum to 1. ``(S - beta * mean(S)) * gamma`` with ``S`` the cosine similarities of the
     ``M`` positions and ``mean`` over all ``M * M`` entries of each window; negative entries
-    are masked before the softmax. A row whose entries are all negative (only when
-    ``mean(S) > 1 / beta``, as the diagonal is 1) is NaN, as in the reference.
+    are masked before the softmax. A row whose entries are all negative (possible only when
+    ``mean(S) > 1 / beta``, since the diagonal is 1: nearly uniform features) would be NaN in
+    the reference; here it keeps its diagonal entry, so that position attends to itself.
     Computed in float32.
     """
     f = F.normalize(features.flatten(2).float(), dim=1)
     sim = torch.einsum("bcm,bcn->bmn", f, f)
     logits = (sim - sim.mean(dim=(1, 2), keepdim=True) * beta) * gamma
-    logits = logits.masked_fill(logits < 0.0, float("-inf"))
-    return logits.softmax(dim=-1)
+    masked = logits < 0.0
+    # a row with every entry masked is NaN in the reference; keep its diagonal entry instead
+    # (the position attends to itself). Rows with any entry left are unchanged.
+    empty = masked.all(dim=-1, keepdim=True)
+    diagonal = torch.eye(masked.shape[-1], dtype=torch.bool, device=masked.device)
+    masked &= ~(empty & diagonal)
+    return logits.masked_fill(masked, float("-inf")).softmax(dim=-1)
 
 
 def clip_proxy_tokens(
