@@ -281,6 +281,10 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "needs a text database and a dataset",
         "tests/evaluation/test_vocab_free.py",
     ),
+    ("backbone", "ProxyClipBackbone"): (
+        "needs a proxy vision model",
+        "tests/models/backbones/test_proxyclip.py",
+    ),
     ("mask_decoder", "Sam2Decoder"): (
         "needs the sam2 package's configs",
         "tests/models/decoders/test_sam2.py",

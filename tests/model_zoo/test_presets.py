@@ -88,8 +88,12 @@ EMBEDDED_PRESETS = {"shapes-tiny", "shapes-tiny-denseclip"}  # tested in tests/m
 # trained-head presets (their weights come from a training run), tested in
 # tests/pipelines/test_denseclip.py
 TRAINED_PRESETS = {p.stem for p in PRESETS.glob("denseclip-*.yaml")}
+# ProxyCLIP presets (CLIP plus a proxy model) are tested in test_proxyclip_presets.py
+PROXY_PRESETS = {p.stem for p in PRESETS.glob("proxyclip-*.yaml")}
 ALL_PRESETS = sorted(
-    p for p in PRESETS.glob("*.yaml") if p.stem not in EMBEDDED_PRESETS | TRAINED_PRESETS
+    p
+    for p in PRESETS.glob("*.yaml")
+    if p.stem not in EMBEDDED_PRESETS | TRAINED_PRESETS | PROXY_PRESETS
 )
 
 

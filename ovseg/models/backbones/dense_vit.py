@@ -138,6 +138,41 @@ def last_block_attention(
     return attn.out_proj(out)
 
 
+def vit_tokens_before_last_block(
+    visual: nn.Module, images: torch.Tensor
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Run an open_clip ``VisionTransformer`` up to (not including) its last block.
+
+    Returns ``(x (B, 1 + h*w, C), (h, w))``: the class token and the patch tokens in row-major
+    order, with the positional embedding resized to the ``(h, w) = (H // p, W // p)`` grid by
+    :func:`interpolate_pos_embed`. Checks that the model is a ViT whose dense tokens these modes
+    can read (``nn.MultiheadAttention`` blocks, class-token or mean pooling).
+    """
+    blocks = visual.transformer.resblocks
+    last = blocks[-1]
+    if not isinstance(getattr(last, "attn", None), nn.MultiheadAttention):
+        raise ConfigError(
+            "Dense modes need a CLIP ViT whose blocks use nn.MultiheadAttention "
+            f"(got {type(getattr(last, 'attn', None)).__name__}); use a standard open_clip ViT."
+        )
+    pool_type = getattr(visual, "pool_type", "tok")
+    if getattr(visual, "attn_pool", None) is not None or pool_type not in ("tok", "avg"):
+        raise ConfigError(
+            "Dense modes need a ViT that pools with its class token or the mean of its patch "
+            "tokens (open_clip pool_type 'tok' or 'avg'), not an attentional pooler."
+        )
+    x = visual.conv1(images)
+    batch, width, h, w = x.shape
+    x = x.reshape(batch, width, h * w).permute(0, 2, 1)
+    cls = visual.class_embedding.to(x.dtype).reshape(1, 1, -1).expand(batch, -1, -1)
+    x = torch.cat([cls, x], dim=1)
+    x = x + interpolate_pos_embed(visual.positional_embedding, (h, w)).to(x.dtype)
+    x = visual.ln_pre(x)
+    for block in blocks[:-1]:
+        x = block(x)
+    return x, (h, w)
+
+
 def vit_dense_tokens(
     visual: nn.Module,
     images: torch.Tensor,
@@ -156,29 +191,10 @@ def vit_dense_tokens(
     override the mode's defaults from the table above (``None`` keeps them).
     """
     check_dense_mode(mode)
-    blocks = visual.transformer.resblocks
-    last = blocks[-1]
-    if not isinstance(getattr(last, "attn", None), nn.MultiheadAttention):
-        raise ConfigError(
-            "Dense modes need a CLIP ViT whose blocks use nn.MultiheadAttention "
-            f"(got {type(getattr(last, 'attn', None)).__name__}); use a standard open_clip ViT."
-        )
+    x, (h, w) = vit_tokens_before_last_block(visual, images)
+    batch = x.shape[0]
+    last = visual.transformer.resblocks[-1]
     pool_type = getattr(visual, "pool_type", "tok")
-    if getattr(visual, "attn_pool", None) is not None or pool_type not in ("tok", "avg"):
-        raise ConfigError(
-            "Dense modes need a ViT that pools with its class token or the mean of its patch "
-            "tokens (open_clip pool_type 'tok' or 'avg'), not an attentional pooler."
-        )
-
-    x = visual.conv1(images)
-    batch, width, h, w = x.shape
-    x = x.reshape(batch, width, h * w).permute(0, 2, 1)
-    cls = visual.class_embedding.to(x.dtype).reshape(1, 1, -1).expand(batch, -1, -1)
-    x = torch.cat([cls, x], dim=1)
-    x = x + interpolate_pos_embed(visual.positional_embedding, (h, w)).to(x.dtype)
-    x = visual.ln_pre(x)
-    for block in blocks[:-1]:
-        x = block(x)
 
     residual, ffn = _LAST_BLOCK_SKIPS[mode]
     residual = residual if keep_residual is None else keep_residual
