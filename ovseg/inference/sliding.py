@@ -110,3 +110,39 @@ def check_window_settings(settings: dict, patch_size: int) -> dict:
                 "Use a stride <= crop_size."
             )
     return settings
+
+
+def windows_for(height: int, width: int, mode: str, crop_size: int, stride: int) -> list[Window]:
+    """The windows of ``mode``: ``slide`` (:func:`sliding_windows`) or ``whole`` (one window)."""
+    if mode == "whole":
+        return whole_window(height, width)
+    if mode == "slide":
+        return sliding_windows(height, width, int(crop_size), int(stride))
+    raise ConfigError(f"Inference mode must be 'slide' or 'whole', not {mode!r}.")
+
+
+@torch.no_grad()
+def slide_inference(
+    forward,
+    image: torch.Tensor,
+    *,
+    mode: str = "slide",
+    crop_size: int = 512,
+    stride: int = 341,
+    batch_size: int = 8,
+) -> torch.Tensor:
+    """Logits ``(K, H, W)`` of one normalised image ``(1, 3, H, W)``, as mmseg's inference.
+
+    ``forward`` maps a batch of crops ``(n, 3, h, w)`` to logits ``(n, K, h', w')``. Each
+    window's logits are upsampled (bilinear) to the window and averaged where windows overlap
+    (:func:`average_window_scores`); ``whole`` runs one pass on the image.
+    """
+    windows = windows_for(image.shape[-2], image.shape[-1], mode, crop_size, stride)
+    step = max(1, int(batch_size))
+    scores: list[torch.Tensor] = []
+    for start in range(0, len(windows), step):
+        chunk = windows[start : start + step]
+        scores.extend(forward(torch.cat([image[:, :, w.y1 : w.y2, w.x1 : w.x2] for w in chunk])))
+    return average_window_scores(
+        [s.float() for s in scores], windows, image.shape[-2], image.shape[-1]
+    )

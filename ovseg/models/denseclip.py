@@ -38,7 +38,6 @@ import torch
 from torch import Tensor, nn
 
 from ovseg.errors import ConfigError
-from ovseg.inference.sliding import Window, average_window_scores, sliding_windows, whole_window
 from ovseg.models import necks as _necks  # noqa: F401  (registers the decode heads)
 from ovseg.models.backbones.clip_pyramid import ClipPyramid, PyramidOutput
 from ovseg.models.heads.denseclip import (
@@ -269,40 +268,6 @@ class DenseCLIPSegmentor(nn.Module):
     def forward(self, images: Tensor, text: Tensor) -> DenseCLIPOutput:
         """Normalised ``(B, 3, H, W)`` images and class embeddings -> :class:`DenseCLIPOutput`."""
         return self.decode(self.encode_image(images), text)
-
-    # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def window_logits(
-        self,
-        image: Tensor,
-        text: Tensor,
-        *,
-        mode: str = "slide",
-        crop_size: int = 512,
-        stride: int = 341,
-        batch_size: int = 8,
-    ) -> Tensor:
-        """Logits ``(K, H, W)`` of one normalised image ``(1, 3, H, W)``, as mmseg's inference.
-
-        ``slide``: windows of ``crop_size`` every ``stride`` pixels (see
-        :func:`ovseg.inference.sliding.sliding_windows`); each window's logits are upsampled
-        (bilinear) to the window and averaged where windows overlap. ``whole``: one pass.
-        """
-        windows = self.windows(image.shape[-2], image.shape[-1], mode, crop_size, stride)
-        scores = []
-        for start in range(0, len(windows), max(1, int(batch_size))):
-            chunk = windows[start : start + max(1, int(batch_size))]
-            crops = torch.cat([image[:, :, w.y1 : w.y2, w.x1 : w.x2] for w in chunk])
-            scores.extend(self(crops, text).logits.float())
-        return average_window_scores(scores, windows, image.shape[-2], image.shape[-1])
-
-    @staticmethod
-    def windows(height: int, width: int, mode: str, crop_size: int, stride: int) -> list[Window]:
-        if mode == "whole":
-            return whole_window(height, width)
-        if mode == "slide":
-            return sliding_windows(height, width, int(crop_size), int(stride))
-        raise ConfigError(f"Inference mode must be 'slide' or 'whole', not {mode!r}.")
 
     def export_metadata(self, classes: Sequence[str] = ()) -> dict[str, str]:
         """safetensors metadata that lets :func:`build_from_export` rebuild this model."""

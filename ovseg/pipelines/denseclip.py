@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ovseg.errors import ConfigError, WeightsNotFoundError
 from ovseg.inference.resize import prepare_image
-from ovseg.inference.sliding import average_window_scores, check_window_settings
+from ovseg.inference.sliding import average_window_scores, check_window_settings, windows_for
 from ovseg.models.denseclip import DenseCLIPSegmentor
 from ovseg.models.denseclip_export import build_from_export
 from ovseg.pipelines.base import (
@@ -179,7 +179,7 @@ class DenseCLIPSegmenter(DenseSemanticPipeline):
                 self.model.normalize,
                 min_side=32,
             )
-            windows = self.model.windows(
+            windows = windows_for(
                 *tensor.shape[-2:],
                 self.inference["mode"],
                 self.inference["crop_size"],

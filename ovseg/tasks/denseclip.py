@@ -30,6 +30,7 @@ from ovseg.data.transforms import (
 from ovseg.engine import dist as edist
 from ovseg.errors import ConfigError, DatasetError, VocabularyError
 from ovseg.inference.resize import rescale_size, resize_bilinear
+from ovseg.inference.sliding import slide_inference
 from ovseg.models.denseclip import IGNORE_INDEX, DenseCLIPSegmentor
 from ovseg.models.denseclip_export import export_segmentor
 from ovseg.models.heads.denseclip import score_map_loss, segmentation_cross_entropy
@@ -251,9 +252,9 @@ class DenseCLIPTask(nn.Module):
         height, width = x.shape[-2:]
         size = rescale_size(height, width, self.test["short_side"], self.test["max_long_side"])
         x = self.segmentor.normalize(resize_bilinear(x, size))
-        logits = self.segmentor.window_logits(
+        logits = slide_inference(
+            lambda crops: self.segmentor(crops, text).logits,
             x,
-            text,
             mode=self.test["mode"],
             crop_size=self.test["crop_size"],
             stride=self.test["stride"],

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ovseg.errors import CheckpointError, ConfigError
+from ovseg.inference.sliding import slide_inference
 from ovseg.models.denseclip import DenseCLIPSegmentor
 from ovseg.models.denseclip_export import build_from_export, export_segmentor
 from ovseg.models.heads.denseclip import visual_context
@@ -78,7 +79,9 @@ def test_sliding_window_logits_average_the_windows(tiny_model_names):
     model = _segmentor(tiny_model_names["vit"]).eval()
     text = model.encode_names(NAMES).detach()
     image = torch.randn(1, 3, 32, 48)
-    logits = model.window_logits(image, text, mode="slide", crop_size=32, stride=16)
+    logits = slide_inference(
+        lambda crops: model(crops, text).logits, image, mode="slide", crop_size=32, stride=16
+    )
     assert logits.shape == (4, 32, 48)
     with torch.no_grad():
         left = F.interpolate(
@@ -91,10 +94,10 @@ def test_sliding_window_logits_average_the_windows(tiny_model_names):
     torch.testing.assert_close(
         logits[:, :, 16:32], (left[0, :, :, 16:] + right[0, :, :, :16]) / 2, rtol=1e-4, atol=1e-5
     )
-    whole = model.window_logits(image, text, mode="whole")
+    whole = slide_inference(lambda crops: model(crops, text).logits, image, mode="whole")
     assert whole.shape == (4, 32, 48)
     with pytest.raises(ConfigError):
-        model.window_logits(image, text, mode="tiles")
+        slide_inference(lambda crops: model(crops, text).logits, image, mode="tiles")
 
 
 def test_export_round_trip_and_mismatch(tiny_model_names, tmp_path):

@@ -14,6 +14,7 @@ import ovseg
 from ovseg.data.writers import write_synthetic_world
 from ovseg.errors import ConfigError, WeightsNotFoundError
 from ovseg.evaluation.loop import evaluate
+from ovseg.inference.sliding import slide_inference
 from ovseg.models.denseclip import DenseCLIPSegmentor
 from ovseg.models.denseclip_export import export_segmentor
 from ovseg.pipelines.denseclip import DenseCLIPSegmenter
@@ -79,7 +80,9 @@ def test_cached_features_equal_direct_inference(weights, image, monkeypatch):
     )
     names = ["sky", "dog", "sofa"]
     text = seg.model.encode_names(names)
-    direct = seg.model.window_logits(tensor, text, mode="slide", crop_size=32, stride=16)
+    direct = slide_inference(
+        lambda crops: seg.model(crops, text).logits, tensor, mode="slide", crop_size=32, stride=16
+    )
     direct = torch.nn.functional.interpolate(direct[None], size=size, mode="bilinear")[0]
     cached = seg.query_logits(features, names, size)
     torch.testing.assert_close(cached, direct, rtol=1e-4, atol=1e-5)
