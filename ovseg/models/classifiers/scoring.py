@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ovseg.errors import ConfigError
-from ovseg.inference.postprocess import reduce_synonyms
 from ovseg.vocab import Vocabulary
+from ovseg.vocab.synonyms import reduce_synonyms
 
 __all__ = ["MaskContext", "class_probabilities", "ensemble_probabilities", "query_probabilities"]
 
