@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from omegaconf import DictConfig
+
 from ovseg.config import load_config
 from ovseg.engine.trainer import train
 from ovseg.errors import OVSegError
@@ -75,7 +77,8 @@ def main_train(argv: Sequence[str] | None = None, prog: str = "ovseg train") -> 
     return 0
 
 
-def _apply_args(cfg, args: argparse.Namespace) -> None:
+def _apply_args(cfg: DictConfig, args: argparse.Namespace) -> None:
+    """``--new-run`` and ``--work-dir`` into the config (default work dir: work_dirs/<config>)."""
     if args.new_run:
         cfg.train = cfg.get("train") or {}
         cfg.train.new_run = True
