@@ -4,7 +4,12 @@ A training checkpoint is a dict of plain data (tensors, lists, ints, floats, str
 
     {"format": 1, "iteration": int, "epoch": int, "epoch_step": int, "world_size": int,
      "model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ...,
-     "rng": [per-rank capture_rng_state() dicts], "config": str (resolved YAML)}
+     "rng": [per-rank capture_rng_state() dicts], "config": str (resolved YAML),
+     "run_id": str, "checkpoints": [names of this run's checkpoints kept in the work dir]}
+
+Pruning (``keep_last``) only removes checkpoints the same run wrote: the trainer passes the
+names it wrote (and, on resume in the same work dir, the names the resumed checkpoint lists);
+any other ``iter_*.pth`` file in the folder is left alone.
 
 Files are written with ``ovseg.weights.save_checkpoint`` (temp file + fsync + rename), so a file
 that exists under its final name was complete when written; a file cut short later (disk full,
@@ -57,23 +62,41 @@ def read_pointer(work_dir: str | os.PathLike) -> Path | None:
     return path if path.is_absolute() else Path(work_dir) / path
 
 
+def _iteration(name: str) -> int:
+    m = _NAME.match(name)
+    return int(m.group(1)) if m else -1
+
+
 def write_checkpoint(
-    state: Mapping[str, Any], work_dir: str | os.PathLike, *, keep_last: int | None = None
+    state: Mapping[str, Any],
+    work_dir: str | os.PathLike,
+    *,
+    keep_last: int | None = None,
+    written: list[str] | None = None,
 ) -> Path:
     """Save ``state`` as ``work_dir/iter_%07d.pth``, point ``last_checkpoint`` at it, prune.
 
-    ``keep_last`` (None or <= 0: keep all) counts the ``iter_*.pth`` files kept, newest first.
-    Call on one rank only.
+    ``written``: names of the checkpoints this run wrote in ``work_dir`` before (the trainer
+    keeps one list per run); it is updated in place to the run's kept checkpoints and stored
+    in the file as ``checkpoints``. Only those are pruned: ``keep_last`` (None or <= 0: keep
+    all) counts them, newest iteration first. None means no earlier checkpoint of this run, so
+    nothing else is removed. Call on one rank only.
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     path = work_dir / checkpoint_name(int(state["iteration"]))
-    save_checkpoint(dict(state, format=FORMAT_VERSION), path)
+    owned = sorted({*(written or ()), path.name}, key=_iteration, reverse=True)
+    kept = owned[:keep_last] if keep_last and keep_last > 0 else owned
+    if path.name not in kept:  # a checkpoint older than the kept ones: keep it too
+        kept.append(path.name)
+    save_checkpoint(dict(state, format=FORMAT_VERSION, checkpoints=list(kept)), path)
     with atomic_path(work_dir / POINTER) as tmp:
         Path(tmp).write_text(path.name + "\n", encoding="utf-8")
-    if keep_last and keep_last > 0:
-        for old in list_checkpoints(work_dir)[keep_last:]:
-            old.unlink(missing_ok=True)
+    for name in owned:
+        if name not in kept:
+            (work_dir / name).unlink(missing_ok=True)
+    if written is not None:
+        written[:] = kept
     return path
 
 

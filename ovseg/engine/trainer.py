@@ -10,9 +10,11 @@ Config sections (plain mapping or OmegaConf)::
     train:     {max_iters, grad_accum: 1, amp: auto | bf16 | fp16 | off, log_interval: 10,
                 eval_interval: 0 (0: only at the end), ckpt_interval: 0 (0: only at the end),
                 seed: 0, keep_last: 2, clip_grad: null | max_norm | {max_norm, norm_type},
-                resume: false | true | path, device: auto | cpu | cuda,
+                resume: false | true | path, new_run: false, device: auto | cpu | cuda,
                 find_unused_parameters: false}
-    work_dir:  where config.yaml, log.jsonl, iter_*.pth, last_checkpoint, model_final.* go
+    work_dir:  where config.yaml, log.jsonl, iter_*.pth, last_checkpoint, model_final.* go;
+               a folder holding another run is refused (``new_run: true`` starts in a fresh
+               sub-folder ``work_dir/run_<UTC time>``), see ``ovseg.engine.workdir``
     custom_imports: [module, ...]   # imported first, to register plugin components
 
 Under ``torchrun`` each process trains on ``batch_size / (world_size * grad_accum)`` samples per
@@ -20,7 +22,8 @@ micro-step; DDP averages gradients. The samples of each step and their random au
 depend only on (seed, epoch, index), not on the number of processes or loader workers (see
 ``ovseg.engine.data``). Resuming restores model, optimiser, schedule, scaler, the position
 inside the epoch (in global samples) and every rank's RNG streams, so a resumed run ends with
-the same weights as an uninterrupted one. Note: accumulation splits a *contrastive* batch into
+the same weights as an uninterrupted one; a checkpoint whose config differs (beyond
+``workdir.RESUME_MAY_CHANGE``) is refused. Note: accumulation splits a *contrastive* batch into
 smaller negative sets, so it changes that objective; keep ``grad_accum: 1`` there.
 """
 
@@ -30,6 +33,7 @@ import contextlib
 import importlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,7 +56,15 @@ from ovseg.engine.optim import build_optimizer
 from ovseg.engine.rng import capture_rng_state, restore_rng_state, seed_everything
 from ovseg.engine.schedule import IterLRScheduler
 from ovseg.engine.task import data_transform, has_method
-from ovseg.errors import CheckpointError, ConfigError, DatasetError
+from ovseg.engine.workdir import (
+    CONFIG_NAME,
+    check_resume_config,
+    config_differences,
+    new_run_dir,
+    refuse_other_run,
+    run_files,
+)
+from ovseg.errors import CheckpointError, ConfigError, DatasetError, OVSegError
 from ovseg.registry import DATASETS, TASKS
 
 LOGGER = logging.getLogger("ovseg.engine")
@@ -67,6 +79,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "keep_last": 2,
     "clip_grad": None,
     "resume": False,
+    "new_run": False,
     "device": "auto",
     "find_unused_parameters": False,
 }
@@ -166,24 +179,80 @@ class _BatchStream:
         return batch
 
 
-def _select_checkpoint(
-    resume: bool | str, work_dir: Path, rank: int
+def _select_checkpoint(resume: bool | str, work_dir: Path) -> tuple[str | None, dict | None]:
+    """The checkpoint ``resume`` names (a file, a folder, or True: ``work_dir``) and its state."""
+    if not resume:
+        return None, None
+    if isinstance(resume, str) and not Path(resume).is_dir():
+        if not Path(resume).is_file():
+            raise CheckpointError(f"--resume {resume}: no such file. Pass an iter_*.pth file.")
+        return resume, load_training_checkpoint(resume)
+    folder = work_dir if resume is True else Path(resume)
+    found = find_resume_checkpoint(folder)
+    if found is None:
+        LOGGER.warning("No usable checkpoint in %s; starting from scratch.", folder)
+        return None, None
+    return str(found[0]), found[1]
+
+
+def _same_run_restarted(work_dir: Path, found: list[str], plain: Mapping[str, Any]) -> bool:
+    """True if ``work_dir`` holds only a run of this config killed before its first checkpoint."""
+    if any(n.startswith(("iter_", "model_final.")) for n in found) or CONFIG_NAME not in found:
+        return False
+    text = (work_dir / CONFIG_NAME).read_text(encoding="utf-8")
+    return not config_differences(text, plain)
+
+
+def _claim_work_dir(
+    plain: dict[str, Any], resume: bool | str
 ) -> tuple[str | None, dict[str, Any] | None]:
-    """Rank 0 picks the checkpoint to resume from; every rank learns its path and loads it."""
-    path: str | None = None
-    state: dict[str, Any] | None = None
-    if rank == 0 and resume:
-        if isinstance(resume, str) and not Path(resume).is_dir():
-            if not Path(resume).is_file():
-                raise CheckpointError(f"--resume {resume}: no such file. Pass an iter_*.pth file.")
-            path, state = resume, load_training_checkpoint(resume)
-        else:
-            found = find_resume_checkpoint(work_dir if resume is True else Path(resume))
-            if found is None:
-                LOGGER.warning("No usable checkpoint in %s; starting from scratch.", work_dir)
-            else:
-                path, state = str(found[0]), found[1]
-    path = edist.broadcast_object(path)
+    """Rank 0: pick the checkpoint to resume from and make sure the work dir is this run's.
+
+    Raises ``ConfigError`` if the work dir holds another run (without ``train.new_run``) or the
+    checkpoint was trained with another config; may move ``plain['work_dir']`` to a new
+    sub-folder (``train.new_run``). Nothing is written here.
+    """
+    work_dir = Path(plain["work_dir"])
+    new_run = bool(plain["train"]["new_run"])
+    if new_run and resume is True:
+        raise ConfigError(
+            "--resume continues the run in the work dir and --new-run starts another one; "
+            "pass only one of them."
+        )
+    path, state = _select_checkpoint(resume, work_dir)
+    if state is not None:
+        check_resume_config(state.get("config"), plain, str(path))
+    if new_run:
+        plain["work_dir"] = str(new_run_dir(work_dir))
+        LOGGER.info("New run in %s.", plain["work_dir"])
+        return path, state
+    found = run_files(work_dir)
+    own = path is not None and Path(path).resolve().parent == work_dir.resolve()
+    if not found or own:
+        return path, state
+    if path is None and resume is True and _same_run_restarted(work_dir, found, plain):
+        LOGGER.warning("%s holds this run without a checkpoint yet; restarting it.", work_dir)
+        return path, state
+    why = " and no usable checkpoint to resume from" if resume is True else ""
+    raise refuse_other_run(work_dir, found, why)
+
+
+def _prepare(
+    plain: dict[str, Any], resume: bool | str, rank: int
+) -> tuple[str | None, dict[str, Any] | None]:
+    """``_claim_work_dir`` on rank 0; every rank learns the outcome and loads the checkpoint."""
+    decision: tuple[str | None, str | None, OVSegError | None] = (None, None, None)
+    state = None
+    if rank == 0:
+        try:
+            path, state = _claim_work_dir(plain, resume)
+            decision = (plain["work_dir"], path, None)
+        except OVSegError as exc:
+            decision = (None, None, exc)
+    work_dir, path, error = edist.broadcast_object(decision)
+    if error is not None:
+        raise error
+    plain["work_dir"] = work_dir
     if path is not None and state is None:
         state = load_training_checkpoint(path)
     return path, state
@@ -201,6 +270,8 @@ class _Run:
             # fraction of normal speed on x86 CPUs and can slow a CPU run down many times over.
             torch.set_flush_denormal(True)
         self.work_dir = Path(plain["work_dir"])
+        self.run_id = uuid.uuid4().hex
+        self.written: list[str] = []  # names of the checkpoints this run wrote in work_dir
         self.seed = int(tcfg["seed"])
         self.max_iters = int(tcfg["max_iters"])
         self.accum = int(tcfg["grad_accum"])
@@ -266,10 +337,9 @@ class _Run:
                 world_size=self.world,
             )
 
-    def restore(self, resume: bool | str) -> None:
-        """Load the checkpoint ``resume`` selects (if any); otherwise seed per-rank streams."""
-        path, state = _select_checkpoint(resume, self.work_dir, self.rank)
-        if state is None:
+    def restore(self, path: str | None, state: dict[str, Any] | None) -> None:
+        """Load the checkpoint state (if any); otherwise seed per-rank streams."""
+        if path is None or state is None:
             seed_everything(self.seed + self.rank)  # per-rank streams for dropout and the like
             return
         self.task.load_state_dict(state["model"])
@@ -294,6 +364,11 @@ class _Run:
             )
             seed_everything(self.seed + self.rank + 1000 * self.iteration)
         self.checkpoint = Path(path)
+        self.run_id = str(state.get("run_id") or self.run_id)
+        if self.checkpoint.resolve().parent == self.work_dir.resolve():
+            # the same run continues here: its earlier checkpoints may be pruned
+            names = state.get("checkpoints") or [self.checkpoint.name]
+            self.written = [n for n in names if (self.work_dir / n).is_file()]
         if self.rank == 0:
             LOGGER.info("Resumed from %s at iteration %d.", path, self.iteration)
 
@@ -370,9 +445,12 @@ class _Run:
                 "scaler": self.scaler.state_dict(),
                 "rng": rng,
                 "config": OmegaConf.to_yaml(OmegaConf.create(self.plain)),
+                "run_id": self.run_id,
             }
             keep = int(self.tcfg["keep_last"] or 0)
-            self.checkpoint = write_checkpoint(state, self.work_dir, keep_last=keep)
+            self.checkpoint = write_checkpoint(
+                state, self.work_dir, keep_last=keep, written=self.written
+            )
         self.checkpoint = Path(edist.broadcast_object(str(self.checkpoint)))
 
     def fit(self, hooks: Sequence[IterHook]) -> dict[str, Any]:
@@ -452,7 +530,9 @@ def train(
     """Train ``cfg['task']`` on ``cfg['data']`` (see the module docstring for the config).
 
     ``resume``: False (unless ``train.resume`` says otherwise), True (newest usable checkpoint
-    in work_dir; a damaged newest one falls back to the previous) or a checkpoint path.
+    in work_dir; a damaged newest one falls back to the previous) or a checkpoint path. A work
+    dir holding another run, or a checkpoint trained with another config, is a ``ConfigError``
+    raised before anything is written.
     ``hooks`` are called with the iteration count after every iteration (after logging,
     evaluation and checkpointing); an exception from a hook stops training.
 
@@ -467,8 +547,10 @@ def train(
     try:
         for module in plain.get("custom_imports") or []:
             importlib.import_module(module)
+        path, state = _prepare(plain, resume, info.rank)
         run = _Run(plain, info)
-        run.restore(resume)
+        run.restore(path, state)
+        del state
         if info.rank == 0:
             save_resolved_config(plain, run.work_dir / "config.yaml")
         return run.fit(hooks)

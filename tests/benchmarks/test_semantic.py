@@ -55,8 +55,13 @@ def test_run_benchmark_tiny_vit(tiny_model_names):
         result["ovseg"]["images_per_second"] / result["baseline"]["images_per_second"], rel=1e-2
     )
     check = result["check"]
-    assert check["labels_equal"] and check["mismatched_pixels"] == 0
+    # The baseline runs the windows one by one, ovseg batches them: the same float32 arithmetic
+    # in another order. Cosine scores are O(1) (64-term sums): ~1e-7 apart, bound 1e-5. Labels
+    # may differ only where two classes' scores tie within that difference (counted as
+    # "explained"; none on the test machines), never elsewhere.
     assert check["max_abs_score_diff"] < 1e-5
+    assert check["unexplained_mismatches"] == 0
+    assert check["mismatched_pixels"] <= 0.001 * check["total_pixels"]
     assert check["total_pixels"] == 40 * 56 + 72 * 48
     assert result["settings"]["windows_total"] == 8 + 8
     assert result["machine"]["torch"] == torch.__version__

@@ -44,6 +44,8 @@ def _all_vectors(folder):
 
 
 def _assert_same_database(a, b):
+    # Bitwise equality by design: every build encodes the same batches of the same texts (the
+    # chunk plan fixes batch membership whatever the sharding), so the arithmetic is identical.
     assert _files(a) == _files(b)  # same index bytes and texts
     vectors_a, texts_a = _all_vectors(a)
     vectors_b, texts_b = _all_vectors(b)

@@ -129,9 +129,11 @@ def _state(iteration):
 
 
 def test_checkpoints_pointer_pruning_and_fallback(tmp_path, caplog):
+    written = []  # the run's own checkpoints, kept by the trainer across saves
     for it in (2, 4, 6):
-        write_checkpoint(_state(it), tmp_path, keep_last=2)
+        write_checkpoint(_state(it), tmp_path, keep_last=2, written=written)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["iter_0000006.pth", "iter_0000004.pth"]
+    assert written == ["iter_0000006.pth", "iter_0000004.pth"]
     assert read_pointer(tmp_path) == tmp_path / "iter_0000006.pth"
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
     path, state = find_resume_checkpoint(tmp_path)
@@ -148,6 +150,24 @@ def test_checkpoints_pointer_pruning_and_fallback(tmp_path, caplog):
     save_checkpoint({"w": torch.zeros(1)}, tmp_path / "iter_0000004.pth")
     assert find_resume_checkpoint(tmp_path) is None
     assert find_resume_checkpoint(tmp_path / "missing") is None
+
+
+def test_pruning_never_touches_another_runs_checkpoints(tmp_path):
+    # an older run left higher iterations here; pruning must rank only this run's files
+    for it in (50, 100):
+        save_checkpoint(_state(it), tmp_path / f"iter_{it:07d}.pth")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    written = []
+    for it in (2, 4, 6):
+        path = write_checkpoint(_state(it), tmp_path, keep_last=2, written=written)
+        assert path.is_file()  # the checkpoint just written survives its own pruning
+    names = sorted(p.name for p in list_checkpoints(tmp_path))
+    assert names == ["iter_0000004.pth", "iter_0000006.pth", "iter_0000050.pth", "iter_0000100.pth"]
+    assert all((tmp_path / n).read_bytes() == data for n, data in before.items())
+    assert load_checkpoint(tmp_path / "iter_0000006.pth")["checkpoints"] == written
+    # a single write without the run's list removes nothing but what it replaces
+    write_checkpoint(_state(8), tmp_path, keep_last=1)
+    assert len(list_checkpoints(tmp_path)) == 5
 
 
 def test_logger_drops_records_after_the_resumed_iteration(tmp_path):

@@ -102,7 +102,9 @@ def test_grad_accum_matches_the_full_batch(tmp_path):
     one = train(toy_config(tmp_path / "a", optimizer=sgd))
     two = train(toy_config(tmp_path / "b", optimizer=sgd, grad_accum=2))
     for key, value in _weights(one).items():
-        torch.testing.assert_close(_weights(two)[key], value, rtol=0, atol=1e-6)
+        # only the summation order of the 8-sample mean differs: ~1 ulp per step, 9 steps with
+        # momentum; weights are O(1), measured <= 1.2e-7 apart (any ISA, 1 or 2 threads)
+        torch.testing.assert_close(_weights(two)[key], value, rtol=4e-6, atol=1e-7)
 
 
 def test_adamw_dropout_resume_is_bitwise_exact(tmp_path):
@@ -112,7 +114,7 @@ def test_adamw_dropout_resume_is_bitwise_exact(tmp_path):
     with pytest.raises(_Killed):
         train(cfg, hooks=[_kill_after(6)])
     got = _weights(train(cfg, resume=True))
-    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert all(torch.equal(got[k], want[k]) for k in want)  # same ops in the same order: exact
     # a different seed really changes the run (the comparison above is not vacuous)
     other = _weights(train(toy_config(tmp_path / "other", dropout=0.3, grad_accum=2, seed=4)))
     assert not torch.equal(other["linear.weight"], want["linear.weight"])
@@ -170,4 +172,5 @@ def test_resume_with_another_accumulation_keeps_the_data_order(tmp_path):
         train(toy_config(tmp_path / "run", optimizer=sgd, ckpt_interval=4), hooks=[_kill_after(5)])
     got = _weights(train(toy_config(tmp_path / "run", optimizer=sgd, grad_accum=4), resume=True))
     for key, value in want.items():
-        torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6)
+        # as above: accumulation reorders the batch mean only (measured <= 1.2e-7 apart)
+        torch.testing.assert_close(got[key], value, rtol=4e-6, atol=1e-7)

@@ -108,7 +108,7 @@ def test_export_round_trip_and_mismatch(tiny_model_names, tmp_path):
     again = build_from_export(path)
     assert again.config == model.config and not again.training
     images, names = torch.randn(1, 3, 64, 64), ["red circle", "sky"]
-    with torch.no_grad():
+    with torch.no_grad():  # the same weights and ops; default float32 tolerance (~1e-6)
         torch.testing.assert_close(
             again(images, again.encode_names(names)).logits,
             model(images, model.encode_names(names)).logits,

@@ -104,6 +104,7 @@ def test_fast_route_segments_with_names_from_the_database(seg, db, image, monkey
     scores = [n["score"] for n in found["names"]]
     assert scores == sorted(scores, reverse=True)
     direct = seg(image, result.class_names)  # the same as a user giving these names
+    # the pipeline runs set_image + predict on the names it found, as this call does: exact
     np.testing.assert_array_equal(direct.sem_seg, result.sem_seg)
 
 
@@ -152,7 +153,7 @@ def test_given_vocabulary_skips_the_search(seg, db, image):
     pipeline = VocabFreeSegmenter(seg, CasedSearch(seg.backbone, db, dedup_threshold=NO_DEDUP))
     given = pipeline(image, ["cat", "sky"])
     assert given.class_names == ["cat", "sky"]
-    np.testing.assert_array_equal(given.sem_seg, seg(image, ["cat", "sky"]).sem_seg)
+    np.testing.assert_array_equal(given.sem_seg, seg(image, ["cat", "sky"]).sem_seg)  # same call
     with pytest.raises(ConfigError, match="set_image"):
         VocabFreeSegmenter(seg, CasedSearch(seg.backbone, db, dedup_threshold=NO_DEDUP)).predict()
     with pytest.raises(ConfigError, match="mode"):

@@ -22,6 +22,7 @@ from ovseg.tasks.prompted_sam import (
     mask_iou,
 )
 from tests.models.decoders.sam_tiny import TINY_SAM, tiny_sam, write_tiny_coco
+from tests.tolerance import assert_close_to_scale
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "sam" / "shapes_tiny_sam.yaml"
@@ -68,8 +69,12 @@ def test_decode_per_prompt_equals_segment_anythings_decoder():
             dense.repeat(2, 1, 1, 1),
         )
     assert masks.shape == (6, 4, 32, 32) and iou.shape == (6, 4)
-    torch.testing.assert_close(masks, torch.cat([e[0] for e in expected]), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(iou, torch.cat([e[1] for e in expected]), atol=1e-5, rtol=1e-5)
+    # one batched call vs one call per image: float32 summed in another order. The mask logits
+    # (|logit| up to ~50, sums of cancelling terms) err in proportion to their scale: measured
+    # <= 2.2e-7 of max|logit| (MKL AVX-512 / AVX2 / SSE), ~10x more on AMD; bound 1e-4 of it.
+    # IoU predictions are O(1): 1e-5 absolute is ~100 ulps.
+    assert_close_to_scale(masks, torch.cat([e[0] for e in expected]), 1e-4, "mask logits")
+    torch.testing.assert_close(iou, torch.cat([e[1] for e in expected]), atol=1e-5, rtol=0)
 
 
 def test_collate_normalises_like_sam_and_groups_prompts(task, coco):

@@ -14,6 +14,7 @@ from ovseg.errors import CheckpointError, ConfigError, VocabularyError, WeightsN
 from ovseg.models.backbones.clip import ClipBackbone, build_open_clip_model
 from ovseg.models.backbones.dense_resnet import resnet_dense_tokens
 from tests.conftest import TINY_CONFIGS, randomize_
+from tests.tolerance import assert_close_to_scale
 
 
 @pytest.fixture
@@ -146,7 +147,9 @@ def test_resnet_dense_matches_attention_pool(tiny_model_names):
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         global_embed, dense = resnet_dense_tokens(visual, images)
-        torch.testing.assert_close(global_embed, visual(images), rtol=1e-4, atol=1e-4)
+        # another order of the same float32 ops (one pooled query vs all positions at once);
+        # values reach ~55 and errors scale with that: measured <= 2.1e-7 of max|x|
+        assert_close_to_scale(global_embed, visual(images), 1e-5, "global")
         # every position as the only query of the same pool, computed by hand
         x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(images)))))
         tokens = x.flatten(2).permute(2, 0, 1)
@@ -166,7 +169,7 @@ def test_resnet_dense_matches_attention_pool(tiny_model_names):
         out = (attn @ split(v)).permute(0, 2, 1, 3).reshape(batch, length, width)
         out = pool.c_proj(out)
     expected = out[:, 1:].reshape(batch, 2, 2, -1).permute(0, 3, 1, 2)
-    torch.testing.assert_close(dense, expected, rtol=1e-4, atol=1e-4)
+    assert_close_to_scale(dense, expected, 1e-5, "dense tokens")
 
 
 def test_resnet_backbone_dense_shape(tiny_model_names):

@@ -111,7 +111,7 @@ def test_official_format_checkpoint_loads(tmp_path):
     assert not loaded.training
     assert torch.equal(loaded.pixel_mean, source.pixel_mean)  # not in the state dict
     image = torch.rand((1, 3, 64, 64)) * 255
-    with torch.no_grad():
+    with torch.no_grad():  # the same weights through the same ops: exact by design
         assert torch.equal(loaded.image_encoder(image), source.image_encoder(image))
 
 

@@ -60,11 +60,14 @@ def test_padding_after_the_end_token_does_not_matter(clip, tokenizer):
     prompt = PromptLearner(clip, tokenizer, num_contexts=8)
     tokens = prompt.tokenize(["red circle"])
     longer = torch.cat([tokens, torch.zeros(1, 5, dtype=torch.long)], dim=1)
+    # Another sequence length / batch changes only the float32 summation order (attention over
+    # masked padding adds exact zeros). Text features are O(1) (|x| <~ 3); errors are ~2e-7 of
+    # that scale, near-zero entries included, so the bound is 1e-5 absolute plus 1e-5 relative.
     with torch.no_grad():
-        torch.testing.assert_close(prompt(tokens), prompt(longer), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(prompt(tokens), prompt(longer), rtol=1e-5, atol=1e-5)
         alone = prompt.encode_names(["sky"])
         together = prompt.encode_names(["sky", "a very long name of many words"])
-    torch.testing.assert_close(alone[0], together[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(alone[0], together[0], rtol=1e-5, atol=1e-5)
 
 
 def test_text_encoder_frozen_contexts_learn(clip, tokenizer):
