@@ -66,6 +66,14 @@ def build_pipeline_config(
     return resolved
 
 
+def _takes_vocabulary(pipeline_cfg: Mapping[str, Any]) -> bool:
+    """Whether the pipeline ``pipeline_cfg`` builds accepts a default ``vocabulary``."""
+    import inspect
+
+    factory = PIPELINES.get(pipeline_cfg.get("type", ""))
+    return "vocabulary" in inspect.signature(factory).parameters
+
+
 def _set_device(pipeline_cfg: dict[str, Any], device: str) -> None:
     """Put every model of a pipeline section (also nested pipelines) on ``device``."""
     for part in ("backbone", "decoder"):
@@ -91,7 +99,8 @@ def create_pipeline(
         preset_or_config: a preset name (``ovseg list presets``), a YAML path, or a mapping.
         vocabulary: class names (list, ``"a, b|b2, c"`` string, or ``{file: ...}``); defaults to
             the preset's vocabulary. Ignored by the referring task (it takes phrases).
-        task: ``semantic`` (``SemanticSegmenter``-like: image -> OVSegResult), ``referring``
+        task: ``semantic`` (``SemanticSegmenter``-like: image -> OVSegResult), any task with a
+            ``pipelines.<task>`` section in the config (built-in: ``referring``
             (image + phrase -> ReferringResult), ``instance`` (image -> Instances), or the
             vocabulary-free ``vocab_free`` / ``vocab_free_instance`` (names found in the
             config's text database, see :func:`build_vocab_free_pipeline`).
@@ -107,8 +116,8 @@ def create_pipeline(
         ref = ovseg.create_pipeline("shapes-tiny", task="referring")
         found = ref("scene.png", "the red star")  # ReferringResult
     """
-    if task not in TASK_NAMES:
-        raise ConfigError(f"Unknown task {task!r}; choose one of {', '.join(TASK_NAMES)}.")
+    if not isinstance(task, str) or not task:
+        raise ConfigError(f"task must be a name such as {', '.join(TASK_NAMES)}; got {task!r}.")
     if task in VOCAB_FREE_TASKS:
         if vocabulary is not None:
             raise ConfigError(
@@ -127,11 +136,16 @@ def create_pipeline(
     pipeline_cfg = to_container(OmegaConf.select(cfg, _section_key(task)))
     if device is not None:
         _set_device(pipeline_cfg, device)
-    if task != "referring":
+    if _takes_vocabulary(pipeline_cfg):
         if vocabulary is None and cfg.get("vocabulary") is not None:
             vocabulary = to_container(cfg)["vocabulary"]
         if vocabulary is not None:
             pipeline_cfg["vocabulary"] = vocabulary
+    elif vocabulary is not None:
+        raise ConfigError(
+            f"The {task} pipeline ({pipeline_cfg.get('type')}) takes no vocabulary; give its "
+            "query (a phrase, clicks ...) to predict instead."
+        )
     pipeline = PIPELINES.build(pipeline_cfg)
     pipeline.config = cfg
     pipeline.meta = {"config": str(cfg.get("_source_", "")), "task": task}

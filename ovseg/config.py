@@ -108,7 +108,12 @@ def _load_with_bases(path: Path, stack: tuple[Path, ...] = ()) -> dict[str, Any]
     if path in stack:
         chain = " -> ".join(str(p) for p in (*stack, path))
         raise ConfigError(f"Config inheritance loops: {chain}. Remove one of the _base_ entries.")
-    data = _read_yaml(path)
+    return _merge_bases(_read_yaml(path), path, stack)
+
+
+def _merge_bases(data: dict[str, Any], path: Path, stack: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """``data`` merged over its ``_base_`` configs (paths relative to ``path``'s folder, or
+    preset names)."""
     bases = data.pop(BASE_KEY, None) or []
     if isinstance(bases, str):
         bases = [bases]
@@ -180,6 +185,8 @@ def load_config(
     """Load a preset name, YAML path or mapping, apply ``_base_`` merges and ``key=value`` overrides."""
     if isinstance(name_or_path, Mapping):
         data = OmegaConf.to_container(OmegaConf.create(dict(name_or_path)), resolve=False)
+        # a mapping's _base_ entries are preset names or paths from the working directory
+        data = _merge_bases(data, Path.cwd() / "<mapping>")
         source = "<mapping>"
     else:
         path = resolve_config_path(name_or_path)
