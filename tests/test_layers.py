@@ -88,3 +88,70 @@ def test_rules_cover_existing_files():
     for paths, _ in RULES:
         for path in paths:
             assert (ROOT / path).exists(), path
+
+
+def test_models_do_not_import_the_inference_layer():
+    bad = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in _files(("ovseg/models",))
+        for name in sorted(_imports(path))
+        if _matches(name, "ovseg.inference")
+    ]
+    assert not bad, bad
+
+
+def test_no_task_pipeline_imports_another():
+    """Task pipelines share only through lower layers and the shared ``pipelines.base``."""
+    folder = PACKAGE / "pipelines"
+    tasks = {p.stem for p in folder.glob("*.py")} - {"__init__", "base"}
+    bad = []
+    for path in sorted(folder.glob("*.py")):
+        for name in sorted(_imports(path)):
+            other = name.split(".")[2] if name.startswith("ovseg.pipelines.") else None
+            if other in tasks and other != path.stem:
+                bad.append(f"{path.name} imports {name}")
+    assert not bad, bad
+
+
+def test_the_import_map_has_no_cycle():
+    """Module-level imports between ovseg modules form no cycle."""
+    graph: dict[str, set[str]] = {}
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        targets: set[str] = set()
+        for node in tree.body:  # module level only: lazy imports inside functions break cycles
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                candidates = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+            elif isinstance(node, ast.Import):
+                candidates = [a.name for a in node.names]
+            else:
+                continue
+            for candidate in candidates:
+                if candidate in modules and candidate != name:
+                    targets.add(candidate)
+                    break
+        graph[name] = targets
+    seen: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        seen[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if seen.get(nxt) == 1:
+                raise AssertionError(
+                    "import cycle: " + " -> ".join(stack[stack.index(nxt) :] + [nxt])
+                )
+            if nxt not in seen:
+                visit(nxt)
+        stack.pop()
+        seen[node] = 2
+
+    for module in sorted(graph):
+        if module not in seen:
+            visit(module)
