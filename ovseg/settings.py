@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ovseg.errors import ConfigError
 
-__all__ = ["merge_settings"]
+__all__ = ["check_known_keys", "merge_settings"]
+
+
+def check_known_keys(given: Iterable[str], known: Iterable[str], what: str) -> None:
+    """Raise :class:`ConfigError` naming the keys of ``given`` that ``known`` lacks.
+
+    Args:
+        given: the keys a user gave.
+        known: every key the component accepts (a dict's keys, a dataclass's field names).
+        what: the name of the settings block in messages (``"inference"``, ``"SAM config"``).
+    """
+    known = set(known)
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ConfigError(f"Unknown {what} keys {unknown}; known: {sorted(known)}.")
 
 
 def merge_settings(
@@ -25,7 +39,5 @@ def merge_settings(
             the known keys.
     """
     given = dict(given or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ConfigError(f"Unknown {what} keys {unknown}; known: {sorted(defaults)}.")
+    check_known_keys(given, defaults, what)
     return {**defaults, **given}

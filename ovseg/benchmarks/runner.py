@@ -26,6 +26,7 @@ from ovseg.errors import ConfigError
 from ovseg.inference.resize import rescale_size
 from ovseg.inference.sliding import sliding_windows
 from ovseg.models.backbones.templates import resolve_templates
+from ovseg.settings import check_known_keys
 from ovseg.vocab import Vocabulary
 
 
@@ -129,9 +130,7 @@ def run_benchmark(
             where no float tie explains it).
         ConfigError: bad settings (non-positive counts, sizes, a non-ViT model).
     """
-    unknown = sorted(set(settings) - set(BenchmarkSettings.__dataclass_fields__))
-    if unknown:
-        raise ConfigError(f"Unknown benchmark settings {unknown}.")
+    check_known_keys(settings, BenchmarkSettings.__dataclass_fields__, "benchmark settings")
     cfg = BenchmarkSettings(
         model_name=model_name,
         dense_mode=dense_mode,

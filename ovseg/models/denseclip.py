@@ -48,6 +48,7 @@ from ovseg.models.heads.denseclip import (
     visual_context,
 )
 from ovseg.registry import NECKS
+from ovseg.settings import merge_settings
 
 LOGGER = logging.getLogger(__name__)
 IGNORE_INDEX = 255
@@ -168,12 +169,7 @@ class DenseCLIPSegmentor(nn.Module):
     ) -> None:
         super().__init__()
         quick_gelu = _resolve_quick_gelu(model_name, pretrained, quick_gelu)
-        decoder_cfg = {**DEFAULT_DECODER, **dict(decoder or {})}
-        unknown = sorted(set(decoder_cfg) - set(DEFAULT_DECODER))
-        if unknown:
-            raise ConfigError(
-                f"Unknown context decoder keys {unknown}; known: {sorted(DEFAULT_DECODER)}."
-            )
+        decoder_cfg = merge_settings(DEFAULT_DECODER, decoder, "context decoder")
         if not isinstance(neck, str):
             raise ConfigError(
                 f"neck must be a NECKS name such as 'SemanticFPN' (arguments go in neck_args), "

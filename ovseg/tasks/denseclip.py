@@ -35,6 +35,7 @@ from ovseg.models.denseclip import IGNORE_INDEX, DenseCLIPSegmentor
 from ovseg.models.denseclip_export import export_segmentor
 from ovseg.models.heads.denseclip import score_map_loss, segmentation_cross_entropy
 from ovseg.registry import TASKS
+from ovseg.settings import merge_settings
 
 DEFAULT_PARAMWISE = {
     "backbone": {"lr_mult": 0.1},
@@ -143,10 +144,7 @@ class DenseCLIPTask(nn.Module):
         self.register_buffer("train_tokens", self.segmentor.tokenize(self.train_names), False)
         self.register_buffer("eval_tokens", self.segmentor.tokenize(self.class_names), False)
         self.crop_size = int(crop_size)
-        self.test = {**DEFAULT_TEST, **dict(test or {})}
-        unknown = sorted(set(self.test) - set(DEFAULT_TEST))
-        if unknown:
-            raise ConfigError(f"Unknown test keys {unknown}; known: {sorted(DEFAULT_TEST)}.")
+        self.test = merge_settings(DEFAULT_TEST, test, "test")
         self.train_transforms = (
             list(train_transforms)
             if train_transforms is not None

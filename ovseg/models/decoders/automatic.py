@@ -38,6 +38,7 @@ from torchvision.ops import batched_nms
 
 from ovseg.errors import ConfigError
 from ovseg.models.decoders.prompted import ImageEmbedding, PromptedMaskDecoder
+from ovseg.settings import check_known_keys
 
 if TYPE_CHECKING:
     from ovseg.models.decoders.sam import SamDecoder
@@ -89,10 +90,9 @@ class AutomaticMaskSettings:
 
     @classmethod
     def create(cls, **kwargs: Any) -> AutomaticMaskSettings:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(kwargs) - names)
-        if unknown:
-            raise ConfigError(f"Unknown automatic mask settings {unknown}; known: {sorted(names)}.")
+        check_known_keys(
+            kwargs, (f.name for f in dataclasses.fields(cls)), "automatic mask settings"
+        )
         settings = cls(**kwargs)
         if settings.points_per_side < 1 or settings.points_per_batch < 1:
             raise ConfigError("points_per_side and points_per_batch must be at least 1.")

@@ -34,6 +34,7 @@ from segment_anything.modeling import (
 from torch import nn
 
 from ovseg.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from ovseg.settings import check_known_keys
 from ovseg.weights import load_state_dict
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -89,12 +90,7 @@ class SamArchitecture:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any], *, what: str = "SAM config") -> SamArchitecture:
         """Fields from ``cfg`` (unknown keys are an error), the rest from the defaults; checked."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - names)
-        if unknown:
-            raise ConfigError(
-                f"{what} has unknown keys {unknown}; the known keys are {sorted(names)}."
-            )
+        check_known_keys(cfg, (f.name for f in dataclasses.fields(cls)), what)
         values = dict(cfg)
         for key in ("encoder_global_attn_indexes", "pixel_mean", "pixel_std"):
             if key in values:

@@ -73,7 +73,7 @@ def test_user_configs_mapping_and_json(tmp_path):
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"encoder_embd_dim": 32}, "unknown keys"),
+        ({"encoder_embd_dim": 32}, "Unknown .* keys"),
         ({"patch_size": 7}, "not a multiple of patch_size"),
         ({"prompt_embed_dim": 36}, "multiple of 8"),
         ({"encoder_global_attn_indexes": [5]}, "are not blocks"),
