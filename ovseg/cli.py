@@ -527,7 +527,7 @@ COMMANDS = {
     "eval": (_eval_parser, "evaluate a config on its dataset (mIoU table + JSON)"),
     "train": (None, "train from a config (torchrun for several processes)"),
     "data synth": (_synth_parser, "write the synthetic open-vocabulary world"),
-    "demo": ("ovseg.demo.cli:demo_parser", "serve the interactive demo in a browser (gradio)"),
+    "demo": ("ovseg.commands.demo:demo_parser", "serve the interactive demo in a browser (gradio)"),
     "db build": (
         "ovseg.commands.db:build_parser",
         "encode a text corpus into a database for vocabulary-free search",

@@ -8,7 +8,7 @@ Quick run on the packaged tiny architecture:
 
     python tools/benchmark.py --model ovseg-ViT-Ti-8 --short-side 128 --crop 64 --stride 32
 
-The logic lives in :mod:`ovseg.benchmarks`.
+The logic lives in :mod:`ovseg.benchmarks`, the command in :mod:`ovseg.commands.benchmark`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ try:
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ovseg.benchmarks import main
+from ovseg.commands.benchmark import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,7 +16,7 @@ try:
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ovseg.benchmarks.sam import main
+from ovseg.commands.benchmark_sam import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,8 +18,8 @@ features:
 then checks that both give the same labels: the score maps (cosine, ``(Q, H, W)`` at input size)
 must agree to ``score_tol``, and a pixel may only get a different label where the two classes'
 baseline scores are within twice the measured score difference (a float tie). The result is a
-JSON-ready dict; :func:`format_markdown` renders it for humans; :func:`main` is the command line
-(``tools/benchmark.py``).
+JSON-ready dict; :func:`format_markdown` renders it for humans; the command line
+(``tools/benchmark.py``) is :mod:`ovseg.commands.benchmark`.
 
 Modules: ``inputs`` (images, names, config), ``baseline`` (the naive loop and the output
 comparison), ``machine``, ``runner`` (timing and agreement), ``report``, ``cli``; ``sam`` holds
@@ -29,7 +29,6 @@ the SAM proposal benchmark (``tools/benchmark_sam.py``).
 from __future__ import annotations
 
 from ovseg.benchmarks.baseline import NaiveSlidingSegmenter, compare_outputs
-from ovseg.benchmarks.cli import build_parser, main
 from ovseg.benchmarks.inputs import (
     DEFAULT_SIZES,
     benchmark_config,
@@ -46,12 +45,10 @@ __all__ = [
     "BenchmarkSettings",
     "NaiveSlidingSegmenter",
     "benchmark_config",
-    "build_parser",
     "check_agreement",
     "compare_outputs",
     "format_markdown",
     "machine_info",
-    "main",
     "parse_size",
     "peak_rss_mb",
     "run_benchmark",

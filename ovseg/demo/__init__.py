@@ -4,5 +4,5 @@
 - :mod:`ovseg.demo.handlers`: what each task computes, as plain functions (no gradio);
 - :mod:`ovseg.demo.tabs`: one module per task's tab, listed in ``TABS``;
 - :mod:`ovseg.demo.app`: the Blocks app and its launch (imports gradio: ``pip install 'ovseg[demo]'``);
-- :mod:`ovseg.demo.cli`: the ``ovseg demo`` parser (``demo_parser``).
+- the ``ovseg demo`` command lives in :mod:`ovseg.commands.demo` (``demo_parser``).
 """

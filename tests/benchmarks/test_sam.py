@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ovseg.benchmarks.sam import format_markdown, main, run_proposals_benchmark
+from ovseg.benchmarks.sam import format_markdown, run_proposals_benchmark
+from ovseg.commands.benchmark_sam import main
 
 
 def test_generators_agree_and_the_report_names_both(one_torch_thread, tmp_path, capsys):

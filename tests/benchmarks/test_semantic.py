@@ -15,12 +15,12 @@ from ovseg.benchmarks import (
     benchmark_config,
     check_agreement,
     compare_outputs,
-    main,
     parse_size,
     run_benchmark,
     synthetic_images,
     vocabulary_names,
 )
+from ovseg.commands.benchmark import main
 from ovseg.errors import ConfigError
 from ovseg.models.backbones.templates import resolve_templates
 from ovseg.vocab import Vocabulary

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ovseg.api import DEFAULT_PRESET
-from ovseg.demo import cli
+from ovseg.commands import demo as cli
 from ovseg.demo.security import MIB
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,5 +108,5 @@ def test_the_script_is_the_command_and_refuses_before_loading_gradio():
     assert "ovseg demo: error: Refusing to start" in refused.stderr
     assert "--auth" in refused.stderr
     imported = [line.rsplit("|", 1)[-1].strip() for line in refused.stderr.splitlines()]
-    assert "ovseg.demo.cli" in imported
+    assert "ovseg.commands.demo" in imported
     assert not [name for name in imported if name.split(".")[0] == "gradio"]
