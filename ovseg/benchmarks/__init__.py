@@ -22,7 +22,7 @@ JSON-ready dict; :func:`format_markdown` renders it for humans; the command line
 (``tools/benchmark.py``) is :mod:`ovseg.commands.benchmark`.
 
 Modules: ``inputs`` (images, names, config), ``baseline`` (the naive loop and the output
-comparison), ``machine``, ``runner`` (timing and agreement), ``report``, ``cli``; ``sam`` holds
+comparison), ``machine``, ``runner`` (timing and agreement), ``report``; ``sam`` holds
 the SAM proposal benchmark (``tools/benchmark_sam.py``).
 """
 
