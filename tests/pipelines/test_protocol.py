@@ -1,0 +1,54 @@
+"""Every registered pipeline has the one shape: encode an image into a value, predict on it."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import ovseg
+from ovseg.errors import ConfigError
+from ovseg.io import read_image
+from ovseg.pipelines.base import EncodedImage, Pipeline, PromptablePipeline
+from ovseg.registry import PIPELINES
+
+
+@pytest.mark.parametrize("name", [n for n in PIPELINES.names() if not n.startswith("ApiTest")])
+def test_every_pipeline_class_follows_the_protocol(name):
+    cls = PIPELINES.get(name)
+    assert issubclass(cls, PromptablePipeline), f"{name} should build on PromptablePipeline"
+    for method in ("encode", "predict", "__call__", "set_image"):
+        assert callable(getattr(cls, method, None)), f"{name} lacks {method}"
+    assert issubclass(cls.encoded_type, EncodedImage)
+    assert "encoded" in inspect.signature(cls.predict).parameters
+
+
+@pytest.fixture(scope="module")
+def pipelines():
+    return {
+        task: ovseg.create_pipeline("shapes-tiny", task=task)
+        for task in ("semantic", "referring", "instance")
+    }
+
+
+def test_built_pipelines_are_pipelines_and_refuse_foreign_values(pipelines):
+    image = read_image("demo/examples/shapes_scene.jpg")
+    semantic, referring = pipelines["semantic"], pipelines["referring"]
+    assert all(isinstance(p, Pipeline) for p in pipelines.values())
+    encoded = semantic.encode(image)
+    assert encoded.size == image.shape[:2]
+    with pytest.raises(ConfigError, match="needs a SamClipImage"):
+        referring.predict(encoded, "red star")
+    with pytest.raises(ConfigError, match="Unknown .* keys"):
+        referring.predict(referring.encode(image), "red star", score_threshold=0.1)
+
+
+def test_predict_leaves_the_pipeline_unchanged(pipelines):
+    instance = pipelines["instance"]
+    before = dict(instance.postprocess)
+    encoded = instance.encode("demo/examples/shapes_scene.jpg")
+    everything = instance.predict(encoded, None, score_threshold=0.0)
+    default = instance.predict(encoded)
+    assert instance.postprocess == before
+    assert len(everything) >= len(default)
+    assert instance.proposals(encoded) is instance.proposals(encoded)  # kept with the value
