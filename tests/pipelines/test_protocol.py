@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ from ovseg.errors import ConfigError
 from ovseg.io import read_image
 from ovseg.pipelines.base import EncodedImage, Pipeline, PromptablePipeline
 from ovseg.registry import PIPELINES
+
+SCENE = Path(__file__).resolve().parents[2] / "demo" / "examples" / "shapes_scene.jpg"
 
 
 @pytest.mark.parametrize("name", [n for n in PIPELINES.names() if not n.startswith("ApiTest")])
@@ -32,7 +35,7 @@ def pipelines():
 
 
 def test_built_pipelines_are_pipelines_and_refuse_foreign_values(pipelines):
-    image = read_image("demo/examples/shapes_scene.jpg")
+    image = read_image(SCENE)
     semantic, referring = pipelines["semantic"], pipelines["referring"]
     assert all(isinstance(p, Pipeline) for p in pipelines.values())
     encoded = semantic.encode(image)
@@ -46,7 +49,7 @@ def test_built_pipelines_are_pipelines_and_refuse_foreign_values(pipelines):
 def test_predict_leaves_the_pipeline_unchanged(pipelines):
     instance = pipelines["instance"]
     before = dict(instance.postprocess)
-    encoded = instance.encode("demo/examples/shapes_scene.jpg")
+    encoded = instance.encode(SCENE)
     everything = instance.predict(encoded, None, score_threshold=0.0)
     default = instance.predict(encoded)
     assert instance.postprocess == before
