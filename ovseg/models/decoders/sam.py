@@ -150,6 +150,19 @@ class SamDecoder(PromptedMaskDecoder):
 
         Returns ``(logits (N, K, H, W) in input pixels, iou (N, K), low-res logits (N, K, h, w))``.
         """
+        return self._decode(embedding, coords, labels, boxes, masks, multimask)
+
+    def _decode(
+        self,
+        embedding: ImageEmbedding,
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        masks: torch.Tensor | None,
+        multimask: bool,
+        **decoder_kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`decode` with extra keyword arguments for the mask decoder (HQ-SAM's)."""
         device = self.device
         points = None
         if coords is not None:
@@ -165,6 +178,7 @@ class SamDecoder(PromptedMaskDecoder):
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask,
+            **decoder_kwargs,
         )
         logits = self.model.postprocess_masks(
             low_res, embedding.input_size, embedding.original_size

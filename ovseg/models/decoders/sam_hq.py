@@ -287,28 +287,16 @@ class HqSamDecoder(SamDecoder):
         hq_token_only: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One HQ decoder call: ``(logits (N, 1, H, W), iou (N, 1), low-res (N, 1, h, w))``."""
-        device = self.device
-        points = None
-        if coords is not None:
-            points = (coords.to(device), labels.to(device=device, dtype=torch.int32))
-        sparse, dense = self.model.prompt_encoder(
-            points=points,
-            boxes=boxes.to(device) if boxes is not None else None,
-            masks=masks.to(device) if masks is not None else None,
-        )
-        low_res, iou = self.model.mask_decoder(
-            image_embeddings=embedding.features,
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
+        return self._decode(
+            embedding,
+            coords,
+            labels,
+            boxes,
+            masks,
+            multimask,
             hq_token_only=self.hq_token_only if hq_token_only is None else hq_token_only,
             interm_embeddings=list(embedding.high_res_features),
         )
-        logits = self.model.postprocess_masks(
-            low_res, embedding.input_size, embedding.original_size
-        )
-        return logits, iou, low_res
 
     def _grid_masks(
         self, settings: HqMaskSettings, embedding: ImageEmbedding, points: torch.Tensor
