@@ -25,11 +25,7 @@ from typing import Any
 
 import torch
 from segment_anything.modeling import (
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
     Sam,
-    TwoWayTransformer,
 )
 from torch import nn
 
@@ -229,33 +225,43 @@ def resolve_sam_architecture(model_type: SamSpec) -> tuple[str, SamArchitecture]
     )
 
 
-def create_sam(arch: SamArchitecture) -> Sam:
-    """A randomly initialised ``Sam`` of ``arch`` in eval mode (on the current default device)."""
+def create_sam(arch: SamArchitecture, modeling: Any = None, mask_decoder: Any = None) -> Sam:
+    """A randomly initialised ``Sam`` of ``arch`` in eval mode (on the current default device).
+
+    ``modeling`` is the package whose classes build it (default ``segment_anything.modeling``;
+    HQ-SAM's has the same names); ``mask_decoder``, a module or a function that builds one
+    (called after the encoders), replaces the standard mask decoder.
+    """
+    import segment_anything.modeling as default_modeling
+
+    modeling = default_modeling if modeling is None else modeling
     embed = arch.embedding_size
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            depth=arch.encoder_depth,
-            embed_dim=arch.encoder_embed_dim,
-            img_size=arch.image_size,
-            mlp_ratio=arch.encoder_mlp_ratio,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
-            num_heads=arch.encoder_num_heads,
-            patch_size=arch.patch_size,
-            qkv_bias=True,
-            use_rel_pos=arch.use_rel_pos,
-            global_attn_indexes=arch.encoder_global_attn_indexes,
-            window_size=arch.window_size,
-            out_chans=arch.prompt_embed_dim,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=arch.prompt_embed_dim,
-            image_embedding_size=(embed, embed),
-            input_image_size=(arch.image_size, arch.image_size),
-            mask_in_chans=arch.mask_in_chans,
-        ),
-        mask_decoder=MaskDecoder(
+    # built in segment-anything's order (encoder, prompt encoder, mask decoder), so a seeded
+    # random initialisation gives the same weights as its own builders
+    image_encoder = modeling.ImageEncoderViT(
+        depth=arch.encoder_depth,
+        embed_dim=arch.encoder_embed_dim,
+        img_size=arch.image_size,
+        mlp_ratio=arch.encoder_mlp_ratio,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        num_heads=arch.encoder_num_heads,
+        patch_size=arch.patch_size,
+        qkv_bias=True,
+        use_rel_pos=arch.use_rel_pos,
+        global_attn_indexes=arch.encoder_global_attn_indexes,
+        window_size=arch.window_size,
+        out_chans=arch.prompt_embed_dim,
+    )
+    prompt_encoder = modeling.PromptEncoder(
+        embed_dim=arch.prompt_embed_dim,
+        image_embedding_size=(embed, embed),
+        input_image_size=(arch.image_size, arch.image_size),
+        mask_in_chans=arch.mask_in_chans,
+    )
+    if mask_decoder is None:
+        mask_decoder = modeling.MaskDecoder(
             num_multimask_outputs=arch.num_multimask_outputs,
-            transformer=TwoWayTransformer(
+            transformer=modeling.TwoWayTransformer(
                 depth=arch.decoder_depth,
                 embedding_dim=arch.prompt_embed_dim,
                 mlp_dim=arch.decoder_mlp_dim,
@@ -264,7 +270,13 @@ def create_sam(arch: SamArchitecture) -> Sam:
             transformer_dim=arch.prompt_embed_dim,
             iou_head_depth=arch.iou_head_depth,
             iou_head_hidden_dim=arch.iou_head_hidden_dim,
-        ),
+        )
+    elif callable(mask_decoder) and not isinstance(mask_decoder, nn.Module):
+        mask_decoder = mask_decoder()
+    return modeling.Sam(
+        image_encoder=image_encoder,
+        prompt_encoder=prompt_encoder,
+        mask_decoder=mask_decoder,
         pixel_mean=list(arch.pixel_mean),
         pixel_std=list(arch.pixel_std),
     ).eval()

@@ -40,6 +40,7 @@ from ovseg.models.decoders.sam import SamDecoder
 from ovseg.models.decoders.sam_build import (
     SamArchitecture,
     SamSpec,
+    create_sam,
     load_sam_weights,
     resolve_sam_architecture,
 )
@@ -80,32 +81,9 @@ def create_sam_hq(arch: SamArchitecture) -> nn.Module:
     if not arch.encoder_global_attn_indexes and arch.window_size > 0:
         raise ConfigError("HQ-SAM needs at least one global-attention block in the encoder.")
     modeling = _hq_modeling()
-    embed = arch.embedding_size
-    return modeling.Sam(
-        image_encoder=modeling.ImageEncoderViT(
-            depth=arch.encoder_depth,
-            embed_dim=arch.encoder_embed_dim,
-            img_size=arch.image_size,
-            mlp_ratio=arch.encoder_mlp_ratio,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
-            num_heads=arch.encoder_num_heads,
-            patch_size=arch.patch_size,
-            qkv_bias=True,
-            use_rel_pos=arch.use_rel_pos,
-            global_attn_indexes=arch.encoder_global_attn_indexes,
-            window_size=arch.window_size,
-            out_chans=arch.prompt_embed_dim,
-        ),
-        prompt_encoder=modeling.PromptEncoder(
-            embed_dim=arch.prompt_embed_dim,
-            image_embedding_size=(embed, embed),
-            input_image_size=(arch.image_size, arch.image_size),
-            mask_in_chans=arch.mask_in_chans,
-        ),
-        mask_decoder=_hq_mask_decoder(modeling, arch, arch.encoder_embed_dim),
-        pixel_mean=list(arch.pixel_mean),
-        pixel_std=list(arch.pixel_std),
-    ).eval()
+    return create_sam(
+        arch, modeling, lambda: _hq_mask_decoder(modeling, arch, arch.encoder_embed_dim)
+    )
 
 
 def _hq_mask_decoder(modeling: Any, arch: SamArchitecture, vit_dim: int) -> nn.Module:
