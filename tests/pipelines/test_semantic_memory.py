@@ -13,28 +13,19 @@ from ovseg.inference.labels import nearest_resize, working_size
 from ovseg.inference.postprocess import semantic_result
 from ovseg.inference.resize import resize_bilinear
 from ovseg.inference.sliding import average_window_scores
+from tests.pipelines.test_semantic import tiny_config as semantic_config
 
 VOCAB = ["background|sky|wall", "cat", "dog|puppy", "sofa", "red star|star", "tree"]
 
 
 def tiny_config(model_name, pamr=True, **inference):
+    """test_semantic's tiny sliding-window config with thresholds (and PAMR)."""
+    config = semantic_config(model_name, **inference)
     postprocess = {"prob_threshold": 0.3, "area_threshold": 0.05}
     if pamr:
         postprocess["pamr"] = {"num_iter": 3, "dilations": [1, 2]}
-    return {
-        "pipeline": {
-            "type": "SemanticSegmenter",
-            "backbone": {
-                "type": "ClipBackbone",
-                "model_name": model_name,
-                "dense_mode": "sclip",
-                "templates": "photo",
-            },
-            "logit_scale": 40.0,
-            "inference": {"mode": "slide", "crop_size": 32, "stride": 16, **inference},
-            "postprocess": postprocess,
-        }
-    }
+    config["pipeline"]["postprocess"] = postprocess
+    return config
 
 
 def old_full_resolution_result(seg, encoded, vocab, size=None):
