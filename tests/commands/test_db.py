@@ -12,26 +12,7 @@ from ovseg.cased.build import build_database
 from ovseg.cased.database import MANIFEST_NAME, load_database
 from ovseg.commands.db import build_parser, info_parser, merge_parser, search_parser
 from ovseg.errors import ConfigError, DatabaseError
-from ovseg.models.backbones.clip import ClipBackbone
-from tests.conftest import randomize_
-
-WORDS = ["cat", "dog", "car", "tree", "boat", "lamp", "chair", "river", "cloud", "horse"]
-CORPUS = [f"a {a} next to a {b} number {i}" for i, (a, b) in
-          enumerate((a, b) for a in WORDS for b in WORDS)]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def backbone(tiny_model_names, one_torch_thread):
-    model = ClipBackbone(tiny_model_names["vit"], templates="photo")
-    randomize_(model.model, seed=0)
-    return model
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(CORPUS) + "\n")
-    return path
+from tests.cased.corpus import CORPUS, backbone, corpus  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
