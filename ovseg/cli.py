@@ -519,13 +519,13 @@ def _predict_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--export",
         help="also write the results as a labelled dataset in OUT/export/<format>: formats "
-        "separated by commas from coco, yolo",
+        "separated by commas from coco, yolo, labelme, cvat",
     )
     p.add_argument(
         "--export-masks",
         choices=("rle", "polygon"),
         default="rle",
-        help="COCO masks as RLE (default, exact) or polygons (holes filled)",
+        help="COCO and CVAT masks as RLE (default, exact) or polygons (holes filled)",
     )
     p.add_argument(
         "--polygon-tolerance",

@@ -11,11 +11,15 @@ from __future__ import annotations
 from ovseg.errors import ConfigError
 from ovseg.export.base import Exporter, Region, regions_of
 from ovseg.export.coco import CocoExporter
+from ovseg.export.cvat import CvatExporter
+from ovseg.export.labelme import LabelmeExporter
 from ovseg.export.yolo import YoloExporter
 
 FORMATS: dict[str, type[Exporter]] = {
     CocoExporter.name: CocoExporter,
     YoloExporter.name: YoloExporter,
+    LabelmeExporter.name: LabelmeExporter,
+    CvatExporter.name: CvatExporter,
 }
 
 
