@@ -519,7 +519,7 @@ def _predict_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--export",
         help="also write the results as a labelled dataset in OUT/export/<format>: formats "
-        "separated by commas from coco, yolo, labelme, cvat",
+        "separated by commas from coco, yolo, labelme, cvat, ade",
     )
     p.add_argument(
         "--export-masks",

@@ -9,6 +9,7 @@ as ``start(out_dir, class_names)`` / ``add(image_path_rel, image_size, result)``
 from __future__ import annotations
 
 from ovseg.errors import ConfigError
+from ovseg.export.ade import AdeExporter
 from ovseg.export.base import Exporter, Region, regions_of
 from ovseg.export.coco import CocoExporter
 from ovseg.export.cvat import CvatExporter
@@ -20,6 +21,7 @@ FORMATS: dict[str, type[Exporter]] = {
     YoloExporter.name: YoloExporter,
     LabelmeExporter.name: LabelmeExporter,
     CvatExporter.name: CvatExporter,
+    AdeExporter.name: AdeExporter,
 }
 
 

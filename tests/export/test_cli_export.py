@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +84,39 @@ def test_bad_export_options_exit_2_before_any_model(scene_folder, tmp_path, caps
     args = ["predict", str(scene_folder), "--export", "coco", "--polygon-tolerance", "-1"]
     assert main([*args, "--out", str(tmp_path / "o2")]) == 2
     assert not np.any([p.name == "export" for p in tmp_path.rglob("*")])
+
+
+def test_semantic_folder_to_every_format(scene_folder, tmp_path):
+    from ovseg.data.ade20k import ADE20KDataset
+    from ovseg.io import read_label_png
+
+    out = tmp_path / "out"
+    args = ["predict", str(scene_folder), "--preset", "shapes-tiny", "--quiet", "--out", str(out)]
+    assert main([*args, "--export", "coco,yolo,labelme,cvat,ade"]) == 0
+    export = out / "export"
+    report = json.loads((out / "report.json").read_text())
+    assert [f["format"] for f in report["export"]["formats"]] == [
+        "coco",
+        "yolo",
+        "labelme",
+        "cvat",
+        "ade",
+    ]
+    coco = _coco(export / "coco" / "annotations.json")
+    class_names = [c["name"] for c in coco.dataset["categories"]]
+    dataset = ADE20KDataset(export / "ade", split="validation")
+    assert dataset.class_names == class_names
+    for index, stem in enumerate(["a", "b", "sub/c"]):
+        predicted = read_label_png(out / f"{stem}_labels.png").astype(np.int64)
+        sample = dataset[index]
+        assert sample["filename"].endswith(
+            stem.replace("/", "__") + Path(sample["filename"]).suffix
+        )
+        assert np.array_equal(sample["label"], predicted)
+        image_id = index + 1
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])):
+            label = class_names.index(coco.cats[ann["category_id"]]["name"])
+            assert np.array_equal(coco.annToMask(ann).astype(bool), predicted == label)
+        shapes = json.loads((export / "labelme" / f"{stem}.json").read_text())["shapes"]
+        assert {s["label"] for s in shapes} <= set(class_names)
+    assert (export / "cvat" / "annotations.xml").is_file()
