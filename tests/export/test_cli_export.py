@@ -120,3 +120,17 @@ def test_semantic_folder_to_every_format(scene_folder, tmp_path):
         shapes = json.loads((export / "labelme" / f"{stem}.json").read_text())["shapes"]
         assert {s["label"] for s in shapes} <= set(class_names)
     assert (export / "cvat" / "annotations.xml").is_file()
+
+
+def test_single_image_referring_export(scene_folder, tmp_path):
+    out = tmp_path / "out"
+    args = ["predict", str(scene_folder / "a.png"), "--preset", "shapes-tiny", "--quiet"]
+    prompt = ["--task", "referring", "--prompt", "red circle", "--export", "coco,labelme"]
+    assert main([*args, *prompt, "--out", str(out)]) == 0
+    coco = _coco(out / "export" / "coco" / "annotations.json")
+    assert [c["name"] for c in coco.dataset["categories"]] == ["red circle"]
+    (ann,) = coco.dataset["annotations"]
+    predicted = np.array(Image.open(out / "a_mask.png")) > 0
+    assert np.array_equal(coco.annToMask(ann).astype(bool), predicted)
+    labelme = json.loads((out / "export" / "labelme" / "a.json").read_text())
+    assert Path(labelme["imagePath"]).name == "a.png"
