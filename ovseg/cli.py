@@ -201,7 +201,8 @@ def _check_task_arguments(args: argparse.Namespace) -> None:
 def _predict_one(
     pipeline, task: str, image, args: argparse.Namespace, out_dir: Path, stem: str, source: str
 ):
-    """Run one image; returns (files written, one-line summary). Each JSON names ``source``."""
+    """Run one image; returns (files written, one-line summary, result). Each JSON names
+    ``source``."""
     from ovseg.outputs import (
         write_instance_outputs,
         write_referring_outputs,
@@ -215,7 +216,7 @@ def _predict_one(
             f"'{result.phrase}': {100 * result.mask.mean():.1f}% of the image, "
             f"predicted IoU {result.score:.2f}"
         )
-        return written, line
+        return written, line, result
     result = pipeline(image)
     if task == "instance":
         written = write_instance_outputs(result, image, out_dir, stem, source=source)
@@ -224,14 +225,31 @@ def _predict_one(
             for label, score in zip(result.labels[:10], result.scores[:10], strict=True)
         ]
         more = f" (+{len(result) - 10} more)" if len(result) > 10 else ""
-        return written, (", ".join(found) + more) if found else "no instance"
+        return written, (", ".join(found) + more) if found else "no instance", result
     written = write_semantic_outputs(result, image, out_dir, stem, source=source)
     present = [
         f"{c['name']} {100 * c['area_fraction']:.1f}%"
         for c in sorted(result.to_dict()["classes"], key=lambda c: -c["area"])
         if c["area"] > 0
     ]
-    return written, ", ".join(present)
+    return written, ", ".join(present), result
+
+
+def _export_session(args: argparse.Namespace, out_dir: Path, source_root: Path):
+    """The ``--export`` session writing into ``<out>/export`` (None without ``--export``)."""
+    if not args.export:
+        return None
+    from ovseg.export import parse_formats
+    from ovseg.export.session import ExportSession
+
+    return ExportSession(
+        out_dir / "export",
+        parse_formats(args.export),
+        mask_format=args.export_masks,
+        polygon_tolerance=args.polygon_tolerance,
+        source_root=source_root,
+        resume=args.skip_existing,
+    )
 
 
 def _run_folder(pipeline, args, source: Path, images: list[Path], out_dir: Path) -> int:
@@ -250,6 +268,7 @@ def _run_folder(pipeline, args, source: Path, images: list[Path], out_dir: Path)
     done: list[dict] = []
     failed: list[dict] = []
     skipped: list[dict] = []
+    export = _export_session(args, out_dir, source)
     interrupted = True
     try:
         for path, rel in tqdm(
@@ -257,15 +276,21 @@ def _run_folder(pipeline, args, source: Path, images: list[Path], out_dir: Path)
         ):
             name, stem = rel.as_posix(), stems[rel]
             target = out_dir / stem.parent
-            if args.skip_existing and _done_before(out_dir / f"{stem}.json", name):
+            if (
+                args.skip_existing
+                and _done_before(out_dir / f"{stem}.json", name)
+                and (export is None or export.has(name, stem.as_posix()))
+            ):
                 skipped.append({"source": name, "json": f"{stem.as_posix()}.json"})
                 continue
             try:
                 image = read_image(path)
                 target.mkdir(parents=True, exist_ok=True)
-                written, line = _predict_one(
+                written, line, result = _predict_one(
                     pipeline, args.task, image, args, target, stem.name, name
                 )
+                if export is not None:
+                    export.add(name, stem.as_posix(), image.shape[:2], result)
             except OVSegError as exc:
                 failed.append({"source": name, "reason": str(exc)})
                 if not args.quiet:
@@ -291,6 +316,8 @@ def _run_folder(pipeline, args, source: Path, images: list[Path], out_dir: Path)
             "failed": failed,
             "skipped": skipped,
         }
+        if export is not None:
+            report["export"] = export.finish(complete=not interrupted)
         atomic_write_json(out_dir / REPORT_NAME, report, indent=2)
     if not args.quiet:
         print(
@@ -324,6 +351,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     if args.db and not args.vocab_free:
         raise OVSegError("--db goes with --vocab-free.")
+    if args.export:
+        from ovseg.export import parse_formats
+
+        parse_formats(args.export)
+        if not args.polygon_tolerance >= 0:
+            raise OVSegError(
+                f"--polygon-tolerance is in pixels, >= 0; got {args.polygon_tolerance}."
+            )
     check_device(args.device)
     _check_out_dir(out_dir)
     single_done = not source.is_dir() and _done_before(out_dir / f"{source.stem}.json", source.name)
@@ -353,9 +388,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if source.is_dir():
         return _run_folder(pipeline, args, source, images, out_dir)
     image = read_image(source)
-    written, line = _predict_one(
+    written, line, result = _predict_one(
         pipeline, args.task, image, args, out_dir, source.stem, source.name
     )
+    export = _export_session(args, out_dir, source.parent)
+    if export is not None:
+        export.add(source.name, source.stem, image.shape[:2], result)
+        written["export"] = Path(export.finish()["folder"])
     if not args.quiet:
         print(f"{source.name}: {line}")
         print(f"wrote {len(written)} file(s) to {out_dir}")
@@ -476,6 +515,23 @@ def _predict_parser() -> argparse.ArgumentParser:
         "--skip-existing",
         action="store_true",
         help="folder runs: skip the images whose results are already in --out (resume a run)",
+    )
+    p.add_argument(
+        "--export",
+        help="also write the results as a labelled dataset in OUT/export/<format>: formats "
+        "separated by commas from coco, yolo, labelme, cvat, ade",
+    )
+    p.add_argument(
+        "--export-masks",
+        choices=("rle", "polygon"),
+        default="rle",
+        help="COCO and CVAT masks as RLE (default, exact) or polygons (holes filled)",
+    )
+    p.add_argument(
+        "--polygon-tolerance",
+        type=float,
+        default=1.0,
+        help="polygon simplification (cv2.approxPolyDP epsilon) in pixels (default 1.0)",
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
