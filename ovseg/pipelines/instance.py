@@ -148,7 +148,8 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
 
     Args:
         backbone: a :class:`ClipBackbone` or its config.
-        decoder: a :class:`~ovseg.models.decoders.sam.SamDecoder` or its config.
+        decoder: a SAM-family decoder (``SamDecoder``, ``Sam2Decoder``, ``HqSamDecoder``) or its
+            config.
         classifier: the mask classifier or its config (default ``MaskPoolingClassifier``).
         crop_classifier: the classifier ensembled with ``crop_weight`` (default
             ``MaskedCropClassifier``; built only when ``crop_weight > 0``).

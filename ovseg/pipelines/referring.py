@@ -53,7 +53,8 @@ class ReferringSegmenter(SamClipPipeline):
     Args:
         backbone: a :class:`ClipBackbone` or its config; may be ``None`` when only
             :meth:`predict_from_embedding` is used.
-        decoder: a :class:`~ovseg.models.decoders.sam.SamDecoder` or its config.
+        decoder: a SAM-family decoder (``SamDecoder``, ``Sam2Decoder``, ``HqSamDecoder``) or its
+            config.
         selector: a point selector or its config (default ``{type: SasPSelector}``).
         inference: dense-encoder settings ``short_side``, ``max_long_side``, ``batch_size``,
             ``max_pixels``.
