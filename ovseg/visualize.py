@@ -252,11 +252,8 @@ def render_semantic(
     if not legend:
         return SemanticPicture(panels, [], 0, origin, scale)
     # mean drawn colour per class, over the picture's pixels of that class
-    flat = labels_up[valid_up].ravel()
-    sums = [
-        np.bincount(flat, weights=drawn[valid_up][:, c], minlength=len(class_names))
-        for c in range(3)
-    ]
+    flat, pixels = labels_up[valid_up].ravel(), drawn[valid_up]
+    sums = [np.bincount(flat, weights=pixels[:, c], minlength=len(class_names)) for c in range(3)]
     area = np.bincount(flat, minlength=len(class_names)).astype(np.float64)
     total = float(labels.size)
     entries = [
