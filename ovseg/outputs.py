@@ -3,6 +3,11 @@
 Semantic: label PNG, colour overlay with legend, JSON summary. Referring: mask, overlay (mask,
 heat map, points), similarity, JSON. Instances: overlay with boxes and captions, instance-id
 PNG, JSON.
+
+Label, mask, id and similarity PNGs and the JSON keep the input's size; the pictures (overlays)
+of inputs whose long side is under :data:`~ovseg.visualize.PICTURE_MIN_LONG_SIDE` are enlarged
+by an integer factor (:func:`~ovseg.visualize.picture_scale`). With ``side_by_side`` a picture
+shows the input first (``image | overlay``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from ovseg.errors import ConfigError
 from ovseg.fileio import atomic_write_text
 from ovseg.io import write_png_atomic
 from ovseg.structures import Instances, OVSegResult, ReferringResult
-from ovseg.visualize import draw_instances, overlay, referring_overlay
+from ovseg.visualize import draw_instances, overlay, picture_scale, referring_overlay
 
 
 def _with_source(summary: dict, source: str | None) -> dict:
@@ -26,10 +31,17 @@ def _with_source(summary: dict, source: str | None) -> dict:
 
 
 def write_semantic_outputs(
-    result: OVSegResult, image: np.ndarray, out_dir: Path, stem: str, *, source: str | None = None
+    result: OVSegResult,
+    image: np.ndarray,
+    out_dir: Path,
+    stem: str,
+    *,
+    source: str | None = None,
+    side_by_side: bool = False,
 ) -> dict[str, Path]:
     """Write ``<stem>_labels.png`` (class index per pixel, vocabulary order; 255 unlabelled;
-    16-bit when there are more than 255 classes), ``<stem>_overlay.png`` and ``<stem>.json``
+    16-bit when there are more than 255 classes), ``<stem>_overlay.png`` (enlarged when small,
+    with a legend; ``image | overlay | legend`` with ``side_by_side``) and ``<stem>.json``
     (written last; with ``source``, its ``"source"`` names the input image)."""
     out_dir = Path(out_dir)
     labels = result.sem_seg
@@ -40,7 +52,14 @@ def write_semantic_outputs(
         "json": out_dir / f"{stem}.json",
     }
     write_png_atomic(labels.astype(dtype), paths["labels"])
-    write_png_atomic(overlay(image, labels, result.class_names), paths["overlay"])
+    picture = overlay(
+        image,
+        labels,
+        result.class_names,
+        scale=picture_scale(image.shape),
+        side_by_side=side_by_side,
+    )
+    write_png_atomic(picture, paths["overlay"])
     summary = _with_source(result.to_dict(), source)
     atomic_write_text(paths["json"], json.dumps(summary, indent=2) + "\n")
     return paths
@@ -53,10 +72,12 @@ def write_referring_outputs(
     stem: str,
     *,
     source: str | None = None,
+    side_by_side: bool = False,
 ) -> dict[str, Path]:
     """Write ``<stem>_mask.png`` (255 inside the mask, 0 outside), ``<stem>_overlay.png`` (mask
-    with the points | heat map with the points), ``<stem>_similarity.png`` (the similarity map
-    as grey levels, ``round(255 * s)``) and ``<stem>.json`` (phrase, score, box, points)."""
+    with the points | heat map with the points, enlarged when small; the input first with
+    ``side_by_side``), ``<stem>_similarity.png`` (the similarity map as grey levels,
+    ``round(255 * s)``) and ``<stem>.json`` (phrase, score, box, points)."""
     out_dir = Path(out_dir)
     paths = {
         "mask": out_dir / f"{stem}_mask.png",
@@ -65,7 +86,10 @@ def write_referring_outputs(
         "json": out_dir / f"{stem}.json",
     }
     write_png_atomic(result.mask.astype(np.uint8) * 255, paths["mask"])
-    write_png_atomic(referring_overlay(image, result), paths["overlay"])
+    picture = referring_overlay(
+        image, result, scale=picture_scale(image.shape), side_by_side=side_by_side
+    )
+    write_png_atomic(picture, paths["overlay"])
     grey = (np.clip(result.similarity, 0.0, 1.0) * 255).round().astype(np.uint8)
     write_png_atomic(grey, paths["similarity"])
     summary = _with_source({"image_size": list(result.mask.shape), **result.to_dict()}, source)
@@ -95,8 +119,10 @@ def write_instance_outputs(
     image_id: int | None = None,
     category_ids: Sequence[int] | None = None,
     source: str | None = None,
+    side_by_side: bool = False,
 ) -> dict[str, Path]:
-    """Write ``<stem>_instances.png`` (masks, boxes, ``name score``), ``<stem>_instance_ids.png``
+    """Write ``<stem>_instances.png`` (masks with contours, boxes, ``name score``; enlarged when
+    small; ``image | instances`` with ``side_by_side``), ``<stem>_instance_ids.png``
     (:func:`instance_id_map`: id ``k`` is the JSON's instance ``k - 1``; 0 background) and
     ``<stem>.json`` (per instance: label, name, score, box XYXY, area; with ``source``, its
     ``"source"`` names the input image).
@@ -115,7 +141,10 @@ def write_instance_outputs(
     }
     height, width = image.shape[:2]
     ids = instance_id_map(result) if len(result) else np.zeros((height, width), dtype=np.uint8)
-    write_png_atomic(draw_instances(image, result), paths["overlay"])
+    picture = draw_instances(
+        image, result, scale=picture_scale(image.shape), side_by_side=side_by_side
+    )
+    write_png_atomic(picture, paths["overlay"])
     write_png_atomic(ids, paths["ids"])
     summary = _with_source(
         {

@@ -51,7 +51,8 @@ def test_predict_folder_writes_outputs(tiny_yaml, image_folder, tmp_path, capsys
         labels = np.asarray(Image.open(out / f"{stem}_labels.png"))
         assert labels.shape == (40, 50) and labels.max() <= 1
         overlay = Image.open(out / f"{stem}_overlay.png")
-        assert overlay.height == 40 and overlay.width > 50  # legend panel on the right
+        # the picture is enlarged 11x (50 px wide input, pictures >= 512 px), legend on the right
+        assert overlay.height == 11 * 40 and overlay.width > 11 * 50
         summary = json.loads((out / f"{stem}.json").read_text())
         assert [c["name"] for c in summary["classes"]] == ["cat", "dog"]
         assert sum(c["area"] for c in summary["classes"]) == 40 * 50

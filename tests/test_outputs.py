@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from ovseg.outputs import (
     write_semantic_outputs,
 )
 from ovseg.structures import Instances, OVSegResult, PointPrompts, ReferringResult
+from ovseg.visualize import enlarge_image
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
 
@@ -29,8 +31,17 @@ def test_semantic(tmp_path):
     labels = np.zeros((20, 30), np.int64)
     labels[:, 15:] = 1
     paths = write_semantic_outputs(OVSegResult(labels, ["a", "b"]), IMAGE, tmp_path, "x")
-    np.testing.assert_array_equal(read_label_png(paths["labels"]), labels)
+    np.testing.assert_array_equal(read_label_png(paths["labels"]), labels)  # the input's size
     assert paths["overlay"].is_file() and json.loads(paths["json"].read_text())["classes"]
+    picture = np.asarray(Image.open(paths["overlay"]))
+    assert picture.shape[0] == 20 * 18 and picture.shape[1] > 30 * 18  # 30 px: 18x, + legend
+    pair = write_semantic_outputs(
+        OVSegResult(labels, ["a", "b"]), IMAGE, tmp_path / "pair", "x", side_by_side=True
+    )
+    both = np.asarray(Image.open(pair["overlay"]))
+    np.testing.assert_array_equal(both[:360, :540], enlarge_image(IMAGE, 18))  # image first
+    assert both.shape[1] > picture.shape[1] + 540
+    np.testing.assert_array_equal(read_label_png(pair["labels"]), labels)
 
 
 def test_referring(tmp_path):
@@ -57,7 +68,11 @@ def test_referring(tmp_path):
     summary = json.loads(paths["json"].read_text())
     assert summary["phrase"] == "the red one" and summary["box_xyxy"] == [10, 4, 20, 9]
     assert summary["points"]["labels"] == [1, 0] and summary["image_size"] == [20, 30]
-    assert Image.open(paths["overlay"]).size == (64, 36)
+    # mask | heat map, each 18x (30 px wide input, pictures >= 512 px), 4 px gap enlarged too
+    width, height = Image.open(paths["overlay"]).size
+    assert width == 18 * (2 * 30 + 4) and height > 18 * 20
+    pair = write_referring_outputs(result, IMAGE, tmp_path / "pair", "img", side_by_side=True)
+    assert Image.open(pair["overlay"]).size == (18 * (3 * 30 + 8), height)  # image | mask | heat
     assert no_temporary_files(tmp_path)
 
 
@@ -80,7 +95,11 @@ def test_instances(tmp_path):
     summary = json.loads(paths["json"].read_text())
     assert [i["name"] for i in summary["instances"]] == ["dog", "cat"]
     assert summary["instances"][0]["box_xyxy"] == [2, 2, 12, 10]
-    assert Image.open(paths["overlay"]).size == (30, 20)
+    assert Image.open(paths["overlay"]).size == (30 * 18, 20 * 18)  # enlarged to >= 512 px
+    pair = write_instance_outputs(instances, IMAGE, tmp_path / "pair", "img", side_by_side=True)
+    both = np.asarray(Image.open(pair["overlay"]))
+    np.testing.assert_array_equal(both[:, :540], enlarge_image(IMAGE, 18))
+    np.testing.assert_array_equal(read_label_png(pair["ids"]), ids)
     assert no_temporary_files(tmp_path)
 
 
@@ -103,3 +122,20 @@ def test_coco_results(tmp_path):
     assert entry["bbox"] == [2, 2, 10, 8] and entry["segmentation"]["size"] == [20, 30]
     with pytest.raises(ConfigError):
         write_instance_outputs(instances, IMAGE, tmp_path, "img", image_id=7)
+
+
+def test_quick_start_scene_pictures_are_readable(tmp_path, one_torch_thread):
+    """The README's quick start: an enlarged overlay with a legend, labels at the input size."""
+    import ovseg
+    from ovseg.io import read_image
+
+    examples = Path(__file__).resolve().parents[1] / "demo" / "examples"
+    image = read_image(examples / "shapes_scene.jpg")
+    names = [n for n in (examples / "shapes_scene.txt").read_text().splitlines() if n.strip()]
+    result = ovseg.create_pipeline("shapes-tiny", vocabulary=names)(image)
+    paths = write_semantic_outputs(result, image, tmp_path, "shapes_scene")
+    assert read_label_png(paths["labels"]).shape == image.shape[:2] == (128, 128)
+    width, height = Image.open(paths["overlay"]).size
+    assert height == 512 and width > 512
+    summary = json.loads(paths["json"].read_text())
+    assert [c["name"] for c in summary["classes"]] == names

@@ -28,7 +28,7 @@ from ovseg.demo.handlers import (
 from ovseg.errors import ImageReadError, ImageTooLargeError, VocabularyError
 from ovseg.io import read_image, read_label_png
 from ovseg.structures import UNLABELLED, OVSegResult
-from ovseg.visualize import palette
+from ovseg.visualize import class_colours
 
 VOCAB = "red star, blue ring|circle ring, water, wall"
 
@@ -79,7 +79,8 @@ def test_semantic_outputs_have_the_input_size_and_one_row_per_class(shapes_tiny,
     labels = read_label_png(labels_path)
     assert labels.shape == scene.shape[:2]
     np.testing.assert_array_equal(labels, out.result.sem_seg)
-    assert read_image(overlay_path).shape[0] == scene.shape[0]  # legend panel widens it
+    # the picture is enlarged 4x (128 px input, pictures >= 512 px); the legend panel widens it
+    assert read_image(overlay_path).shape[0] == 4 * scene.shape[0]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
@@ -172,7 +173,7 @@ def test_opacity_blends_between_the_image_and_the_palette(scene):
     names = ["a", "b"]
     np.testing.assert_array_equal(render_overlay(scene, labels, names, 0.0), scene)
     full = render_overlay(scene, labels, names, 1.0)
-    assert (full[:10] == palette(2)[1]).all()
+    assert (full[:10] == class_colours(["b"])[0]).all()  # only b is drawn
     np.testing.assert_array_equal(full[10:], scene[10:])
     assert render_overlay(scene, labels, names, 7.0).shape == scene.shape  # clipped to 1
 
@@ -182,8 +183,8 @@ def test_legend_lists_present_classes_largest_first_with_escaped_names():
     result = OVSegResult(sem_seg=labels, class_names=["<b>x</b>", "absent", "wall"])
     entries = legend_entries(result)
     assert [e.name for e in entries] == ["wall", "<b>x</b>"]
-    colours = palette(3)
-    assert entries[0].colour == "#{:02x}{:02x}{:02x}".format(*colours[2])
+    colours = class_colours(["wall", "<b>x</b>"])
+    assert entries[0].colour == "#{:02x}{:02x}{:02x}".format(*colours[0])
     assert entries[0].area_fraction == pytest.approx(0.5)
     rendered = legend_html(entries)
     assert "&lt;b&gt;x&lt;/b&gt;" in rendered and "<b>x</b>" not in rendered

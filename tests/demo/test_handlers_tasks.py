@@ -134,7 +134,8 @@ def test_referring_outputs_have_the_input_size_and_one_row(referring, scene, tmp
     assert saved["points"] == result.points.to_dict()
     np.testing.assert_array_equal(read_image(mask_path, max_pixels=None)[..., 0] > 0, result.mask)
     assert read_image(similarity_path).shape[:2] == scene.shape[:2]
-    assert read_image(overlay_path).shape[1] == 2 * scene.shape[1] + 4  # mask | heat map
+    # mask | heat map with a 4 px gap, all enlarged 4x (128 px input, pictures >= 512 px)
+    assert read_image(overlay_path).shape[1] == 4 * (2 * scene.shape[1] + 4)
 
 
 def test_referring_shows_points_in_their_colours_and_the_heat_map(referring, scene, tmp_path):
@@ -221,7 +222,7 @@ def test_instance_outputs_tables_and_files(instance, scene, tmp_path):
     assert ids.shape == scene.shape[:2] and ids.max() <= len(shown)
     for k in np.unique(ids[ids > 0]):
         assert shown.masks[k - 1][ids == k].all()  # id k is instance k - 1
-    assert read_image(overlay_path).shape == scene.shape
+    assert read_image(overlay_path).shape == (512, 512, 3)  # the 128 px input enlarged 4x
 
 
 def test_the_threshold_equals_the_pipelines_own_and_needs_no_model(

@@ -30,8 +30,8 @@ from ovseg.errors import (
 from ovseg.io import DEFAULT_MAX_PIXELS, read_image
 from ovseg.structures import OVSegResult
 from ovseg.visualize import (
+    class_colours,
     overlay,
-    palette,
 )
 from ovseg.vocab import Vocabulary
 from ovseg.vocab.vocabulary import read_class_file
@@ -302,19 +302,20 @@ class LegendEntry:
 
 
 def legend_entries(result: OVSegResult) -> list[LegendEntry]:
-    """The classes that own pixels, largest area first, coloured as :func:`overlay` paints them."""
-    colours = palette(len(result.class_names))
+    """The classes that own pixels, largest area first, with the pure colour :func:`overlay`
+    blends for them (:func:`~ovseg.visualize.class_colours` of the present classes)."""
     summary = result.to_dict()["classes"]
     present = sorted((c for c in summary if c["area"] > 0), key=lambda c: (-c["area"], c["index"]))
+    colours = class_colours([c["name"] for c in present])
     return [
         LegendEntry(
             index=c["index"],
             name=c["name"],
-            colour="#{:02x}{:02x}{:02x}".format(*(int(v) for v in colours[c["index"]])),
+            colour="#{:02x}{:02x}{:02x}".format(*(int(v) for v in colour)),
             area_fraction=c["area_fraction"],
             mean_score=c["mean_score"],
         )
-        for c in present
+        for c, colour in zip(present, colours, strict=True)
     ]
 
 
