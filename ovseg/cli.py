@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,9 +28,6 @@ def _split_overrides(values: Sequence[str]) -> tuple[list[str], list[str]]:
 
 # ----------------------------------------------------------------------------- list / config
 def cmd_list(args: argparse.Namespace) -> int:
-    import open_clip
-
-    from ovseg.models.backbones.clip import register_packaged_model_configs
     from ovseg.registry import _ALL_REGISTRIES
 
     what = args.what
@@ -38,6 +36,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         print(format_presets(all_preset_status()))
     if what in ("models", "all"):
+        import open_clip
+
+        from ovseg.models.backbones.clip import register_packaged_model_configs
+
         register_packaged_model_configs()
         print("open_clip models (pretrained tags):")
         for name in open_clip.list_models():
@@ -146,9 +148,30 @@ def _check_out_dir(out_dir: Path) -> None:
     os.unlink(probe)
 
 
+#: the device types ``torch.device`` parses (c10's list; tests check it against torch), so a
+#: misspelt --device is refused without importing torch
+DEVICE_TYPES = frozenset(
+    {
+        "cpu", "cuda", "ipu", "xpu", "mkldnn", "opengl", "opencl", "ideep", "hip", "ve", "fpga",
+        "maia", "xla", "lazy", "vulkan", "mps", "meta", "hpu", "mtia", "privateuseone",
+    }
+)  # fmt: skip
+_DEVICE_NAME = re.compile(r"([a-z]+)(?::(?:0|[1-9][0-9]*))?")
+
+
 def check_device(device: str | None) -> None:
-    """Refuse an unknown device name, or a GPU this machine does not have, before building."""
+    """Refuse an unknown device name, or a GPU this machine does not have, before building.
+
+    Only a device other than the CPU imports torch (to ask whether it exists).
+    """
     if device is None:
+        return
+    name = _DEVICE_NAME.fullmatch(device)
+    if name is None or name.group(1) not in DEVICE_TYPES:
+        raise ConfigError(
+            f"--device {device!r} is not a device name; use cpu, cuda, cuda:1 or mps."
+        )
+    if name.group(1) == "cpu":
         return
     import torch
 

@@ -22,7 +22,6 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from ovseg.errors import ConfigError
-from ovseg.fileio import atomic_write_text
 
 PRESET_DIR = Path(__file__).parent / "model_zoo" / "presets"
 BASE_KEY = "_base_"
@@ -218,4 +217,6 @@ def to_container(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 def save_resolved_config(cfg: DictConfig | Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write the fully resolved config as YAML, atomically (temporary file, then rename)."""
+    from ovseg.fileio import atomic_write_text  # numpy and PIL: not needed to read configs
+
     return atomic_write_text(path, yaml.safe_dump(to_container(cfg), sort_keys=False))

@@ -5,6 +5,10 @@ A preset's sections name their weights (``ClipBackbone``: ``pretrained`` tag or 
 ``DenseCLIPSegmenter``: ``weights`` or a packaged ``pretrained`` tag). Each is looked up where
 the model would find it (packaged files, the Hugging Face cache, torch hub's cache, local
 paths), reading no weight file. ``ovseg list`` prints the result.
+
+The shipped presets are checked without importing torch or open_clip (``ovseg list`` answers at
+once): :data:`CLIP_TAG_SOURCES` holds where open_clip publishes the tags they use, and the SAM and
+database modules are imported only for sections that need them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,16 @@ from ovseg.errors import OVSegError
 from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, WEIGHTS_DIR
 
 TASK_ORDER = ("semantic", "referring", "instance", "vocab-free")
+
+#: ``(model_name, tag) -> (Hugging Face repo, candidate file names)`` as open_clip's tag table and
+#: ``clip_weights`` resolve them, for the tags the shipped presets name; tests check every entry
+#: against open_clip. Other tags are looked up in open_clip itself.
+CLIP_TAG_SOURCES: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
+    ("ViT-B-16", "openai"): (
+        "timm/vit_base_patch16_clip_224.openai",
+        ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -57,9 +71,17 @@ def _local_file(what: str, path: Any) -> WeightStatus:
     return WeightStatus(what, "local file" if found else None, f"the file {path}")
 
 
-def _clip(section: Mapping[str, Any]) -> WeightStatus:
-    from ovseg.models.backbones.clip_weights import find_cached_pretrained, pretrained_source
+def _cached_hf_file(repo: str, filenames: tuple[str, ...]) -> bool:
+    from huggingface_hub import try_to_load_from_cache
 
+    for filename in filenames:
+        cached = try_to_load_from_cache(repo, filename)
+        if isinstance(cached, str) and Path(cached).is_file():
+            return True
+    return False
+
+
+def _clip(section: Mapping[str, Any]) -> WeightStatus:
     model, tag = section.get("model_name", "?"), section.get("pretrained")
     what = f"CLIP {model} / {tag}"
     if section.get("checkpoint"):
@@ -68,6 +90,14 @@ def _clip(section: Mapping[str, Any]) -> WeightStatus:
         return WeightStatus(f"CLIP {model}", "random weights (no tag given)")
     if _embedded(model, tag):
         return WeightStatus(what, "embedded")
+    known = CLIP_TAG_SOURCES.get((model, tag))
+    if known is not None:  # the shipped presets' tags: no open_clip import
+        repo, filenames = known
+        if _cached_hf_file(repo, filenames):
+            return WeightStatus(what, "Hugging Face cache")
+        return WeightStatus(what, None, f"hf download {repo} {filenames[0]}")
+    from ovseg.models.backbones.clip_weights import find_cached_pretrained, pretrained_source
+
     try:
         cached, _ = find_cached_pretrained(model, tag)
     except OVSegError:
@@ -81,14 +111,17 @@ def _clip(section: Mapping[str, Any]) -> WeightStatus:
 
 
 def _sam(section: Mapping[str, Any]) -> WeightStatus:
-    from ovseg.models.decoders.sam_build import OFFICIAL_CHECKPOINTS
-    from ovseg.models.decoders.sam_weights import OFFICIAL_TAG, official_checkpoint_path
-
     model = section.get("model_type", "vit_b")
     if not isinstance(model, str):
         model = "custom"
     if section.get("checkpoint"):
         return _local_file(f"SAM {model}", section["checkpoint"])
+    if section.get("pretrained") and _embedded(model, section["pretrained"]):
+        return WeightStatus(f"SAM {model} / {section['pretrained']}", "embedded")
+    # torch and segment-anything only for the official release's tables and cache folder
+    from ovseg.models.decoders.sam_build import OFFICIAL_CHECKPOINTS
+    from ovseg.models.decoders.sam_weights import OFFICIAL_TAG, official_checkpoint_path
+
     tag = section.get("pretrained") or (OFFICIAL_TAG if model in OFFICIAL_CHECKPOINTS else None)
     what = f"SAM {model} / {tag}"
     if _embedded(model, tag):

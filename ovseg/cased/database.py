@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ovseg.errors import (
     ConfigError,
@@ -45,7 +44,6 @@ from ovseg.errors import (
     MissingDependencyError,
 )
 from ovseg.fileio import atomic_write_bytes, atomic_write_json
-from ovseg.weights import sha256_file
 
 LOGGER = logging.getLogger(__name__)
 
@@ -76,7 +74,6 @@ def require_faiss():
 
 
 # --------------------------------------------------------------------------------- embedding
-@torch.inference_mode()
 def encode_texts(backbone: Any, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
     """Raw texts -> L2-normalised CLIP text embeddings ``(N, D)`` float32 (no templates).
 
@@ -89,13 +86,16 @@ def encode_texts(backbone: Any, texts: Sequence[str], batch_size: int = 256) -> 
     dim = int(backbone.embed_dim)
     if not texts:
         return np.zeros((0, dim), dtype=np.float32)
+    import torch  # here, so that reading a manifest (ovseg list) needs no torch
+
     out = np.empty((len(texts), dim), dtype=np.float32)
-    for start in range(0, len(texts), max(1, int(batch_size))):
-        chunk = texts[start : start + batch_size]
-        tokens = backbone.tokenizer(chunk).to(backbone.device)
-        embeds = backbone.model.encode_text(tokens).float()
-        embeds = embeds / embeds.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        out[start : start + len(chunk)] = embeds.cpu().numpy()
+    with torch.inference_mode():
+        for start in range(0, len(texts), max(1, int(batch_size))):
+            chunk = texts[start : start + batch_size]
+            tokens = backbone.tokenizer(chunk).to(backbone.device)
+            embeds = backbone.model.encode_text(tokens).float()
+            embeds = embeds / embeds.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            out[start : start + len(chunk)] = embeds.cpu().numpy()
     return out
 
 
@@ -336,6 +336,8 @@ def _verify_file(folder: Path, entry: dict[str, Any], manifest: dict[str, Any]) 
             f"{path} has {stat.st_size} bytes but the manifest says {entry['bytes']}: the file "
             f"is truncated or damaged. Rebuild the database with `{rebuild}`."
         )
+    from ovseg.weights import sha256_file  # imports torch
+
     digest = sha256_file(path)
     if digest != entry["sha256"]:
         raise DatabaseError(

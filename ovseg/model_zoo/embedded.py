@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ovseg.errors import WeightsNotFoundError
-from ovseg.weights import verify_sha256
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -62,6 +61,8 @@ def embedded_checkpoint(model_name: str, tag: str | None) -> Path | None:
             f"installation; reinstall ovseg or rebuild them with: {entry['recipe']}"
         )
     if path not in _VERIFIED:
+        from ovseg.weights import verify_sha256  # torch: only when the weights are used
+
         verify_sha256(path, entry["sha256"])
         _VERIFIED.add(path)
     return path

@@ -19,13 +19,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ovseg.errors import VocabularyError
 
 CLASS_DIR = Path(__file__).resolve().parents[1] / "model_zoo" / "classes"
 BACKGROUND_NAME = "background"
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _clean(names: Sequence[str]) -> tuple[str, ...]:
@@ -178,6 +180,8 @@ class Vocabulary:
     @property
     def query_to_class(self) -> torch.Tensor:
         """``(Q,)`` int64: the class index of each query."""
+        import torch  # here: building a vocabulary (CLI argument checks) needs no torch
+
         return torch.tensor(
             [index for index, names in enumerate(self.classes) for _ in names], dtype=torch.long
         )
