@@ -232,9 +232,16 @@ def _predict_one(
         write_semantic_outputs,
     )
 
+    options = {"source": source, "side_by_side": bool(getattr(args, "side_by_side", False))}
     if task == "referring":
         result = pipeline(image, args.prompt)
-        written = write_referring_outputs(result, image, out_dir, stem, source=source)
+        written = write_referring_outputs(
+            result,
+            image,
+            out_dir,
+            stem,
+            **options,
+        )
         line = (
             f"'{result.phrase}': {100 * result.mask.mean():.1f}% of the image, "
             f"predicted IoU {result.score:.2f}"
@@ -242,14 +249,20 @@ def _predict_one(
         return written, line, result
     result = pipeline(image)
     if task == "instance":
-        written = write_instance_outputs(result, image, out_dir, stem, source=source)
+        written = write_instance_outputs(
+            result,
+            image,
+            out_dir,
+            stem,
+            **options,
+        )
         found = [
             f"{result.class_names[int(label)]} {score:.2f}"
             for label, score in zip(result.labels[:10], result.scores[:10], strict=True)
         ]
         more = f" (+{len(result) - 10} more)" if len(result) > 10 else ""
         return written, (", ".join(found) + more) if found else "no instance", result
-    written = write_semantic_outputs(result, image, out_dir, stem, source=source)
+    written = write_semantic_outputs(result, image, out_dir, stem, **options)
     present = [
         f"{c['name']} {100 * c['area_fraction']:.1f}%"
         for c in sorted(result.to_dict()["classes"], key=lambda c: -c["area"])
@@ -555,6 +568,11 @@ def _predict_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="polygon simplification (cv2.approxPolyDP epsilon) in pixels (default 1.0)",
+    )
+    p.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="also show the input image left of each overlay picture (image | overlay)",
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)

@@ -130,3 +130,20 @@ def test_output_stems_are_unique_and_plain_without_a_clash():
         Path("report.png"): Path("report_png"),
         Path("sub/report.png"): Path("sub/report"),
     }
+
+
+def test_side_by_side_puts_the_image_left_of_the_overlay(tmp_path):
+    from PIL import Image
+
+    from ovseg.cli import main
+
+    scene = Path(__file__).resolve().parents[1] / "demo" / "examples" / "shapes_scene.jpg"
+    plain, both = tmp_path / "plain", tmp_path / "both"
+    assert main(["predict", str(scene), "--out", str(plain), "--quiet"]) == 0
+    assert main(["predict", str(scene), "--out", str(both), "--side-by-side", "--quiet"]) == 0
+    width = Image.open(plain / "shapes_scene_overlay.png").size[0]
+    wide = Image.open(both / "shapes_scene_overlay.png")
+    assert (
+        wide.size[0] > width
+        and wide.size[1] == Image.open(plain / "shapes_scene_overlay.png").size[1]
+    )
