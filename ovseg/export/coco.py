@@ -43,10 +43,10 @@ def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
 
 
-class CocoExporter(Exporter):
-    """Writes ``annotations.json`` (COCO instances) from per-image records; see the module."""
-
-    name = "coco"
+class RegionRecordExporter(Exporter):
+    """Exporters whose one output file is rebuilt at ``finish`` from per-image records
+    (``records/<key>.json``: ``{"image", "height", "width", "regions"}``, RLE masks), so an
+    interrupted export resumes with the earlier images included."""
 
     def record_path(self, key: str):
         return self.out_dir / RECORDS_DIR / f"{key}.json"
@@ -56,12 +56,22 @@ class CocoExporter(Exporter):
 
     def _add(self, key, image_path_rel, image_size, regions) -> None:
         record = {
-            "file_name": image_path_rel,
+            "image": image_path_rel,
             "height": image_size[0],
             "width": image_size[1],
             "regions": encode_regions(regions),
         }
         write_json_record(self.record_path(key), record)
+
+    def records(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(key, record)`` of every image exported so far, in key order."""
+        return list(read_json_records(self.out_dir / RECORDS_DIR))
+
+
+class CocoExporter(RegionRecordExporter):
+    """Writes ``annotations.json`` (COCO instances) from per-image records; see the module."""
+
+    name = "coco"
 
     def _segmentation(self, rle: dict[str, Any]) -> Any:
         if self.mask_format == "rle":
@@ -71,11 +81,11 @@ class CocoExporter(Exporter):
 
     def _finish(self) -> dict[str, Any]:
         images, annotations = [], []
-        for image_id, (_, record) in enumerate(read_json_records(self.out_dir / RECORDS_DIR), 1):
+        for image_id, (_, record) in enumerate(self.records(), 1):
             images.append(
                 {
                     "id": image_id,
-                    "file_name": record["file_name"],
+                    "file_name": record["image"],
                     "height": record["height"],
                     "width": record["width"],
                 }

@@ -21,13 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from ovseg.export.base import Exporter, read_json_records, write_json_record
-from ovseg.export.coco import decode_rle, encode_regions
+from ovseg.export.coco import RegionRecordExporter, decode_rle
 from ovseg.export.polygons import outer_rings
 from ovseg.fileio import atomic_write_bytes
 
 XML_NAME = "annotations.xml"
-RECORDS_DIR = "records"
 
 
 def mask_to_cvat_rle(mask: np.ndarray) -> tuple[list[int], tuple[int, int, int, int]]:
@@ -68,25 +66,10 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return element
 
 
-class CvatExporter(Exporter):
+class CvatExporter(RegionRecordExporter):
     """CVAT for images 1.1 XML from per-image records; see the module docstring."""
 
     name = "cvat"
-
-    def record_path(self, key: str):
-        return self.out_dir / RECORDS_DIR / f"{key}.json"
-
-    def has(self, key: str) -> bool:
-        return self.out_dir is not None and self.record_path(key).is_file()
-
-    def _add(self, key, image_path_rel, image_size, regions) -> None:
-        record = {
-            "name": image_path_rel,
-            "height": image_size[0],
-            "width": image_size[1],
-            "regions": encode_regions(regions),
-        }
-        write_json_record(self.record_path(key), record)
 
     def _shape(self, parent: ET.Element, name: str, mask: np.ndarray) -> None:
         common = {"label": name, "source": "auto", "occluded": "0", "z_order": "0"}
@@ -108,7 +91,7 @@ class CvatExporter(Exporter):
             _sub(parent, "polygon", **common, points=points)
 
     def _finish(self) -> dict[str, Any]:
-        records = list(read_json_records(self.out_dir / RECORDS_DIR))
+        records = self.records()
         for _, record in records:
             for region in record["regions"]:
                 self.label_of(region["name"])
@@ -131,7 +114,7 @@ class CvatExporter(Exporter):
                 root,
                 "image",
                 id=str(image_id),
-                name=record["name"],
+                name=record["image"],
                 width=str(record["width"]),
                 height=str(record["height"]),
             )
