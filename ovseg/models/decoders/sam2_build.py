@@ -25,7 +25,7 @@ import torch
 
 from ovseg.errors import ConfigError, MissingDependencyError, WeightsNotFoundError
 from ovseg.models.decoders.sam_build import load_sam_weights
-from ovseg.models.decoders.sam_weights import find_cached_checkpoint
+from ovseg.models.decoders.sam_weights import resolve_checkpoint_file
 
 _RELEASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 
@@ -178,16 +178,11 @@ def missing_sam2_checkpoint(model_type: str, looked_at: str | os.PathLike) -> We
 def resolve_sam2_checkpoint(model_type: str, checkpoint: str | os.PathLike | None) -> Path:
     """``checkpoint`` when it exists; else the released file in torch hub's checkpoint folder
     (downloaded there first when the network is allowed)."""
-    if checkpoint is not None:
-        path = Path(checkpoint).expanduser()
-        if not path.exists():
-            raise missing_sam2_checkpoint(model_type, path)
-        return path
-    if model_type not in SAM2_MODELS:
-        raise missing_sam2_checkpoint(model_type, "(none given)")
-    return find_cached_checkpoint(
-        SAM2_MODELS[model_type]["file"],
-        release_url(model_type),
+    released = SAM2_MODELS.get(model_type)
+    return resolve_checkpoint_file(
+        checkpoint,
+        released["file"] if released else None,
+        release_url(model_type) if released else None,
         lambda path: missing_sam2_checkpoint(model_type, path),
     )
 

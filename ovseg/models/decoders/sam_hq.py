@@ -44,7 +44,7 @@ from ovseg.models.decoders.sam_build import (
     load_sam_weights,
     resolve_sam_architecture,
 )
-from ovseg.models.decoders.sam_weights import find_cached_checkpoint
+from ovseg.models.decoders.sam_weights import resolve_checkpoint_file
 from ovseg.registry import MASK_DECODERS
 
 HQ_HF_REPO = "lkeab/hq-sam"
@@ -153,16 +153,11 @@ def missing_hq_checkpoint(model_type: str, looked_at: str | os.PathLike) -> Weig
 def resolve_hq_checkpoint(model_type: str, checkpoint: str | os.PathLike | None) -> Path:
     """``checkpoint`` when it exists, else the released file in torch hub's checkpoint folder
     (downloaded there first when the network is allowed)."""
-    if checkpoint is not None:
-        path = Path(checkpoint).expanduser()
-        if not path.exists():
-            raise missing_hq_checkpoint(model_type, path)
-        return path
-    if model_type not in HQ_CHECKPOINTS:
-        raise missing_hq_checkpoint(model_type, "(none given)")
-    return find_cached_checkpoint(
-        HQ_CHECKPOINTS[model_type],
-        hq_release_url(model_type),
+    released = model_type in HQ_CHECKPOINTS
+    return resolve_checkpoint_file(
+        checkpoint,
+        HQ_CHECKPOINTS[model_type] if released else None,
+        hq_release_url(model_type) if released else None,
         lambda path: missing_hq_checkpoint(model_type, path),
     )
 

@@ -50,6 +50,25 @@ def find_cached_checkpoint(
     raise WeightsNotFoundError(f"{err} ({reason}; ovseg also looks for it at {path}.)")
 
 
+def resolve_checkpoint_file(
+    checkpoint: str | os.PathLike | None,
+    released_file: str | None,
+    url: str | None,
+    missing: Callable[[Path | str], WeightsNotFoundError],
+) -> Path:
+    """``checkpoint`` when given (it must exist), else the released file ``released_file`` in
+    torch hub's checkpoint folder (downloaded from ``url`` first when the network is allowed);
+    ``missing(path)`` is the error raised when neither is there."""
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.exists():
+            raise missing(path)
+        return path
+    if released_file is None or url is None:
+        raise missing("(none given)")
+    return find_cached_checkpoint(released_file, url, missing)
+
+
 def find_official_checkpoint(model_type: str) -> Path:
     """The cached official checkpoint, downloaded first when missing and the network is allowed.
 
