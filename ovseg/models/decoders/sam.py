@@ -145,24 +145,13 @@ class SamDecoder(PromptedMaskDecoder):
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
         multimask: bool,
+        **decoder_kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One decoder call for N prompts already in the model frame.
+        """One decoder call for N prompts already in the model frame; ``decoder_kwargs`` go to
+        the mask decoder (HQ-SAM's ``hq_token_only``, ``interm_embeddings``).
 
         Returns ``(logits (N, K, H, W) in input pixels, iou (N, K), low-res logits (N, K, h, w))``.
         """
-        return self._decode(embedding, coords, labels, boxes, masks, multimask)
-
-    def _decode(
-        self,
-        embedding: ImageEmbedding,
-        coords: torch.Tensor | None,
-        labels: torch.Tensor | None,
-        boxes: torch.Tensor | None,
-        masks: torch.Tensor | None,
-        multimask: bool,
-        **decoder_kwargs: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`decode` with extra keyword arguments for the mask decoder (HQ-SAM's)."""
         device = self.device
         points = None
         if coords is not None:

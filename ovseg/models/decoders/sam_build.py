@@ -225,6 +225,23 @@ def resolve_sam_architecture(model_type: SamSpec) -> tuple[str, SamArchitecture]
     )
 
 
+def mask_decoder_arguments(arch: SamArchitecture, modeling: Any) -> dict[str, Any]:
+    """The keyword arguments every SAM mask decoder of ``arch`` takes (its two-way transformer
+    built from ``modeling``, segment-anything's package or HQ-SAM's)."""
+    return {
+        "num_multimask_outputs": arch.num_multimask_outputs,
+        "transformer": modeling.TwoWayTransformer(
+            depth=arch.decoder_depth,
+            embedding_dim=arch.prompt_embed_dim,
+            mlp_dim=arch.decoder_mlp_dim,
+            num_heads=arch.decoder_num_heads,
+        ),
+        "transformer_dim": arch.prompt_embed_dim,
+        "iou_head_depth": arch.iou_head_depth,
+        "iou_head_hidden_dim": arch.iou_head_hidden_dim,
+    }
+
+
 def create_sam(arch: SamArchitecture, modeling: Any = None, mask_decoder: Any = None) -> Sam:
     """A randomly initialised ``Sam`` of ``arch`` in eval mode (on the current default device).
 
@@ -259,18 +276,7 @@ def create_sam(arch: SamArchitecture, modeling: Any = None, mask_decoder: Any = 
         mask_in_chans=arch.mask_in_chans,
     )
     if mask_decoder is None:
-        mask_decoder = modeling.MaskDecoder(
-            num_multimask_outputs=arch.num_multimask_outputs,
-            transformer=modeling.TwoWayTransformer(
-                depth=arch.decoder_depth,
-                embedding_dim=arch.prompt_embed_dim,
-                mlp_dim=arch.decoder_mlp_dim,
-                num_heads=arch.decoder_num_heads,
-            ),
-            transformer_dim=arch.prompt_embed_dim,
-            iou_head_depth=arch.iou_head_depth,
-            iou_head_hidden_dim=arch.iou_head_hidden_dim,
-        )
+        mask_decoder = modeling.MaskDecoder(**mask_decoder_arguments(arch, modeling))
     elif callable(mask_decoder) and not isinstance(mask_decoder, nn.Module):
         mask_decoder = mask_decoder()
     return modeling.Sam(

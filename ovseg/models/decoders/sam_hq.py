@@ -42,6 +42,7 @@ from ovseg.models.decoders.sam_build import (
     SamSpec,
     create_sam,
     load_sam_weights,
+    mask_decoder_arguments,
     resolve_sam_architecture,
 )
 from ovseg.models.decoders.sam_weights import resolve_checkpoint_file
@@ -87,19 +88,7 @@ def create_sam_hq(arch: SamArchitecture) -> nn.Module:
 
 
 def _hq_mask_decoder(modeling: Any, arch: SamArchitecture, vit_dim: int) -> nn.Module:
-    return modeling.MaskDecoderHQ(
-        num_multimask_outputs=arch.num_multimask_outputs,
-        transformer=modeling.TwoWayTransformer(
-            depth=arch.decoder_depth,
-            embedding_dim=arch.prompt_embed_dim,
-            mlp_dim=arch.decoder_mlp_dim,
-            num_heads=arch.decoder_num_heads,
-        ),
-        transformer_dim=arch.prompt_embed_dim,
-        iou_head_depth=arch.iou_head_depth,
-        iou_head_hidden_dim=arch.iou_head_hidden_dim,
-        vit_dim=vit_dim,
-    )
+    return modeling.MaskDecoderHQ(**mask_decoder_arguments(arch, modeling), vit_dim=vit_dim)
 
 
 def create_sam_hq_tiny() -> nn.Module:
@@ -260,7 +249,7 @@ class HqSamDecoder(SamDecoder):
         hq_token_only: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One HQ decoder call: ``(logits (N, 1, H, W), iou (N, 1), low-res (N, 1, h, w))``."""
-        return self._decode(
+        return super().decode(
             embedding,
             coords,
             labels,
