@@ -152,7 +152,7 @@ def _modules(package: str, *names: str) -> tuple[str, ...]:
     return tuple(f"{package}.{name}" for name in names)
 
 
-BACKBONES = Registry("backbone", _modules("ovseg.models.backbones", "clip", "proxyclip"))
+BACKBONES = Registry("backbone", _modules("ovseg.models.backbones", "clip", "proxyclip", "scclip"))
 PIPELINES = Registry(
     "pipeline",
     _modules(

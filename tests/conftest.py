@@ -34,6 +34,11 @@ TINY_CONFIGS["ovseg-test-vit-avg"] = {
     **TINY_CONFIGS["ovseg-test-vit"],
     "vision_cfg": {**TINY_CONFIGS["ovseg-test-vit"]["vision_cfg"], "pool_type": "avg"},
 }
+# six blocks: enough for methods that read intermediate blocks (SC-CLIP)
+TINY_CONFIGS["ovseg-test-vit-deep"] = {
+    **TINY_CONFIGS["ovseg-test-vit"],
+    "vision_cfg": {**TINY_CONFIGS["ovseg-test-vit"]["vision_cfg"], "layers": 6},
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +52,17 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_model_names(tmp_path_factory) -> dict[str, str]:
-    """Register the tiny configs with open_clip; returns {'vit', 'vit_avg', 'rn'} -> name."""
+    """Register the tiny configs with open_clip; returns {'vit', 'vit_avg', 'vit_deep', 'rn'} -> name."""
     folder = tmp_path_factory.mktemp("model_configs")
     for name, cfg in TINY_CONFIGS.items():
         (folder / f"{name}.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(folder)
-    return {"vit": "ovseg-test-vit", "vit_avg": "ovseg-test-vit-avg", "rn": "ovseg-test-rn"}
+    return {
+        "vit": "ovseg-test-vit",
+        "vit_avg": "ovseg-test-vit-avg",
+        "vit_deep": "ovseg-test-vit-deep",
+        "rn": "ovseg-test-rn",
+    }
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -285,6 +285,10 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "needs a proxy vision model",
         "tests/models/backbones/test_proxyclip.py",
     ),
+    ("backbone", "ScClipBackbone"): (
+        "needs a CLIP ViT with more blocks than the tiny one",
+        "tests/models/backbones/test_scclip.py",
+    ),
     ("mask_decoder", "Sam2Decoder"): (
         "needs the sam2 package's configs",
         "tests/models/decoders/test_sam2.py",

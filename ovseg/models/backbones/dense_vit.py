@@ -138,15 +138,16 @@ def last_block_attention(
     return attn.out_proj(out)
 
 
-def vit_tokens_before_last_block(
+def vit_input_tokens(
     visual: nn.Module, images: torch.Tensor
 ) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Run an open_clip ``VisionTransformer`` up to (not including) its last block.
+    """The token sequence an open_clip ``VisionTransformer`` feeds its first block.
 
     Returns ``(x (B, 1 + h*w, C), (h, w))``: the class token and the patch tokens in row-major
-    order, with the positional embedding resized to the ``(h, w) = (H // p, W // p)`` grid by
-    :func:`interpolate_pos_embed`. Checks that the model is a ViT whose dense tokens these modes
-    can read (``nn.MultiheadAttention`` blocks, class-token or mean pooling).
+    order after ``ln_pre``, with the positional embedding resized to the ``(h, w) = (H // p,
+    W // p)`` grid by :func:`interpolate_pos_embed`. Checks that the model is a ViT whose dense
+    tokens the training-free modes can read (``nn.MultiheadAttention`` blocks, class-token or
+    mean pooling).
     """
     blocks = visual.transformer.resblocks
     last = blocks[-1]
@@ -167,10 +168,21 @@ def vit_tokens_before_last_block(
     cls = visual.class_embedding.to(x.dtype).reshape(1, 1, -1).expand(batch, -1, -1)
     x = torch.cat([cls, x], dim=1)
     x = x + interpolate_pos_embed(visual.positional_embedding, (h, w)).to(x.dtype)
-    x = visual.ln_pre(x)
-    for block in blocks[:-1]:
+    return visual.ln_pre(x), (h, w)
+
+
+def vit_tokens_before_last_block(
+    visual: nn.Module, images: torch.Tensor
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Run an open_clip ``VisionTransformer`` up to (not including) its last block.
+
+    Returns ``(x (B, 1 + h*w, C), (h, w))`` as :func:`vit_input_tokens` does, after every
+    block but the last.
+    """
+    x, grid = vit_input_tokens(visual, images)
+    for block in visual.transformer.resblocks[:-1]:
         x = block(x)
-    return x, (h, w)
+    return x, grid
 
 
 def vit_dense_tokens(
