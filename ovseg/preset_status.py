@@ -1,10 +1,10 @@
 """Which presets run with what is installed, per task, without building a model.
 
-A preset's sections name their weights (``ClipBackbone``: ``pretrained`` tag or ``checkpoint``;
-``SamDecoder``: ``pretrained`` tag, ``checkpoint`` or the official release;
-``DenseCLIPSegmenter``: ``weights`` or a packaged ``pretrained`` tag). Each is looked up where
-the model would find it (packaged files, the Hugging Face cache, torch hub's cache, local
-paths), reading no weight file. ``ovseg list`` prints the result.
+A preset's sections name their weights (``ClipBackbone`` and ``ScClipBackbone``: ``pretrained``
+tag or ``checkpoint``; ``SamDecoder``: ``pretrained`` tag, ``checkpoint`` or the official
+release; ``DenseCLIPSegmenter``: ``weights`` or a packaged ``pretrained`` tag). Each is looked
+up where the model would find it (packaged files, the Hugging Face cache, torch hub's cache,
+local paths), reading no weight file. ``ovseg list`` prints the result.
 
 The shipped presets are checked without importing torch or open_clip (``ovseg list`` answers at
 once): :data:`CLIP_TAG_SOURCES` holds where open_clip publishes the tags they use, and the SAM and
@@ -30,6 +30,10 @@ TASK_ORDER = ("semantic", "referring", "instance", "vocab-free")
 CLIP_TAG_SOURCES: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ("ViT-B-16", "openai"): (
         "timm/vit_base_patch16_clip_224.openai",
+        ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
+    ),
+    ("ViT-L-14", "openai"): (
+        "timm/vit_large_patch14_clip_224.openai",
         ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
     ),
 }
@@ -144,7 +148,12 @@ def _denseclip(section: Mapping[str, Any]) -> WeightStatus:
     return WeightStatus(what, None, "a trained export (pipeline.weights=PATH)")
 
 
-_CHECKS = {"ClipBackbone": _clip, "SamDecoder": _sam, "DenseCLIPSegmenter": _denseclip}
+_CHECKS = {
+    "ClipBackbone": _clip,
+    "ScClipBackbone": _clip,  # CLIP alone, the same weight keys
+    "SamDecoder": _sam,
+    "DenseCLIPSegmenter": _denseclip,
+}
 
 
 def _weights(node: Any) -> Iterator[WeightStatus]:

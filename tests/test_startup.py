@@ -160,7 +160,7 @@ def test_cpu_devices_are_accepted_without_torch():
 def _clip_tags(node) -> set[tuple[str, str]]:
     found = set()
     if isinstance(node, dict):
-        if node.get("type") == "ClipBackbone" and node.get("pretrained"):
+        if node.get("type") in ("ClipBackbone", "ScClipBackbone") and node.get("pretrained"):
             if not node.get("checkpoint"):
                 found.add((node.get("model_name"), node["pretrained"]))
         for value in node.values():

@@ -33,8 +33,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # block indices for the six-block test ViT (five blocks before the last)
 TINY_IDX = dict(pre_adjust_idx=3, post_adjust_idx=1, multi_start_idx=1, multi_end_idx=4)
-RES_CLS = 0.3  # VisionTransformer.res_cls (clip/model.py line 251)
-BETA = 0.4  # VisionTransformer.beta: the similarity threshold (clip/model.py line 246)
+RES_CLS = 0.3  # VisionTransformer.res_cls (clip/model.py line 252)
+BETA = 0.4  # VisionTransformer.beta: the similarity threshold (clip/model.py line 247)
 
 
 # ---------------------------------------------------------------- reference transcriptions
@@ -338,7 +338,7 @@ def test_sliding_window_segmentation_matches_reference(backbone):
             backbone.model.visual, backbone.normalize(image), text, TINY_IDX, 32, 64
         )
     assert_close_rel(scores, ref[0])
-    # postprocess_result (scclip_segmentor.py lines 158-181)
+    # postprocess_result (scclip_segmentor.py lines 154-188)
     probs = (ref[0] * 50.0).softmax(0)
     query_idx = v.query_to_class
     cls_index = F.one_hot(query_idx).T.view(3, len(query_idx), 1, 1)
