@@ -7,6 +7,7 @@ here.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,12 @@ import torch
 
 import ovseg
 import ovseg.model_zoo
+from ovseg.cli import main
 from ovseg.config import load_config, to_container
 from ovseg.evaluation.suite import get_suite
 from ovseg.vocab import Vocabulary
+from tests.conftest import TINY_CONFIGS
+from tests.evaluation.test_suite import write_ade
 
 ZOO = Path(ovseg.model_zoo.__file__).resolve().parent
 CLASSES = ZOO / "classes"
@@ -188,3 +192,35 @@ def test_preset_builds_with_a_tiny_model(tiny_model_names):
     )
     result = seg(torch.rand(1, 3, 48, 64), ["background", "cat", "dog"])
     assert result.sem_seg.shape == (48, 64)
+
+
+def test_suite_runs_the_scclip_presets(tmp_path, one_torch_thread):
+    """``ovseg eval --suite ovss8 --preset scclip-vitb16`` on the one dataset present (ADE)."""
+    configs = tmp_path / "model_configs"
+    configs.mkdir()
+    deep = "ovseg-test-vit-deep"
+    (configs / f"{deep}.json").write_text(json.dumps(TINY_CONFIGS[deep]))
+    write_ade(tmp_path / "data", num=1)
+    overrides = [
+        f"custom_model_configs={configs}",
+        f"pipeline.backbone.model_name={deep}",
+        "pipeline.backbone.pretrained=null",
+        "pipeline.backbone.templates=photo",
+        "pipeline.backbone.pre_adjust_idx=3",
+        "pipeline.backbone.post_adjust_idx=1",
+        "pipeline.backbone.multi_start_idx=1",
+        "pipeline.backbone.multi_end_idx=4",
+        "pipeline.inference.short_side=64",
+        "pipeline.inference.crop_size=64",
+        "pipeline.inference.stride=32",
+        "evaluation.progress=false",
+    ]
+    work = tmp_path / "work"
+    args = ["eval", "--suite", "ovss8", "--preset", "scclip-vitb16"]
+    code = main([*args, "--data-root", str(tmp_path / "data"), "--work-dir", str(work), *overrides])
+    assert code == 0
+    document = json.loads((work / "ovss8.json").read_text())
+    assert set(document["benchmarks"]) == {"ade"}
+    assert document["benchmarks"]["ade"]["preset"] == "scclip-vitb16-ade"
+    results = json.loads((work / "ade" / "results.json").read_text())
+    assert results["num_images"] == 1 and results["num_classes"] == 150
