@@ -207,8 +207,6 @@ MASK_CLASSIFIERS = Registry(
     "mask_classifier", _modules("ovseg.models.classifiers", "mask_pooling", "masked_crop")
 )
 # images + text queries -> scored boxes (OWL-ViT, OWLv2, Grounding DINO)
-DETECTORS = Registry(
-    "detector", _modules("ovseg.models.detectors", "owl", "grounding_dino")
-)
+DETECTORS = Registry("detector", _modules("ovseg.models.detectors", "owl", "grounding_dino"))
 # vocabulary-free name search (CaSED)
 VOCAB_SOURCES = Registry("vocab_source", _modules("ovseg.cased", "search"))

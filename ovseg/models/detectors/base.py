@@ -211,8 +211,10 @@ class OpenVocabularyDetector(nn.Module):
             self.default_box_threshold if box_threshold is None else box_threshold,
             "box_threshold",
         )
-        score_t = None if score_threshold is None else _check_threshold(
-            score_threshold, "score_threshold"
+        score_t = (
+            None
+            if score_threshold is None
+            else _check_threshold(score_threshold, "score_threshold")
         )
         nms_t = None if nms is None else _check_threshold(nms, "nms")
         limit = self.max_detections if max_detections is None else max_detections

@@ -81,7 +81,9 @@ class GroundingDinoDetector(OpenVocabularyDetector):
         import transformers
 
         if token_reduce not in TOKEN_REDUCTIONS:
-            raise ConfigError(f"token_reduce must be one of {TOKEN_REDUCTIONS}, not {token_reduce!r}.")
+            raise ConfigError(
+                f"token_reduce must be one of {TOKEN_REDUCTIONS}, not {token_reduce!r}."
+            )
         self.folder = resolve_detector_folder(model)
         self.model = load_hf_model(
             transformers.GroundingDinoForObjectDetection,
@@ -113,8 +115,7 @@ class GroundingDinoDetector(OpenVocabularyDetector):
         for query in queries:
             if "." in query:
                 raise VocabularyError(
-                    f"Query {query!r} contains '.', Grounding DINO's phrase separator; "
-                    "remove it."
+                    f"Query {query!r} contains '.', Grounding DINO's phrase separator; remove it."
                 )
         chunks: list[list[int]] = []
         current: list[int] = []
@@ -141,9 +142,7 @@ class GroundingDinoDetector(OpenVocabularyDetector):
         offsets = encoding.pop("offset_mapping")
         positions = []
         for start, end in spans:
-            tokens = [
-                t for t, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end
-            ]
+            tokens = [t for t, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end]
             positions.append(tokens)
         return encoding, positions
 
