@@ -22,7 +22,7 @@ from ovseg.config import list_presets, load_config, to_container
 from ovseg.errors import OVSegError
 from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, WEIGHTS_DIR
 
-TASK_ORDER = ("semantic", "referring", "instance", "vocab-free")
+TASK_ORDER = ("semantic", "referring", "instance", "detection", "vocab-free")
 
 #: ``(model_name, tag) -> (Hugging Face repo, candidate file names)`` as open_clip's tag table and
 #: ``clip_weights`` resolve them, for the tags the shipped presets name; tests check every entry
@@ -144,7 +144,31 @@ def _denseclip(section: Mapping[str, Any]) -> WeightStatus:
     return WeightStatus(what, None, "a trained export (pipeline.weights=PATH)")
 
 
-_CHECKS = {"ClipBackbone": _clip, "SamDecoder": _sam, "DenseCLIPSegmenter": _denseclip}
+def _detector(section: Mapping[str, Any]) -> WeightStatus:
+    model = str(section.get("model", "?"))
+    what = f"{section.get('type')} {model}"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return WeightStatus(what, "local folder")
+    if model.count("/") == 1 and _cached_hf_file(model, ("model.safetensors", "pytorch_model.bin")):
+        return WeightStatus(what, "Hugging Face cache")
+    return WeightStatus(what, None, f"hf download {model}")
+
+
+_DETECTOR_TYPES = (
+    "OwlViTDetector",
+    "owlvit",
+    "Owlv2Detector",
+    "owlv2",
+    "GroundingDinoDetector",
+    "grounding_dino",
+)
+_CHECKS = {
+    "ClipBackbone": _clip,
+    "SamDecoder": _sam,
+    "DenseCLIPSegmenter": _denseclip,
+    **dict.fromkeys(_DETECTOR_TYPES, _detector),
+}
 
 
 def _weights(node: Any) -> Iterator[WeightStatus]:
