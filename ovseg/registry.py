@@ -177,6 +177,7 @@ DATASETS = Registry(
         "coco_object",
         "coco_stuff",
         "folder",
+        "lvis",
         "pascal_context",
         "refcoco",
         "sam_prompts",
@@ -195,6 +196,9 @@ EVALUATORS = Registry(
         "instance_evaluator",
         "referring_evaluator",
         "vocab_free_evaluator",
+        "detection_evaluator",
+        "lvis_evaluator",
+        "grounding_evaluator",
     ),
 )
 # backbone feature pyramids / decode heads (FPN, UPerNet)

@@ -27,6 +27,7 @@ import torch
 from ovseg.errors import ConfigError, VocabularyError
 from ovseg.models.detectors.base import OpenVocabularyDetector
 from ovseg.models.detectors.hf_folder import (
+    import_transformers,
     load_hf_model,
     load_hf_processor,
     resolve_detector_folder,
@@ -78,8 +79,7 @@ class GroundingDinoDetector(OpenVocabularyDetector):
         max_detections: int | None = None,
     ) -> None:
         super().__init__()
-        import transformers
-
+        transformers = import_transformers()
         if token_reduce not in TOKEN_REDUCTIONS:
             raise ConfigError(
                 f"token_reduce must be one of {TOKEN_REDUCTIONS}, not {token_reduce!r}."

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ovseg.errors import CheckpointError, WeightsNotFoundError
+from ovseg.errors import CheckpointError, MissingDependencyError, WeightsNotFoundError
 from ovseg.hub import download_hf_file, is_offline
 from ovseg.weights import load_state_dict
 
@@ -41,6 +41,17 @@ HUB_FILES = (
     "merges.txt",
     "vocab.txt",
 )
+
+
+def import_transformers() -> Any:
+    """The transformers module, or a MissingDependencyError naming the extra."""
+    try:
+        import transformers
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "The open-vocabulary detectors need transformers: pip install 'ovseg[detection]'."
+        ) from exc
+    return transformers
 
 
 def _missing_message(model: str, folder: Path | None, missing: Sequence[str]) -> str:

@@ -28,6 +28,7 @@ import torch
 from ovseg.errors import VocabularyError
 from ovseg.models.detectors.base import OpenVocabularyDetector
 from ovseg.models.detectors.hf_folder import (
+    import_transformers,
     load_hf_model,
     load_hf_processor,
     resolve_detector_folder,
@@ -71,8 +72,7 @@ class OwlDetector(OpenVocabularyDetector):
         max_detections: int | None = None,
     ) -> None:
         super().__init__()
-        import transformers
-
+        transformers = import_transformers()
         model_cls, config_cls, processor_cls = (getattr(transformers, n) for n in self.classes)
         self.folder = resolve_detector_folder(model)
         self.model = load_hf_model(model_cls, config_cls, self.folder, device)
