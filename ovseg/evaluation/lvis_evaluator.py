@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,12 @@ def evaluate_lvis(
     level = quiet.level
     quiet.setLevel(logging.WARNING)
     try:
-        with _numpy_float_alias(), contextlib.redirect_stdout(io.StringIO()):
+        with (
+            _numpy_float_alias(),
+            contextlib.redirect_stdout(io.StringIO()),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore", DeprecationWarning)  # the package's logger.warn
             gt = lvis.LVIS(str(ann_file))
             ids = sorted(gt.imgs) if img_ids is None else sorted({int(i) for i in img_ids})
             metrics: dict[str, Any] = {
