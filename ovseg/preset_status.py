@@ -7,8 +7,10 @@ the model would find it (packaged files, the Hugging Face cache, torch hub's cac
 paths), reading no weight file. ``ovseg list`` prints the result.
 
 The shipped presets are checked without importing torch or open_clip (``ovseg list`` answers at
-once): :data:`CLIP_TAG_SOURCES` holds where open_clip publishes the tags they use, and the SAM and
-database modules are imported only for sections that need them.
+once): :data:`CLIP_TAG_SOURCES` holds where open_clip publishes the tags they use, SAM's release
+table lives in the torch-free :mod:`ovseg.model_zoo.sam_release`, and the database module is
+imported only for sections that need it; detector folders are looked up in the Hugging Face
+cache or on disk.
 """
 
 from __future__ import annotations
@@ -118,16 +120,18 @@ def _sam(section: Mapping[str, Any]) -> WeightStatus:
         return _local_file(f"SAM {model}", section["checkpoint"])
     if section.get("pretrained") and _embedded(model, section["pretrained"]):
         return WeightStatus(f"SAM {model} / {section['pretrained']}", "embedded")
-    # torch and segment-anything only for the official release's tables and cache folder
-    from ovseg.models.decoders.sam_build import OFFICIAL_CHECKPOINTS
-    from ovseg.models.decoders.sam_weights import OFFICIAL_TAG, official_checkpoint_path
+    from ovseg.model_zoo.sam_release import (
+        OFFICIAL_CHECKPOINTS,
+        OFFICIAL_TAG,
+        official_checkpoint_file,
+    )
 
     tag = section.get("pretrained") or (OFFICIAL_TAG if model in OFFICIAL_CHECKPOINTS else None)
     what = f"SAM {model} / {tag}"
     if _embedded(model, tag):
         return WeightStatus(what, "embedded")
     if tag == OFFICIAL_TAG and model in OFFICIAL_CHECKPOINTS:
-        path = official_checkpoint_path(model)
+        path = official_checkpoint_file(model)
         found = "torch hub cache" if path.is_file() else None
         return WeightStatus(what, found, f"{OFFICIAL_CHECKPOINTS[model]['url']} -> {path}")
     return WeightStatus(what, None, "a checkpoint (pipelines.<task>.decoder.checkpoint=PATH)")
