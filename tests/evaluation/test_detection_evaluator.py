@@ -175,3 +175,60 @@ def test_boxes_to_coco_results():
                         "score": 0.25}]  # fmt: skip
     with pytest.raises(EvaluationError):
         boxes_to_coco_results(np.zeros((1, 4)), np.ones(1), np.array([2]), 7, [3, 9])
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_ov_coco_through_ovseg_eval_with_a_tiny_owlv2(tmp_path):
+    from PIL import Image
+
+    from ovseg.evaluation.loop import evaluate
+    from tests.models.detectors.tiny_detectors import write_tiny_owl
+
+    ids = sorted(OV_COCO_BASE_IDS + OV_COCO_NOVEL_IDS)
+    names = {c: f"{chr(97 + k % 26)}{chr(97 + k // 26)}" for k, c in enumerate(ids)}
+    (tmp_path / "images").mkdir()
+    images, annotations = [], []
+    for image_id, (category, box) in enumerate([(5, [4, 4, 20, 16]), (1, [10, 8, 30, 24])], 1):
+        Image.fromarray(np.full((40, 48, 3), 50 * image_id, np.uint8)).save(
+            tmp_path / "images" / f"{image_id}.png"
+        )
+        images.append({"id": image_id, "file_name": f"{image_id}.png", "height": 40, "width": 48})
+        x, y, w, h = box
+        annotations.append({"id": image_id, "image_id": image_id, "category_id": category,
+                            "bbox": box, "area": w * h, "iscrowd": 0,
+                            "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]})  # fmt: skip
+    ann_file = tmp_path / "ov_coco.json"
+    ann_file.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": annotations,
+                "categories": [{"id": c, "name": names[c]} for c in ids],
+            }
+        )
+    )
+    config = {
+        "pipelines": {
+            "detection": {
+                "type": "DetectionPipeline",
+                "detector": {"type": "owlv2", "model": str(write_tiny_owl(tmp_path / "owl"))},
+                "postprocess": {"box_threshold": 0.0},
+            }
+        },
+        "data": {
+            "test": {
+                "type": "COCOInstances",
+                "ann_file": str(ann_file),
+                "img_dir": str(tmp_path / "images"),
+            }  # fmt: skip
+        },
+        "evaluation": {"type": "OVCocoEvaluator", "progress": False},
+    }
+    results = evaluate(config, work_dir=tmp_path / "work")
+    summary = results["ov_coco"]["bbox"]
+    assert results["num_images"] == 2 and results["num_predictions"] > 0
+    # one novel (5) and one base (1) category have ground truth: each group mean is its AP50
+    rows = {r["category_id"]: r["AP50"] for r in results["bbox"]["per_category"]}
+    assert summary["novel"] == pytest.approx(rows[5]) and summary["base"] == pytest.approx(rows[1])
+    written = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert set(written["ov_coco"]["bbox"]) == {"novel", "base", "all"}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg.errors import CheckpointError, VocabularyError, WeightsNotFoundError
+from ovseg.errors import CheckpointError, ConfigError, VocabularyError, WeightsNotFoundError
 from ovseg.models.classifiers.nms import box_iou
 from ovseg.registry import DETECTORS
 from ovseg.vocab import Vocabulary
@@ -195,3 +195,23 @@ def test_uncached_hub_repository_names_its_source(monkeypatch, tmp_path):
     message = str(info.value)
     assert "https://huggingface.co/google/owlv2-base-patch16-ensemble" in message
     assert "model.safetensors" in message and "config.json" in message
+
+
+def test_grounding_dino_mean_over_query_tokens(folders):
+    detector = DETECTORS.build(
+        {"type": "GroundingDinoDetector", "model": str(folders["gdino"]), "token_reduce": "mean",
+         "clip_boxes": False}
+    )  # fmt: skip
+    image = _images()[0]
+    found = detector.detect(image, ["red car", "dog"], box_threshold=0.0, score_threshold=0.0)
+    inputs = detector.processor(text=[["red car", "dog"]], images=[image], return_tensors="pt")
+    with torch.no_grad():
+        probs = torch.sigmoid(detector.model(**inputs).logits[0])
+    # [CLS] red car . dog . [SEP]: "red car" is tokens 1-2, "dog" token 4
+    expected = torch.stack([probs[:, 1:3].mean(dim=1), probs[:, 4]], dim=1).numpy()
+    assert len(found) == expected.size  # every box, once per query
+    for score, query in zip(found.scores, found.query_indices, strict=True):
+        assert np.isclose(expected[:, query], score, rtol=1e-5).any()
+    with pytest.raises(ConfigError):
+        DETECTORS.build({"type": "grounding_dino", "model": str(folders["gdino"]),
+                         "token_reduce": "sum"})  # fmt: skip
