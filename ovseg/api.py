@@ -109,7 +109,7 @@ def create_pipeline(
         task: ``semantic`` (``SemanticSegmenter``-like: image -> OVSegResult), any task with a
             ``pipelines.<task>`` section in the config (built-in: ``referring``
             (image + phrase -> ReferringResult), ``instance`` (image -> Instances),
-            ``detection`` (image -> ``ovseg.models.detectors.Detections``), or the
+            ``detection`` (image -> ``ovseg.structures.Detections``), or the
             vocabulary-free ``vocab_free`` / ``vocab_free_instance`` (names found in the
             config's text database, see :func:`build_vocab_free_pipeline`).
         overrides: ``key=value`` strings applied to the config (``pipeline.logit_scale=50``).

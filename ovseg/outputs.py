@@ -21,7 +21,7 @@ import numpy as np
 from ovseg.errors import ConfigError
 from ovseg.fileio import atomic_write_text
 from ovseg.io import write_png_atomic
-from ovseg.structures import Instances, OVSegResult, ReferringResult
+from ovseg.structures import Detections, Instances, OVSegResult, ReferringResult
 from ovseg.visualize import draw_instances, overlay, picture_scale, referring_overlay
 
 
@@ -165,8 +165,8 @@ def write_instance_outputs(
     return paths
 
 
-def detection_coco_results(result, image_id: int = 1) -> list[dict]:
-    """Detections (``ovseg.models.detectors.Detections``) as COCO results entries: ``bbox``
+def detection_coco_results(result: Detections, image_id: int = 1) -> list[dict]:
+    """Detections as COCO results entries: ``bbox``
     ``[x, y, w, h]`` in image pixels, ``category_id`` = class index + 1 (the ``categories`` of
     the JSON summary), best first."""
     return [
@@ -183,7 +183,7 @@ def detection_coco_results(result, image_id: int = 1) -> list[dict]:
 
 
 def write_detection_outputs(
-    result,
+    result: Detections,
     image: np.ndarray,
     out_dir: Path,
     stem: str,

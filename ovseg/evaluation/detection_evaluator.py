@@ -29,7 +29,7 @@ from ovseg.evaluation.coco import coco_metrics_to_json, evaluate_coco
 from ovseg.evaluation.instance_evaluator import CocoInstanceEvaluator
 from ovseg.evaluation.jsonio import dumps_indented, nan_to_none
 from ovseg.registry import EVALUATORS
-from ovseg.structures import Instances
+from ovseg.structures import Detections
 
 __all__ = [
     "OV_COCO_BASE_IDS",
@@ -85,10 +85,6 @@ def boxes_to_coco_results(
     ]
 
 
-def _is_detections(outputs: Any) -> bool:
-    return all(hasattr(outputs, k) for k in ("boxes", "scores", "labels", "query_indices"))
-
-
 @EVALUATORS.register(aliases=("coco_box_ap",))
 class CocoDetectionEvaluator(CocoInstanceEvaluator):
     """COCO box AP of ``Detections`` (or of ``Instances`` with ``pipeline: instance``).
@@ -138,7 +134,7 @@ class CocoDetectionEvaluator(CocoInstanceEvaluator):
 
     def process(self, inputs: Mapping[str, Any], outputs: Any) -> None:
         """Add one image's ``Detections`` (or ``Instances``)."""
-        if isinstance(outputs, Instances) or not _is_detections(outputs):
+        if not isinstance(outputs, Detections):
             super().process(inputs, outputs)
             return
         image_id = int(inputs["image_id"])

@@ -3,7 +3,7 @@
 ``DetectionPipeline`` wraps a detector (``ovseg.models.detectors``; ``OWLv2``, ``OWL-ViT``,
 ``Grounding DINO``): ``encode`` decodes the image (nothing is cached: these detectors fuse image
 and text, or re-run their image tower per call), ``predict(encoded, vocabulary)`` returns
-:class:`~ovseg.models.detectors.Detections` (boxes XYXY in input-image pixels, best first). The
+:class:`~ovseg.structures.Detections` (boxes XYXY in input-image pixels, best first). The
 vocabulary's synonyms are queries of one class; NMS runs per class, across its synonyms.
 
 Settings (``postprocess``, each overridable per call): ``box_threshold`` (None: the detector's
@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ovseg.io import DEFAULT_MAX_PIXELS
-from ovseg.models.detectors import Detections
 from ovseg.pipelines.base import EncodedImage, PromptablePipeline, VocabularyDefault, decode_image
 from ovseg.registry import DETECTORS, PIPELINES
 from ovseg.settings import merge_settings
+from ovseg.structures import Detections
 from ovseg.vocab import Vocabulary
 
 __all__ = ["DetectionPipeline"]

@@ -97,6 +97,7 @@ def test_lvis_reader(tmp_path):
         LVISInstances(ann_file, tmp_path / "coco")
 
 
+@pytest.mark.filterwarnings("ignore:The .warn. method is deprecated:DeprecationWarning")
 def test_lvis_ap_by_hand_and_by_the_lvis_package(tmp_path):
     ann_file = write_lvis(tmp_path)
     data = LVISInstances(ann_file, tmp_path / "coco")
