@@ -119,3 +119,19 @@ def test_presets_name_the_missing_detector_weights(preset, repo, monkeypatch, tm
 def test_device_reaches_the_detector(config):
     pipeline = create_pipeline(config, ["cat"], task="detection", device="cpu")
     assert pipeline.detector.device == torch.device("cpu")
+
+
+def test_preset_with_its_detector_present_names_the_missing_sam(config, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    folder = config["pipelines"]["detection"]["detector"]["model"]
+    override = f"pipelines.detection.detector.model={folder}"
+    detection = create_pipeline(
+        "owlv2-b16-sam-vith", ["cat"], task="detection", overrides=[override]
+    )
+    assert str(detection.detector.folder) == folder
+    with pytest.raises(WeightsNotFoundError) as info:
+        create_pipeline("owlv2-b16-sam-vith", ["cat"], task="instance", overrides=[override])
+    message = str(info.value)
+    assert "sam_vit_h_4b8939.pth" in message
+    assert "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth" in message
