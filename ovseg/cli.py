@@ -227,6 +227,7 @@ def _predict_one(
     """Run one image; returns (files written, one-line summary, result). Each JSON names
     ``source``."""
     from ovseg.outputs import (
+        write_detection_outputs,
         write_instance_outputs,
         write_referring_outputs,
         write_semantic_outputs,
@@ -248,6 +249,14 @@ def _predict_one(
         )
         return written, line, result
     result = pipeline(image)
+    if task == "detection":
+        written = write_detection_outputs(result, image, out_dir, stem, **options)
+        found = [
+            f"{result.class_names[int(label)]} {score:.2f}"
+            for label, score in zip(result.labels[:10], result.scores[:10], strict=True)
+        ]
+        more = f" (+{len(result) - 10} more)" if len(result) > 10 else ""
+        return written, (", ".join(found) + more) if found else "no detection", result
     if task == "instance":
         written = write_instance_outputs(
             result,
@@ -387,6 +396,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     if args.db and not args.vocab_free:
         raise OVSegError("--db goes with --vocab-free.")
+    if args.task == "detection" and (args.vocab_free or args.export):
+        raise OVSegError(
+            "--task detection takes a vocabulary (--vocab/--vocab-file or the preset's) and "
+            "writes its boxes as COCO results itself (<stem>_coco.json); drop --vocab-free/--export."
+        )
     if args.export:
         from ovseg.export import parse_formats
 
@@ -524,17 +538,18 @@ def _predict_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ovseg predict",
         description="Segment an image or a folder: semantic maps, one phrase's mask "
-        "(--task referring --prompt PHRASE) or named instances (--task instance).",
+        "(--task referring --prompt PHRASE), named instances (--task instance) or boxes "
+        "(--task detection).",
     )
     p.add_argument("input", help="image file or folder")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--preset", help="preset name or config YAML (default: shapes-tiny)")
     p.add_argument(
         "--task",
-        choices=("semantic", "referring", "instance"),
+        choices=("semantic", "referring", "instance", "detection"),
         default="semantic",
-        help="semantic (default), referring (needs --prompt) or instance; the preset needs a "
-        "pipelines.<task> section for the last two",
+        help="semantic (default), referring (needs --prompt), instance or detection; the "
+        "preset needs a pipelines.<task> section for the last three",
     )
     p.add_argument("--prompt", help="with --task referring: the phrase to segment")
     p.add_argument(

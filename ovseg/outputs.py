@@ -2,7 +2,7 @@
 
 Semantic: label PNG, colour overlay with legend, JSON summary. Referring: mask, overlay (mask,
 heat map, points), similarity, JSON. Instances: overlay with boxes and captions, instance-id
-PNG, JSON.
+PNG, JSON. Detections: overlay with boxes and captions, COCO results JSON, JSON.
 
 Label, mask, id and similarity PNGs and the JSON keep the input's size; the pictures (overlays)
 of inputs whose long side is under :data:`~ovseg.visualize.PICTURE_MIN_LONG_SIDE` are enlarged
@@ -21,7 +21,7 @@ import numpy as np
 from ovseg.errors import ConfigError
 from ovseg.fileio import atomic_write_text
 from ovseg.io import write_png_atomic
-from ovseg.structures import Instances, OVSegResult, ReferringResult
+from ovseg.structures import Detections, Instances, OVSegResult, ReferringResult
 from ovseg.visualize import draw_instances, overlay, picture_scale, referring_overlay
 
 
@@ -162,4 +162,68 @@ def write_instance_outputs(
         write_coco_results(
             paths["coco"], instances_to_coco_results(result, image_id, list(category_ids))
         )
+    return paths
+
+
+def detection_coco_results(result: Detections, image_id: int = 1) -> list[dict]:
+    """Detections as COCO results entries: ``bbox``
+    ``[x, y, w, h]`` in image pixels, ``category_id`` = class index + 1 (the ``categories`` of
+    the JSON summary), best first."""
+    return [
+        {
+            "image_id": int(image_id),
+            "category_id": int(label) + 1,
+            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+            "score": float(score),
+        }
+        for (x1, y1, x2, y2), score, label in zip(
+            result.boxes.tolist(), result.scores.tolist(), result.labels.tolist(), strict=True
+        )
+    ]
+
+
+def write_detection_outputs(
+    result: Detections,
+    image: np.ndarray,
+    out_dir: Path,
+    stem: str,
+    *,
+    source: str | None = None,
+    side_by_side: bool = False,
+    image_id: int = 1,
+) -> dict[str, Path]:
+    """Write ``<stem>_detections.png`` (boxes with ``name score`` captions over the image),
+    ``<stem>_coco.json`` (COCO results: :func:`detection_coco_results`) and ``<stem>.json``
+    (per detection: label, name, query, score, box XYXY; ``categories`` maps the COCO
+    ``category_id`` to names), the JSON last."""
+    out_dir = Path(out_dir)
+    paths = {
+        "overlay": out_dir / f"{stem}_detections.png",
+        "coco": out_dir / f"{stem}_coco.json",
+        "json": out_dir / f"{stem}.json",
+    }
+    height, width = image.shape[:2]
+    boxes_only = Instances(
+        masks=np.zeros((len(result), height, width), dtype=bool),
+        boxes=result.boxes,
+        scores=result.scores,
+        labels=result.labels,
+        class_names=list(result.class_names),
+    )
+    picture = draw_instances(
+        image, boxes_only, scale=picture_scale(image.shape), side_by_side=side_by_side
+    )
+    write_png_atomic(picture, paths["overlay"])
+    coco = detection_coco_results(result, image_id)
+    atomic_write_text(paths["coco"], json.dumps(coco, allow_nan=False))
+    summary = _with_source(
+        {
+            **result.to_dict(),
+            "categories": [
+                {"id": index + 1, "name": name} for index, name in enumerate(result.class_names)
+            ],
+        },
+        source,
+    )
+    atomic_write_text(paths["json"], json.dumps(summary, indent=2) + "\n")
     return paths

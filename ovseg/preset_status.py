@@ -7,8 +7,10 @@ up where the model would find it (packaged files, the Hugging Face cache, torch 
 local paths), reading no weight file. ``ovseg list`` prints the result.
 
 The shipped presets are checked without importing torch or open_clip (``ovseg list`` answers at
-once): :data:`CLIP_TAG_SOURCES` holds where open_clip publishes the tags they use, and the SAM and
-database modules are imported only for sections that need them.
+once): :data:`CLIP_TAG_SOURCES` holds where open_clip publishes the tags they use, SAM's release
+table lives in the torch-free :mod:`ovseg.model_zoo.sam_release`, and the database module is
+imported only for sections that need it; detector folders are looked up in the Hugging Face
+cache or on disk.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ovseg.config import list_presets, load_config, to_container
 from ovseg.errors import OVSegError
 from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, WEIGHTS_DIR
 
-TASK_ORDER = ("semantic", "referring", "instance", "vocab-free")
+TASK_ORDER = ("semantic", "referring", "instance", "detection", "vocab-free")
 
 #: ``(model_name, tag) -> (Hugging Face repo, candidate file names)`` as open_clip's tag table and
 #: ``clip_weights`` resolve them, for the tags the shipped presets name; tests check every entry
@@ -122,16 +124,18 @@ def _sam(section: Mapping[str, Any]) -> WeightStatus:
         return _local_file(f"SAM {model}", section["checkpoint"])
     if section.get("pretrained") and _embedded(model, section["pretrained"]):
         return WeightStatus(f"SAM {model} / {section['pretrained']}", "embedded")
-    # torch and segment-anything only for the official release's tables and cache folder
-    from ovseg.models.decoders.sam_build import OFFICIAL_CHECKPOINTS
-    from ovseg.models.decoders.sam_weights import OFFICIAL_TAG, official_checkpoint_path
+    from ovseg.model_zoo.sam_release import (
+        OFFICIAL_CHECKPOINTS,
+        OFFICIAL_TAG,
+        official_checkpoint_file,
+    )
 
     tag = section.get("pretrained") or (OFFICIAL_TAG if model in OFFICIAL_CHECKPOINTS else None)
     what = f"SAM {model} / {tag}"
     if _embedded(model, tag):
         return WeightStatus(what, "embedded")
     if tag == OFFICIAL_TAG and model in OFFICIAL_CHECKPOINTS:
-        path = official_checkpoint_path(model)
+        path = official_checkpoint_file(model)
         found = "torch hub cache" if path.is_file() else None
         return WeightStatus(what, found, f"{OFFICIAL_CHECKPOINTS[model]['url']} -> {path}")
     return WeightStatus(what, None, "a checkpoint (pipelines.<task>.decoder.checkpoint=PATH)")
@@ -148,11 +152,31 @@ def _denseclip(section: Mapping[str, Any]) -> WeightStatus:
     return WeightStatus(what, None, "a trained export (pipeline.weights=PATH)")
 
 
+def _detector(section: Mapping[str, Any]) -> WeightStatus:
+    model = str(section.get("model", "?"))
+    what = f"{section.get('type')} {model}"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return WeightStatus(what, "local folder")
+    if model.count("/") == 1 and _cached_hf_file(model, ("model.safetensors", "pytorch_model.bin")):
+        return WeightStatus(what, "Hugging Face cache")
+    return WeightStatus(what, None, f"hf download {model}")
+
+
+_DETECTOR_TYPES = (
+    "OwlViTDetector",
+    "owlvit",
+    "Owlv2Detector",
+    "owlv2",
+    "GroundingDinoDetector",
+    "grounding_dino",
+)
 _CHECKS = {
     "ClipBackbone": _clip,
     "ScClipBackbone": _clip,  # CLIP alone, the same weight keys
     "SamDecoder": _sam,
     "DenseCLIPSegmenter": _denseclip,
+    **dict.fromkeys(_DETECTOR_TYPES, _detector),
 }
 
 

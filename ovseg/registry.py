@@ -163,6 +163,7 @@ PIPELINES = Registry(
         "instance",
         "vocab_free",
         "vocab_free_instance",
+        "detection",
     ),
 )
 DATASETS = Registry(
@@ -176,6 +177,7 @@ DATASETS = Registry(
         "coco_object",
         "coco_stuff",
         "folder",
+        "lvis",
         "pascal_context",
         "refcoco",
         "sam_prompts",
@@ -194,6 +196,9 @@ EVALUATORS = Registry(
         "instance_evaluator",
         "referring_evaluator",
         "vocab_free_evaluator",
+        "detection_evaluator",
+        "lvis_evaluator",
+        "grounding_evaluator",
     ),
 )
 # backbone feature pyramids / decode heads (FPN, UPerNet)
@@ -206,5 +211,7 @@ POINT_SELECTORS = Registry("point_selector", _modules("ovseg.models.prompts", "p
 MASK_CLASSIFIERS = Registry(
     "mask_classifier", _modules("ovseg.models.classifiers", "mask_pooling", "masked_crop")
 )
+# images + text queries -> scored boxes (OWL-ViT, OWLv2, Grounding DINO)
+DETECTORS = Registry("detector", _modules("ovseg.models.detectors", "owl", "grounding_dino"))
 # vocabulary-free name search (CaSED)
 VOCAB_SOURCES = Registry("vocab_source", _modules("ovseg.cased", "search"))

@@ -202,3 +202,62 @@ class ReferringResult:
             "points": self.points.to_dict(),
             "meta": self.meta,
         }
+
+
+@dataclass
+class Detections:
+    """Scored boxes of one image.
+
+    Attributes:
+        boxes: ``(N, 4)`` float32 XYXY in input-image pixels (continuous edges: ``x2, y2`` are
+            exclusive pixel edges, as :class:`~ovseg.structures.Instances`).
+        scores: ``(N,)`` float32 in [0, 1], descending.
+        query_indices: ``(N,)`` int64 index into ``queries``.
+        labels: ``(N,)`` int64 class index (the query's class; equal to ``query_indices`` when
+            every class has one query).
+        queries: the query phrases.
+        class_names: display name of each class.
+        image_size: ``(H, W)`` of the input image.
+        meta: free-form information (preset, task ...).
+
+    Made by the open-vocabulary detectors (``ovseg.models.detectors``).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    query_indices: np.ndarray
+    labels: np.ndarray
+    queries: list[str]
+    class_names: list[str]
+    image_size: tuple[int, int]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        self.query_indices = np.asarray(self.query_indices, dtype=np.int64).reshape(-1)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        n = len(self.scores)
+        if not (len(self.boxes) == len(self.query_indices) == len(self.labels) == n):
+            raise ValueError("Detections need as many boxes, query indices and labels as scores.")
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready list of detections."""
+        return {
+            "image_size": list(self.image_size),
+            "detections": [
+                {
+                    "label": int(label),
+                    "name": self.class_names[int(label)],
+                    "query": self.queries[int(query)],
+                    "score": round(float(score), 6),
+                    "box_xyxy": [round(float(v), 2) for v in box],
+                }
+                for box, score, query, label in zip(
+                    self.boxes, self.scores, self.query_indices, self.labels, strict=True
+                )
+            ],
+        }

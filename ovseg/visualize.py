@@ -519,7 +519,9 @@ def render_instances(
             x1, y1, x2, y2 = pictured[i]
             if x2 > x1 and y2 > y1:
                 colour = tuple(int(c) for c in colours[i])
-                draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=colour, width=thickness)
+                # fractional boxes (detectors) may be under a pixel wide
+                right, bottom = max(x1, x2 - 1), max(y1, y2 - 1)
+                draw.rectangle([x1, y1, right, bottom], outline=colour, width=thickness)
     captions: list[Caption] = []
     hidden = 0
     if labels and len(instances):

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILT_IN_KINDS = (
     "backbone",
     "dataset",
+    "detector",
     "evaluator",
     "mask_classifier",
     "mask_decoder",
@@ -246,6 +247,39 @@ BUILDS: dict[tuple[str, str], Callable[[dict], None]] = {
 }
 
 ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
+    ("detector", "OwlViTDetector"): (
+        "needs a detector folder (config, weights, processor)",
+        "tests/models/detectors/test_detectors.py",
+    ),
+    ("detector", "Owlv2Detector"): (
+        "needs a detector folder (config, weights, processor)",
+        "tests/models/detectors/test_detectors.py",
+    ),
+    ("detector", "GroundingDinoDetector"): (
+        "needs a detector folder (config, weights, processor)",
+        "tests/models/detectors/test_detectors.py",
+    ),
+    ("pipeline", "DetectionPipeline"): ("needs a detector", "tests/pipelines/test_detection.py"),
+    ("dataset", "LVISInstances"): (
+        "needs an LVIS JSON and images",
+        "tests/evaluation/test_lvis_evaluator.py",
+    ),
+    ("evaluator", "CocoDetectionEvaluator"): (
+        "needs COCO ground truth",
+        "tests/evaluation/test_detection_evaluator.py",
+    ),
+    ("evaluator", "OVCocoEvaluator"): (
+        "needs COCO ground truth",
+        "tests/evaluation/test_detection_evaluator.py",
+    ),
+    ("evaluator", "LVISEvaluator"): (
+        "needs LVIS ground truth",
+        "tests/evaluation/test_lvis_evaluator.py",
+    ),
+    ("evaluator", "RECEvaluator"): (
+        "needs RefCOCO data",
+        "tests/evaluation/test_grounding_evaluator.py",
+    ),
     ("dataset", "ADE20KDataset"): ("needs an ADE20K folder", "tests/data/test_ade20k.py"),
     ("dataset", "ADE20K847Dataset"): ("needs an ADE20K-847 folder", "tests/data/test_ade20k.py"),
     ("dataset", "COCOStuffDataset"): ("needs a COCO-Stuff folder", "tests/data/test_coco_stuff.py"),

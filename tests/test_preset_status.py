@@ -47,9 +47,15 @@ def test_list_groups_presets_by_task_and_marks_what_runs(empty_hf_cache, no_mode
         elif current and line.startswith("  "):
             name, _, state = line.strip().partition(" ")
             sections[current][name] = state.strip()
-    assert list(sections) == ["semantic", "referring", "instance", "vocab-free"]
+    assert list(sections) == ["semantic", "referring", "instance", "detection", "vocab-free"]
     for task in sections:
-        assert sections[task]["shapes-tiny"].startswith("ready (embedded")
+        if task != "detection":
+            assert sections[task]["shapes-tiny"].startswith("ready (embedded")
+    assert sections["detection"]["owlv2-b16-sam-vith"] == (
+        "needs Owlv2Detector google/owlv2-base-patch16-ensemble: "
+        "hf download google/owlv2-base-patch16-ensemble"
+    )
+    assert "SAM vit_h" in sections["instance"]["grounding-dino-t-sam-vith"]
     assert sections["vocab-free"]["shapes-tiny"] == "ready (embedded, packaged database)"
     assert sections["semantic"]["shapes-tiny-denseclip"] == "ready (embedded)"
     assert "shapes-tiny-denseclip" not in sections["referring"]
@@ -97,3 +103,28 @@ def test_sam_and_local_checkpoints(tmp_path, monkeypatch, no_model_built):
     assert preset_status(str(path)).ready("referring")
     clip_file.unlink()
     assert preset_status(str(path)).missing("semantic")[0].fetch == f"the file {clip_file}"
+
+
+def test_detector_weights_in_a_folder_or_the_hf_cache(empty_hf_cache, tmp_path, no_model_built):
+    assert not preset_status("grounding-dino-t-sam-vith").ready("detection")
+    repo = empty_hf_cache / "models--IDEA-Research--grounding-dino-tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "model.safetensors").write_bytes(b"x")
+    status = preset_status("grounding-dino-t-sam-vith")
+    assert status.ready("detection")
+    assert [w.where for w in status.tasks["detection"]] == ["Hugging Face cache"]
+    folder = tmp_path / "owl"
+    folder.mkdir()
+    config = {
+        "pipelines": {
+            "detection": {
+                "type": "DetectionPipeline",
+                "detector": {"type": "owlv2", "model": str(folder)},
+            }
+        }
+    }
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert preset_status(str(path)).tasks["detection"][0].where == "local folder"

@@ -14,9 +14,11 @@ data files, so export the refs list to ``refs(unc).json`` once with the REFER to
 trust (datasets/README.md); gRefCOCO's ``grefs(unc).json`` is JSON already.
 
 Each item is one ref of the chosen split: ``{"image": HWC uint8 RGB, "image_id", "image_path",
-"ref_id", "expressions": [{"text": str, "mask": (H, W) bool}]}``; every sentence of the ref is
-one expression with the same target (the union of the ref's objects; empty for gRefCOCO's
-no-target expressions).
+"ref_id", "expressions": [{"text": str, "mask": (H, W) bool, "box": (4,) float32 XYXY or
+None}]}``; every sentence of the ref is one expression with the same target (the union of the
+ref's objects; empty for gRefCOCO's no-target expressions). ``box`` is the referred object's
+COCO ``bbox`` ``[x, y, w, h]`` as ``[x, y, x + w, y + h]`` in image pixels (referring expression
+comprehension), None unless the ref names exactly one object.
 """
 
 from __future__ import annotations
@@ -142,6 +144,20 @@ class RefCOCODataset:
             mask |= mask_utils.decode(rle).astype(bool)
         return mask
 
+    def box(self, ref: dict[str, Any], height: int, width: int) -> np.ndarray | None:
+        """``(4,)`` float32 XYXY box of the ref's one object (None: zero or several objects):
+        its ``bbox``, or the extent of its segmentation when it has none."""
+        ids = _ann_ids(ref)
+        if len(ids) != 1:
+            return None
+        annotation = self.annotations[ids[0]]
+        bbox = annotation.get("bbox")
+        if bbox is None:
+            rle = segmentation_to_rle(annotation["segmentation"], height, width)
+            bbox = mask_utils.toBbox(rle).tolist()
+        x, y, w, h = (float(v) for v in bbox)
+        return np.array([x, y, x + w, y + h], dtype=np.float32)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         ref = self.refs[index]
         info = self.images[int(ref["image_id"])]
@@ -153,13 +169,14 @@ class RefCOCODataset:
                 f"{info['width']}x{info['height']}."
             )
         target = self.target(ref, *image.shape[:2])
+        box = self.box(ref, *image.shape[:2])
         return {
             "image": image,
             "image_id": int(ref["image_id"]),
             "image_path": str(path),
             "ref_id": ref.get("ref_id"),
             "expressions": [
-                {"text": str(s.get("sent", s.get("raw", ""))), "mask": target}
+                {"text": str(s.get("sent", s.get("raw", ""))), "mask": target, "box": box}
                 for s in ref["sentences"]
             ],
         }

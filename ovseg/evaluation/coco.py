@@ -297,15 +297,25 @@ def _percent(value: float) -> float:
     return float(value) * 100.0 if value >= 0 else float("nan")
 
 
+def _mean_defined(values: np.ndarray) -> float:
+    values = values[values > -1]
+    return float(values.mean()) * 100.0 if values.size else float("nan")
+
+
 def _per_category_ap(coco_eval: COCOeval, gt: COCO) -> list[dict[str, Any]]:
-    """AP (IoU 0.50:0.95, all areas, 100 detections) of each category, in percent."""
+    """AP (IoU 0.50:0.95) and AP50 (IoU 0.50) of each category (all areas, 100 detections), in
+    percent: the mean of COCOeval's precision over its defined entries (as detectron2)."""
     precision = coco_eval.eval["precision"]  # (T IoUs, R recalls, K categories, A areas, M dets)
     rows = []
     for k, cat_id in enumerate(coco_eval.params.catIds):
-        values = precision[:, :, k, 0, -1]
-        values = values[values > -1]
-        ap = float(values.mean()) * 100.0 if values.size else float("nan")
-        rows.append({"category_id": int(cat_id), "name": str(gt.cats[cat_id]["name"]), "AP": ap})
+        rows.append(
+            {
+                "category_id": int(cat_id),
+                "name": str(gt.cats[cat_id]["name"]),
+                "AP": _mean_defined(precision[:, :, k, 0, -1]),
+                "AP50": _mean_defined(precision[0, :, k, 0, -1]),
+            }
+        )
     return rows
 
 
@@ -315,6 +325,7 @@ def evaluate_coco(
     iou_types: Sequence[str] = IOU_TYPES,
     *,
     img_ids: Sequence[int] | Literal["all", "predicted"] = "all",
+    cat_ids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Box and / or mask AP of COCO results, by pycocotools' ``COCOeval``.
 
@@ -326,10 +337,13 @@ def evaluate_coco(
         img_ids: the images scored: "all" of the ground truth, "predicted" (those with at least
             one result), or explicit ids (e.g. the images a partial run went through; images
             without results then count as having no detection).
+        cat_ids: the categories scored (default all of the ground truth), e.g. the 65 of
+            OV-COCO; results of other categories are ignored, as COCOeval does.
 
     Returns:
         ``{"num_images": int, "num_predictions": int, "iou_types": [...], <iou type>:
-        {"AP": float, ..., "ARl": float, "per_category": [{"category_id", "name", "AP"}]}}``,
+        {"AP": float, ..., "ARl": float, "per_category": [{"category_id", "name", "AP",
+        "AP50"}]}}``,
         values in percent, NaN where undefined.
 
     Raises:
@@ -362,6 +376,8 @@ def evaluate_coco(
     for iou_type in iou_types:
         coco_eval = COCOeval(gt_coco, _detections(gt_coco, results, iou_type), iou_type)
         coco_eval.params.imgIds = eval_ids
+        if cat_ids is not None:
+            coco_eval.params.catIds = sorted({int(c) for c in cat_ids})
         with contextlib.redirect_stdout(io.StringIO()):
             coco_eval.evaluate()
             coco_eval.accumulate()

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-TASKS = ("semantic", "instance", "referring", "vocab_free")
+TASKS = ("semantic", "instance", "referring", "vocab_free", "detection", "grounding")
 
 
 class DatasetEvaluator:
@@ -33,8 +33,12 @@ class DatasetEvaluator:
     Class attributes:
         task: the pipeline the evaluator scores: ``semantic`` (image -> ``OVSegResult`` or an
             (H, W) index map), ``instance`` (image -> ``Instances``), ``referring``
-            (``set_image`` + ``predict(phrase)`` per phrase of :meth:`queries`) or
-            ``vocab_free`` (image -> ``OVSegResult`` whose class names were searched).
+            (``set_image`` + ``predict(phrase)`` per phrase of :meth:`queries`),
+            ``vocab_free`` (image -> ``OVSegResult`` whose class names were searched),
+            ``detection`` (image -> ``Detections``; the detection pipeline, built with
+            :attr:`vocabulary`) or ``grounding`` (the detection pipeline: ``set_image``, then
+            per phrase of :meth:`queries` a ``predict`` with that phrase as the one class and
+            the overrides :attr:`predict_settings`).
 
     Attributes:
         vocabulary: the class names the pipeline must be built with (in label order), or None
@@ -43,6 +47,8 @@ class DatasetEvaluator:
 
     task: ClassVar[str] = "semantic"
     vocabulary: list[str] | None = None
+    #: per-call overrides of the ``grounding`` task's ``predict``
+    predict_settings: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def from_dataset(cls, dataset: Any, **settings: Any) -> DatasetEvaluator:

@@ -46,7 +46,10 @@ from ovseg.errors import ConfigError, EvaluationError, OVSegError
 
 # the evaluators register themselves in EVALUATORS on import
 from ovseg.evaluation import (  # noqa: F401
+    detection_evaluator,
+    grounding_evaluator,
     instance_evaluator,
+    lvis_evaluator,
     referring_evaluator,
     semseg_evaluator,
     vocab_free_evaluator,
@@ -55,6 +58,7 @@ from ovseg.evaluation.evaluator import TASKS, DatasetEvaluator
 from ovseg.fileio import atomic_write_text
 from ovseg.plugins import load_plugins
 from ovseg.registry import DATASETS, EVALUATORS
+from ovseg.vocab import Vocabulary
 
 DEFAULT_EVALUATOR = "SemSegEvaluator"
 # evaluation.* keys that steer the loop rather than the evaluator
@@ -65,11 +69,19 @@ def predict(pipeline: Any, evaluator: DatasetEvaluator, inputs: Mapping[str, Any
     """The pipeline's prediction for one sample, in the form ``evaluator.process`` takes.
 
     ``referring``: ``set_image`` once, then a ``predict(phrase)`` result per phrase of
-    ``evaluator.queries(inputs)`` (a list); other tasks: ``pipeline(inputs["image"])``.
+    ``evaluator.queries(inputs)`` (a list); ``grounding``: the same with each phrase as a
+    one-class vocabulary (commas and ``|`` stay in the phrase) and
+    ``evaluator.predict_settings``; other tasks: ``pipeline(inputs["image"])``.
     """
     if evaluator.task == "referring":
         pipeline.set_image(inputs["image"])
         return [pipeline.predict(phrase) for phrase in evaluator.queries(inputs)]
+    if evaluator.task == "grounding":
+        encoded = pipeline.set_image(inputs["image"])
+        return [
+            pipeline.predict(encoded, Vocabulary(((phrase,),)), **evaluator.predict_settings)
+            for phrase in evaluator.queries(inputs)
+        ]
     return pipeline(inputs["image"])
 
 
@@ -206,6 +218,8 @@ def build_pipeline(cfg: Any, evaluator: DatasetEvaluator, device: str) -> Any:
         return build_vocab_free_pipeline(cfg, device=device)
     if evaluator.task == "referring":
         return create_pipeline(cfg, task="referring", device=device)
+    if evaluator.task == "grounding":
+        return create_pipeline(cfg, task="detection", device=device)
     vocabulary = to_container(cfg)["vocabulary"] if cfg.get("vocabulary") else None
     return create_pipeline(
         cfg, vocabulary or evaluator.vocabulary, task=evaluator.task, device=device

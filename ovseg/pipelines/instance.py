@@ -1,6 +1,17 @@
-"""Open-vocabulary instance segmentation / detection from SAM proposals named by CLIP.
+"""Open-vocabulary instance segmentation: SAM proposals named by CLIP, or detector boxes
+segmented by SAM.
 
-``InstanceSegmenter`` flow for one image (HWC uint8 RGB, input-image pixels):
+``InstanceSegmenter`` takes its proposals from one of two sources (``proposals``):
+
+* ``sam`` (the default; a mapping of SAM automatic-generator settings also selects it): SAM's
+  automatic masks, named by CLIP (steps 1-4 below);
+* ``detector``: an open-vocabulary detector (``detector: {type: Owlv2Detector, ...}``) finds and
+  names boxes of the vocabulary; each box (XYXY input-image pixels, given to SAM as it is) is one
+  SAM box prompt (one mask per box); score = detector score x SAM's predicted IoU; box = the
+  detector's box; then the score threshold, class-wise NMS and ``max_instances`` as below. No
+  CLIP backbone is needed. ``box_threshold`` (per call too) is the detector's.
+
+SAM-proposal flow for one image (HWC uint8 RGB, input-image pixels):
 
 1. SAM's automatic proposals (``proposals`` settings: segment-anything's generator defaults
    unless set), kept per image so another vocabulary re-uses them;
@@ -48,7 +59,7 @@ from ovseg.pipelines.base import (
     SamClipPipeline,
     VocabularyDefault,
 )
-from ovseg.registry import BACKBONES, MASK_CLASSIFIERS, MASK_DECODERS, PIPELINES
+from ovseg.registry import BACKBONES, DETECTORS, MASK_CLASSIFIERS, MASK_DECODERS, PIPELINES
 from ovseg.settings import merge_settings
 from ovseg.structures import UNLABELLED, Instances, OVSegResult, PointPrompts
 from ovseg.vocab import Vocabulary
@@ -69,6 +80,25 @@ POSTPROCESS_DEFAULTS = {
 }
 CALL_SETTINGS = ("score_threshold", "nms_threshold", "max_instances", "min_area")
 REFINE_MODES = ("majority", "mean_prob")
+PROPOSAL_SOURCES = ("sam", "detector")
+#: box prompts per SAM decoder call (bounds the memory of the masks of one call)
+BOX_PROMPTS_PER_CALL = 64
+
+
+def proposal_source(proposals: Any) -> tuple[str, dict[str, Any]]:
+    """``(source, SAM generator settings)`` of an ``InstanceSegmenter``'s ``proposals``."""
+    if proposals is None:
+        return "sam", {}
+    if isinstance(proposals, str):
+        if proposals not in PROPOSAL_SOURCES:
+            raise ConfigError(
+                f"proposals must be one of {PROPOSAL_SOURCES} or a mapping of SAM generator "
+                f"settings, not {proposals!r}."
+            )
+        return proposals, {}
+    if isinstance(proposals, Mapping):
+        return "sam", dict(proposals)
+    raise ConfigError(f"proposals must be 'sam', 'detector' or a mapping, not {proposals!r}.")
 
 
 def with_background_classes(vocab: Vocabulary, extra: Sequence[str]) -> Vocabulary:
@@ -156,16 +186,20 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
         vocabulary: default vocabulary (see :meth:`Vocabulary.create`).
         inference: dense-encoder settings ``short_side``, ``max_long_side``, ``batch_size``,
             ``max_pixels``.
-        proposals: SAM automatic-generator settings (``points_per_side``,
-            ``pred_iou_thresh``, ``stability_score_thresh``, ``box_nms_thresh``,
-            ``min_mask_region_area`` ...).
+        proposals: ``"sam"`` (default), ``"detector"``, or SAM automatic-generator settings
+            (``points_per_side``, ``pred_iou_thresh``, ``stability_score_thresh``,
+            ``box_nms_thresh``, ``min_mask_region_area`` ...).
+        detector: with ``proposals: detector``, the detector or its config
+            (``{type: Owlv2Detector, model: google/owlv2-base-patch16-ensemble}``).
         postprocess: ``logit_scale``, ``crop_weight``, ``crop_logit_scale``,
             ``score_threshold``, ``nms_threshold``, ``nms_mode`` (``box``/``mask``),
             ``max_instances``, ``min_area`` (pixels), ``drop_background``,
             ``background_classes`` (names queried with the vocabulary whose masks are dropped,
             e.g. the stuff of a scene, so that a road is not named the closest thing class).
-            ``score_threshold``, ``nms_threshold``, ``max_instances`` and ``min_area`` can be
-            overridden per call (``predict(encoded, vocabulary, score_threshold=0.0)``).
+            ``box_threshold`` (detector proposals: the detector's, None: its default).
+            ``score_threshold``, ``nms_threshold``, ``max_instances`` and ``min_area`` (and
+            ``box_threshold`` with detector proposals) can be overridden per call
+            (``predict(encoded, vocabulary, score_threshold=0.0)``).
         multimask: for clicks, three SAM masks and the highest predicted IoU kept.
     """
 
@@ -180,18 +214,33 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
         proposals: Mapping[str, Any] | None = None,
         postprocess: Mapping[str, Any] | None = None,
         multimask: bool = True,
+        detector: Any = None,
     ) -> None:
+        self.proposal_source, sam_settings = proposal_source(proposals)
         if isinstance(backbone, Mapping):
             backbone = BACKBONES.build(backbone)
-        if backbone is None:
-            raise ConfigError("InstanceSegmenter needs a CLIP backbone to name the masks.")
+        if backbone is None and self.proposal_source == "sam":
+            raise ConfigError(
+                "InstanceSegmenter needs a CLIP backbone to name SAM's masks (or proposals: "
+                "detector with a detector: {type: ...} section)."
+            )
         self.backbone = backbone
+        self.detector = None
+        if self.proposal_source == "detector":
+            self.detector = DETECTORS.build_or_pass(detector, "detector (proposals: detector)")
+        elif detector is not None:
+            raise ConfigError(
+                "A detector is used only with proposals: detector; set it or drop it."
+            )
         self.decoder = MASK_DECODERS.build_or_pass(decoder, "mask decoder (SAM)")
         self.classifier = MASK_CLASSIFIERS.build_or_pass(
             classifier if classifier is not None else {"type": "MaskPoolingClassifier"},
             "mask classifier",
         )
-        self.postprocess = merge_settings(POSTPROCESS_DEFAULTS, postprocess, "postprocess")
+        defaults = dict(POSTPROCESS_DEFAULTS)
+        if self.proposal_source == "detector":
+            defaults["box_threshold"] = None
+        self.postprocess = merge_settings(defaults, postprocess, "postprocess")
         if self.postprocess["nms_mode"] not in ("box", "mask"):
             raise ConfigError(
                 f"postprocess.nms_mode must be 'box' or 'mask', not {self.postprocess['nms_mode']!r}."
@@ -199,6 +248,8 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
         crop_weight = float(self.postprocess["crop_weight"])
         if not 0.0 <= crop_weight <= 1.0:
             raise ConfigError(f"postprocess.crop_weight must lie in [0, 1], got {crop_weight}.")
+        if backbone is None:
+            crop_weight = 0.0
         self.crop_classifier = (
             MASK_CLASSIFIERS.build_or_pass(
                 crop_classifier
@@ -211,7 +262,7 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
         )
         self.background_classes = tuple(str(n) for n in self.postprocess["background_classes"])
         self.inference = merge_settings(DENSE_TOKEN_DEFAULTS, inference, "inference")
-        self.proposal_settings = dict(proposals or {})
+        self.proposal_settings = sam_settings
         self.multimask = bool(multimask)
         self.vocabulary = Vocabulary.create(vocabulary) if vocabulary is not None else None
         self.meta: dict[str, Any] = {}
@@ -219,7 +270,8 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
 
     @property
     def call_settings(self) -> Mapping[str, Any]:
-        return {key: self.postprocess[key] for key in CALL_SETTINGS}
+        keys = CALL_SETTINGS + (("box_threshold",) if self.detector is not None else ())
+        return {key: self.postprocess[key] for key in keys}
 
     # ----------------------------------------------------------------- image side
     def proposals(self, encoded: SamClipImage) -> Any:
@@ -312,8 +364,56 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
     ) -> Instances:
         """Named instances of ``encoded``, best first."""
         vocab = self.resolve_vocabulary(vocabulary)
+        if self.detector is not None:
+            return self.segment_detections(encoded, vocab, settings)
         proposals = self.proposals(encoded)
         return self.name_masks(encoded, proposals.masks, proposals.iou_scores, vocab, settings)
+
+    def segment_detections(
+        self, encoded: SamClipImage, vocab: Vocabulary, settings: Mapping[str, Any]
+    ) -> Instances:
+        """Detector boxes -> SAM box prompts -> named masks (``proposals: detector``)."""
+        height, width = encoded.size
+        found = self.detector.detect(
+            encoded.image, vocab, box_threshold=settings.get("box_threshold")
+        )
+        masks = torch.zeros(0, height, width, dtype=torch.bool)
+        ious = torch.zeros(0)
+        for start in range(0, len(found), BOX_PROMPTS_PER_CALL):
+            prediction = self.decoder.predict(
+                boxes=found.boxes[start : start + BOX_PROMPTS_PER_CALL],
+                multimask=False,
+                embedding=encoded.embedding,
+            )
+            masks = torch.cat([masks, prediction.masks[:, 0].detach().cpu().bool()])
+            ious = torch.cat([ious, prediction.iou_scores[:, 0].detach().float().cpu()])
+        scores = torch.from_numpy(found.scores) * ious.clamp(0.0, 1.0)
+        labels = torch.from_numpy(found.labels)
+        boxes = torch.from_numpy(found.boxes)
+        keep = (scores >= float(settings["score_threshold"])) & (
+            masks.flatten(1).sum(dim=1) >= max(1, int(settings["min_area"]))
+        )
+        background = vocab.background_index
+        if self.postprocess["drop_background"] and background is not None:
+            keep &= labels != background
+        masks, scores, labels, boxes = masks[keep], scores[keep], labels[keep], boxes[keep]
+        order = torch.from_numpy(
+            class_wise_nms(
+                scores,
+                labels,
+                boxes=boxes,
+                masks=masks if self.postprocess["nms_mode"] == "mask" else None,
+                iou_threshold=float(settings["nms_threshold"]),
+                mode=self.postprocess["nms_mode"],
+            )[: int(settings["max_instances"])]
+        )
+        return Instances(
+            masks=masks[order].numpy().reshape(-1, height, width),
+            boxes=boxes[order].numpy(),
+            scores=scores[order].numpy(),
+            labels=labels[order].numpy(),
+            class_names=vocab.names,
+        )
 
     def segment_clicks(
         self, encoded: Any, points: PointPrompts | None = None, vocabulary: Any = None

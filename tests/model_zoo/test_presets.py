@@ -92,10 +92,13 @@ TRAINED_PRESETS = {p.stem for p in PRESETS.glob("denseclip-*.yaml")}
 PROXY_PRESETS = {p.stem for p in PRESETS.glob("proxyclip-*.yaml")}
 # SC-CLIP presets (their own backbone type) are tested in test_scclip_presets.py
 SCCLIP_PRESETS = {p.stem for p in PRESETS.glob("scclip-*.yaml")}
+# detector + SAM presets (no semantic pipeline) are tested in test_detection_presets.py
+DETECTION_PRESETS = {"owlv2-b16-sam-vith", "grounding-dino-t-sam-vith"}
 ALL_PRESETS = sorted(
     p
     for p in PRESETS.glob("*.yaml")
-    if p.stem not in EMBEDDED_PRESETS | TRAINED_PRESETS | PROXY_PRESETS | SCCLIP_PRESETS
+    if p.stem
+    not in EMBEDDED_PRESETS | TRAINED_PRESETS | PROXY_PRESETS | SCCLIP_PRESETS | DETECTION_PRESETS
 )
 
 

@@ -20,12 +20,11 @@ import torch
 from ovseg.errors import ConfigError, WeightsNotFoundError
 from ovseg.hub import download_url
 from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, embedded_checkpoint
+from ovseg.model_zoo.sam_release import OFFICIAL_TAG
 from ovseg.models.decoders.sam_build import (
     OFFICIAL_CHECKPOINTS,
     missing_official_checkpoint,
 )
-
-OFFICIAL_TAG = "sa1b"
 
 
 def official_checkpoint_path(model_type: str) -> Path:

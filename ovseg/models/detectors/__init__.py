@@ -1,0 +1,14 @@
+"""Open-vocabulary detectors: images + text queries -> scored boxes (see :mod:`.base`).
+
+Built-in (registered in ``ovseg.registry.DETECTORS``): ``OwlViTDetector``, ``Owlv2Detector``,
+``GroundingDinoDetector``; transformers is imported when one is built.
+"""
+
+from ovseg.models.detectors.base import (
+    Detections,
+    OpenVocabularyDetector,
+    QuerySet,
+    as_query_set,
+)
+
+__all__ = ["Detections", "OpenVocabularyDetector", "QuerySet", "as_query_set"]
