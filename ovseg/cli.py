@@ -620,6 +620,10 @@ def _synth_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "list": (_list_parser, "list presets, open_clip models or registered components"),
     "config": (_config_parser, "print a preset or config fully resolved"),
+    "config import": (
+        "ovseg.commands.config_import:import_parser",
+        "convert an mmseg evaluation config (SCLIP, NACLIP, ClearCLIP, ProxyCLIP) to a preset",
+    ),
     "predict": (_predict_parser, "segment an image or a folder of images"),
     "eval": (_eval_parser, "evaluate a config on its dataset (mIoU table + JSON)"),
     "train": (None, "train from a config (torchrun for several processes)"),
@@ -664,7 +668,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     groups = {name.split()[0] for name in COMMANDS if " " in name}
-    if command in groups:
+    if command in groups and command in COMMANDS:  # "config PRESET" or "config import ..."
+        if rest and f"{command} {rest[0]}" in COMMANDS:
+            command, rest = f"{command} {rest[0]}", rest[1:]
+    elif command in groups:
         if not rest or f"{command} {rest[0]}" not in COMMANDS:
             choices = [name for name in COMMANDS if name.startswith(command + " ")]
             print(
