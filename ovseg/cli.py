@@ -271,7 +271,9 @@ def _predict_one(
     return written, ", ".join(present), result
 
 
-def _export_session(args: argparse.Namespace, out_dir: Path, source_root: Path):
+def _export_session(
+    args: argparse.Namespace, out_dir: Path, source_root: Path, image_ids: dict | None = None
+):
     """The ``--export`` session writing into ``<out>/export`` (None without ``--export``)."""
     if not args.export:
         return None
@@ -285,10 +287,13 @@ def _export_session(args: argparse.Namespace, out_dir: Path, source_root: Path):
         polygon_tolerance=args.polygon_tolerance,
         source_root=source_root,
         resume=args.skip_existing,
+        image_ids=image_ids,
     )
 
 
-def _run_folder(pipeline, args, source: Path, images: list[Path], out_dir: Path) -> int:
+def _run_folder(
+    pipeline, args, source: Path, images: list[Path], out_dir: Path, image_ids=None
+) -> int:
     """Predict every image under ``source``; a bad image is reported, not fatal.
 
     Writes ``report.json`` (atomically, also after an interruption) and returns 1 when an image
@@ -304,7 +309,7 @@ def _run_folder(pipeline, args, source: Path, images: list[Path], out_dir: Path)
     done: list[dict] = []
     failed: list[dict] = []
     skipped: list[dict] = []
-    export = _export_session(args, out_dir, source)
+    export = _export_session(args, out_dir, source, image_ids)
     interrupted = True
     try:
         for path, rel in tqdm(
@@ -368,6 +373,30 @@ def _run_folder(pipeline, args, source: Path, images: list[Path], out_dir: Path)
     return 0
 
 
+def _dataset_dicts_input(source: Path) -> tuple[Path, list[Path], dict[str, int]] | None:
+    """For a detectron2 dataset-dicts JSON: ``(folder above every image, image paths, image
+    path relative to that folder -> image_id)``; None for other inputs."""
+    if not (source.suffix.lower() == ".json" and source.is_file()):
+        return None
+    from ovseg.data.detectron2 import load_dataset_dicts, resolve_path
+
+    dicts = load_dataset_dicts(source)
+    images = [resolve_path(d["file_name"], source.parent).resolve() for d in dicts]
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise OVSegError(
+            f"{len(missing)} images named in {source} do not exist (relative file_name values "
+            f"are taken under {source.parent}): {', '.join(missing[:5])}."
+        )
+    root = Path(os.path.commonpath([p.parent for p in images]))
+    ids = {
+        p.relative_to(root).as_posix(): d["image_id"]
+        for p, d in zip(images, dicts)
+        if isinstance(d.get("image_id"), int) and not isinstance(d.get("image_id"), bool)
+    }
+    return root, images, ids
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from ovseg.api import DEFAULT_PRESET, create_pipeline
     from ovseg.config import save_resolved_config
@@ -379,7 +408,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _check_task_arguments(args)
     vocabulary = _vocabulary_from_args(args)
     source, out_dir = Path(inputs[0]), Path(args.out)
-    images = _collect_images(source, out_dir)
+    dataset = _dataset_dicts_input(source)
+    images = dataset[1] if dataset else _collect_images(source, out_dir)
     if args.vocab_free and (vocabulary is not None or args.task == "referring"):
         raise OVSegError(
             "--vocab-free finds the class names itself: drop --vocab/--vocab-file "
@@ -397,7 +427,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             )
     check_device(args.device)
     _check_out_dir(out_dir)
-    single_done = not source.is_dir() and _done_before(out_dir / f"{source.stem}.json", source.name)
+    single_done = (dataset is None and not source.is_dir()) and _done_before(
+        out_dir / f"{source.stem}.json", source.name
+    )
     if args.skip_existing and single_done:
         if not args.quiet:
             print(f"{source.name}: done before ({out_dir / source.stem}.json); skipped")
@@ -421,6 +453,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             device=args.device,
         )
     save_resolved_config(pipeline.config, out_dir / "config.yaml")
+    if dataset is not None:
+        return _run_folder(pipeline, args, dataset[0], images, out_dir, dataset[2])
     if source.is_dir():
         return _run_folder(pipeline, args, source, images, out_dir)
     image = read_image(source)
@@ -526,7 +560,9 @@ def _predict_parser() -> argparse.ArgumentParser:
         description="Segment an image or a folder: semantic maps, one phrase's mask "
         "(--task referring --prompt PHRASE) or named instances (--task instance).",
     )
-    p.add_argument("input", help="image file or folder")
+    p.add_argument(
+        "input", help="image file, folder, or detectron2 dataset-dicts JSON (a list of dicts)"
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--preset", help="preset name or config YAML (default: shapes-tiny)")
     p.add_argument(
@@ -555,7 +591,8 @@ def _predict_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--export",
         help="also write the results as a labelled dataset in OUT/export/<format>: formats "
-        "separated by commas from coco, yolo, labelme, cvat, ade",
+        "separated by commas from coco, yolo, labelme, cvat, ade, detectron2 (detectron2's "
+        "sem_seg_predictions.json / coco_instances_results.json)",
     )
     p.add_argument(
         "--export-masks",

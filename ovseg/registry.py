@@ -175,6 +175,7 @@ DATASETS = Registry(
         "coco_instances",
         "coco_object",
         "coco_stuff",
+        "detectron2",
         "folder",
         "pascal_context",
         "refcoco",
