@@ -253,3 +253,32 @@ def test_clearclip_gem_and_missing_name_file_are_refused(tmp_path, monkeypatch):
     (tmp_path / "configs" / "cls_voc21.txt").unlink()
     with pytest.raises(Exception, match="name_path"):
         import_mmseg_config(config)
+
+
+def test_mmseg_0x_layout_with_multiscaleflipaug(tmp_path, monkeypatch):
+    """mmseg 0.x configs: ``data.test`` with img_dir / ann_dir / split and MultiScaleFlipAug."""
+    config = write_repo(tmp_path, "sclip", "voc21", "", 336, "voc21.txt")
+    legacy = """\
+_base_ = './base_config.py'
+model = dict(name_path='./configs/cls_voc21.txt', logit_scale=65, prob_thd=0.1, area_thd=0.1)
+evaluation = dict(interval=1, metric='mIoU')
+data = dict(test=dict(
+    type='PascalVOCDataset', data_root='data/VOC2012', img_dir='JPEGImages',
+    ann_dir='SegmentationClass', split='ImageSets/Segmentation/val.txt',
+    pipeline=[
+        dict(type='LoadImageFromFile'),
+        dict(type='MultiScaleFlipAug', img_scale=(2048, 336), flip=False, transforms=[
+            dict(type='Resize', keep_ratio=True), dict(type='RandomFlip'),
+            dict(type='Normalize', mean=[0, 0, 0], std=[1, 1, 1]),
+            dict(type='ImageToTensor', keys=['img']), dict(type='Collect', keys=['img'])])]))
+"""
+    base = (tmp_path / "configs" / "base_config.py").read_text()
+    (tmp_path / "configs" / "base_config.py").write_text(base.replace("test_evaluator", "# "))
+    config.write_text(legacy)
+    monkeypatch.chdir(tmp_path)
+    preset = import_mmseg_config(config)
+    assert preset.pop("data")["test"]["split"] == "val"
+    assert preset == packaged("sclip-vitb16-voc21")
+    config.write_text(legacy.replace("flip=False", "flip=True"))
+    with pytest.raises(UnmappableConfigError, match="test-time augmentation"):
+        import_mmseg_config(config)
