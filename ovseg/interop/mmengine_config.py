@@ -190,6 +190,23 @@ DATASETS_MMSEG: dict[str, DatasetSpec] = {
         None,
         ("val", "train"),
     ),  # fmt: skip
+    # ProxyCLIP's 847- and 459-class sets, as detectron2's preparation scripts lay them out
+    "ADE20K847Dataset": DatasetSpec(
+        {"type": "ADE20K847Dataset"},
+        None,
+        "images_detectron2/{split}",
+        "annotations_detectron2/{split}",
+        "{split}.txt",
+        ("validation", "training"),
+    ),  # fmt: skip
+    "PascalContext459Dataset": DatasetSpec(
+        {"type": "PascalContextDataset", "num_classes": 459},
+        None,
+        "JPEGImages",
+        "annotations_detectron2/pc459_{split}",
+        "ImageSets/SegmentationContext/{split}.txt",
+        ("val", "train"),
+    ),  # fmt: skip
     "ADE20KDataset": DatasetSpec(
         {"type": "ADE20KDataset"},
         "ade",
@@ -409,7 +426,7 @@ def _resize(transforms: Sequence[Mapping[str, Any]], source: str) -> tuple[int, 
         where = f"test_pipeline[{index}]"
         if kind in ("LoadImageFromFile", "PackSegInputs", "ImageToTensor", "Collect"):
             continue
-        if kind == "LoadAnnotations":
+        if kind in ("LoadAnnotations", "MyLoadAnnotations"):  # ProxyCLIP's, for 16-bit labels
             unknown = set(step) - {"type", "reduce_zero_label"}
             if unknown:
                 raise _refuse(source, where, dict(step), "LoadAnnotations with other options.")
@@ -548,8 +565,7 @@ def _dataset_section(cfg: Mapping[str, Any], source: str) -> tuple[dict[str, Any
             source, "dataset.type", type_,
             f"ovseg reads {', '.join(sorted(DATASETS_MMSEG))} (or a folder dataset).",
         )  # fmt: skip
-    if not root:
-        return None, spec.benchmark  # the reference configs leave data_root for the user
+    standard = None  # the split whose standard folders the config names, if any
     for split in spec.splits:
         expected = (
             spec.img_prefix.format(split=split),
@@ -557,7 +573,14 @@ def _dataset_section(cfg: Mapping[str, Any], source: str) -> tuple[dict[str, Any
             spec.split_file.format(split=split) if spec.split_file else None,
         )
         if (img_prefix.rstrip("/"), ann_prefix.rstrip("/"), split_file) == expected:
-            return {**spec.reader, "root": str(root), "split": split}, spec.benchmark
+            standard = split
+            break
+    # the benchmark is the standard evaluation split (the first listed) of the standard layout
+    benchmark = spec.benchmark if standard == spec.splits[0] else None
+    if not root:
+        return None, benchmark  # the reference configs leave data_root for the user
+    if standard is not None:
+        return {**spec.reader, "root": str(root), "split": standard}, benchmark
     if split_file or type_ == "CityscapesDataset":
         raise _refuse(
             source, "dataset folders", (img_prefix, ann_prefix, split_file),
@@ -569,7 +592,7 @@ def _dataset_section(cfg: Mapping[str, Any], source: str) -> tuple[dict[str, Any
     return (
         {"type": "FolderDataset", "root": str(root), "images": img_prefix,
          "labels": ann_prefix, "reduce_zero_label": reduce},
-        spec.benchmark,
+        None,
     )  # fmt: skip
 
 

@@ -282,3 +282,27 @@ data = dict(test=dict(
     config.write_text(legacy.replace("flip=False", "flip=True"))
     with pytest.raises(UnmappableConfigError, match="test-time augmentation"):
         import_mmseg_config(config)
+
+
+def test_proxyclip_pc459_layout_and_non_standard_folders(tmp_path, monkeypatch):
+    config = write_repo(tmp_path, "proxyclip", "voc21", "", 448, "pc459.txt", "/data/VOC2010")
+    text = (
+        config.read_text()
+        .replace("PascalVOCDataset", "PascalContext459Dataset")
+        .replace("'SegmentationClass'", "'annotations_detectron2/pc459_val'")
+        .replace("Segmentation/val.txt", "SegmentationContext/val.txt")
+        .replace("dict(type='LoadAnnotations')", "dict(type='MyLoadAnnotations', reduce_zero_label=False)")
+    )  # fmt: skip
+    config.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    preset = import_mmseg_config(config)
+    assert preset["vocabulary"] == {"file": "pc459.txt"} and preset["benchmark"] is None
+    assert preset["data"]["test"] == {
+        "type": "PascalContextDataset", "num_classes": 459, "root": "/data/VOC2010",
+        "split": "val", "class_file": "pc459.txt",
+    }  # fmt: skip
+    # a VOC config on other folders is no longer the voc21 benchmark: refused (split file given)
+    config = write_repo(tmp_path, "sclip", "voc21", "", 336, "voc21.txt", "/data/VOC2012")
+    config.write_text(config.read_text().replace("'JPEGImages'", "'imgs'"))
+    with pytest.raises(UnmappableConfigError, match="standard layout"):
+        import_mmseg_config(config)
