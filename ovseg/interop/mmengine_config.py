@@ -137,6 +137,12 @@ CLEARCLIP_WEIGHTS = {
     "OpenCLIP": (("ViT-B-16", "laion2b_s34b_b88k"), ("ViT-L-14", "laion2b_s32b_b82k")),
     "MetaCLIP": (("ViT-B-16-quickgelu", "metaclip_fullcc"), ("ViT-L-14-quickgelu", "metaclip_fullcc")),
 }  # fmt: skip
+# mmseg datasets whose label of ``<name>.jpg`` is ``<name>.png`` (others add suffixes such as
+# ``_labelTrainIds.png``): only these can be read from other folders by ovseg's FolderDataset
+SAME_NAME_LABELS = frozenset(
+    {"PascalVOCDataset", "PascalVOC20Dataset", "PascalContextDataset", "PascalContext60Dataset",
+     "PascalContext59Dataset", "ADE20KDataset"}
+)  # fmt: skip
 # ProxyCLIP's vfm_model -> the proxy model its segmentor loads
 PROXY_MODELS = {"dino": "dino_vitb8", "dinov2": "dinov2_vitb14_reg", "sam": "sam_vit_b",
                 "mae": "mae_vitb16"}  # fmt: skip
@@ -528,8 +534,11 @@ def _vocabulary(classes: list[tuple[str, ...]], method: str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- dataset
-def _dataset_section(cfg: Mapping[str, Any], source: str) -> tuple[dict[str, Any] | None, Any]:
-    """``(data.test reader config or None when data_root is empty, benchmark key)``."""
+def _dataset_section(
+    cfg: Mapping[str, Any], source: str, load_reduce: bool = False
+) -> tuple[dict[str, Any] | None, Any]:
+    """``(data.test reader config or None when data_root is empty, benchmark key)``;
+    ``load_reduce``: the test pipeline's LoadAnnotations reduces zero labels."""
     loader = cfg.get("test_dataloader")
     legacy = cfg.get("data", {}).get("test") if isinstance(cfg.get("data"), Mapping) else None
     if loader is not None:
@@ -581,14 +590,17 @@ def _dataset_section(cfg: Mapping[str, Any], source: str) -> tuple[dict[str, Any
         return None, benchmark  # the reference configs leave data_root for the user
     if standard is not None:
         return {**spec.reader, "root": str(root), "split": standard}, benchmark
-    if split_file or type_ == "CityscapesDataset":
+    suffix = dataset.get("seg_map_suffix", ".png")
+    if split_file or type_ not in SAME_NAME_LABELS or suffix != ".png":
         raise _refuse(
             source, "dataset folders", (img_prefix, ann_prefix, split_file),
             f"{type_} in ovseg reads its standard layout "
-            f"({spec.img_prefix}, {spec.ann_prefix}, {spec.split_file or 'no split file'}).",
+            f"({spec.img_prefix}, {spec.ann_prefix}, {spec.split_file or 'no split file'}); "
+            "other folders are read only where each label is <image name>.png, without a split "
+            "file.",
         )  # fmt: skip
     # images and label maps in other folders, paired by file name: ovseg's folder reader
-    reduce = bool(dataset.get("reduce_zero_label", False))
+    reduce = bool(dataset.get("reduce_zero_label", False) or load_reduce)
     return (
         {"type": "FolderDataset", "root": str(root), "images": img_prefix,
          "labels": ann_prefix, "reduce_zero_label": reduce},
@@ -645,7 +657,11 @@ def mmseg_config_to_preset(
     name_file = _find_name_file(model["name_path"], config_path)
     classes = read_reference_class_file(name_file, spec.name_separator)
     vocabulary = _vocabulary(classes, spec.method)
-    data, benchmark = _dataset_section(cfg, source)
+    load_reduce = any(
+        t.get("type") in ("LoadAnnotations", "MyLoadAnnotations") and t.get("reduce_zero_label")
+        for t in transforms or []
+    )
+    data, benchmark = _dataset_section(cfg, source, load_reduce)
     preset: dict[str, Any] = {
         "pipeline": pipeline,
         "vocabulary": vocabulary,

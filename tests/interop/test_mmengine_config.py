@@ -212,7 +212,7 @@ def test_legacy_folder_layout_maps_to_folder_dataset(tmp_path, monkeypatch):
         "root": "/data/mine",
         "images": "img",
         "labels": "ann",
-        "reduce_zero_label": False,
+        "reduce_zero_label": True,  # ADE's LoadAnnotations(reduce_zero_label=True)
         "class_file": "ade.txt",
     }
 
@@ -301,8 +301,12 @@ def test_proxyclip_pc459_layout_and_non_standard_folders(tmp_path, monkeypatch):
         "type": "PascalContextDataset", "num_classes": 459, "root": "/data/VOC2010",
         "split": "val", "class_file": "pc459.txt",
     }  # fmt: skip
-    # a VOC config on other folders is no longer the voc21 benchmark: refused (split file given)
+    # other folders: refused with a split file, or where labels are not <image name>.png
     config = write_repo(tmp_path, "sclip", "voc21", "", 336, "voc21.txt", "/data/VOC2012")
     config.write_text(config.read_text().replace("'JPEGImages'", "'imgs'"))
     with pytest.raises(UnmappableConfigError, match="standard layout"):
+        import_mmseg_config(config)
+    config = write_repo(tmp_path, "sclip", "object", "", 336, "object.txt", "/data/coco")
+    config.write_text(config.read_text().replace("images/val2017", "imgs"))
+    with pytest.raises(UnmappableConfigError, match="<image name>.png"):
         import_mmseg_config(config)
