@@ -28,8 +28,9 @@ def synth(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("d2_synth")
     write_synthetic_world(
-        root, num_train=0, num_val=2, seed=7, image_size=64, formats=("ade20k",), progress=False
-    )
+        root, num_train=0, num_val=2, seed=7, image_size=64, formats=("ade20k", "coco"),
+        progress=False,
+    )  # fmt: skip
     ade = ADE20KDataset(root, split="validation")
     dicts = []
     for index in range(len(ade)):
@@ -106,3 +107,54 @@ def test_predict_on_dicts_exports_detectron2_files(synth, tmp_path):
         "img0_labels.png",
         "img1_labels.png",
     ]
+
+
+def _coco_as_dicts(coco_root, out) -> None:
+    """The synthetic COCO split as detectron2 dicts (contiguous ids, XYWH boxes, same masks)."""
+    data = json.loads((coco_root / "annotations" / "instances_val.json").read_text())
+    contiguous = {
+        c["id"]: i for i, c in enumerate(sorted(data["categories"], key=lambda c: c["id"]))
+    }
+    dicts = {
+        img["id"]: {"file_name": str(coco_root / "val" / img["file_name"]),
+                    "height": img["height"], "width": img["width"], "image_id": img["id"],
+                    "annotations": []}
+        for img in data["images"]
+    }  # fmt: skip
+    for ann in data["annotations"]:
+        dicts[ann["image_id"]]["annotations"].append(
+            {"bbox": ann["bbox"], "bbox_mode": 1, "segmentation": ann["segmentation"],
+             "category_id": contiguous[ann["category_id"]], "iscrowd": ann.get("iscrowd", 0)}
+        )  # fmt: skip
+    out.write_text(json.dumps(list(dicts.values())))
+    names = [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])]
+    return names
+
+
+@pytest.mark.slow
+def test_instance_eval_on_dicts_equals_eval_on_coco(synth, tmp_path):
+    names = _coco_as_dicts(synth / "coco", tmp_path / "dicts.json")
+    numbers = {}
+    for name, test in (
+        ("coco", {"type": "COCOInstances", "root": str(synth / "coco"), "split": "val"}),
+        ("d2", {"type": "Detectron2InstanceDataset", "json_file": str(tmp_path / "dicts.json"),
+                "classes": names}),
+    ):  # fmt: skip
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "_base_": "shapes-tiny",
+                    "data": {"test": test},
+                    "vocabulary": None,
+                    "evaluation": {"type": "CocoInstanceEvaluator", "progress": False},
+                }
+            )  # fmt: skip
+        )
+        # a coarse proposal grid on the 64 px scene: the comparison needs equal inputs only
+        fast = ["pipelines.instance.proposals.points_per_side=4",
+                "pipelines.instance.inference.short_side=64"]  # fmt: skip
+        numbers[name] = evaluate(str(config), fast, work_dir=tmp_path / name, limit=1)
+    assert numbers["d2"]["num_predictions"] == numbers["coco"]["num_predictions"] > 0
+    for iou_type in ("bbox", "segm"):
+        assert numbers["d2"][iou_type]["AP"] == numbers["coco"][iou_type]["AP"], iou_type
