@@ -280,7 +280,9 @@ def _predict_one(
     return written, ", ".join(present), result
 
 
-def _export_session(args: argparse.Namespace, out_dir: Path, source_root: Path):
+def _export_session(
+    args: argparse.Namespace, out_dir: Path, source_root: Path, image_ids: dict | None = None
+):
     """The ``--export`` session writing into ``<out>/export`` (None without ``--export``)."""
     if not args.export:
         return None
@@ -294,10 +296,13 @@ def _export_session(args: argparse.Namespace, out_dir: Path, source_root: Path):
         polygon_tolerance=args.polygon_tolerance,
         source_root=source_root,
         resume=args.skip_existing,
+        image_ids=image_ids,
     )
 
 
-def _run_folder(pipeline, args, source: Path, images: list[Path], out_dir: Path) -> int:
+def _run_folder(
+    pipeline, args, source: Path, images: list[Path], out_dir: Path, image_ids=None
+) -> int:
     """Predict every image under ``source``; a bad image is reported, not fatal.
 
     Writes ``report.json`` (atomically, also after an interruption) and returns 1 when an image
@@ -313,7 +318,7 @@ def _run_folder(pipeline, args, source: Path, images: list[Path], out_dir: Path)
     done: list[dict] = []
     failed: list[dict] = []
     skipped: list[dict] = []
-    export = _export_session(args, out_dir, source)
+    export = _export_session(args, out_dir, source, image_ids)
     interrupted = True
     try:
         for path, rel in tqdm(
@@ -377,6 +382,30 @@ def _run_folder(pipeline, args, source: Path, images: list[Path], out_dir: Path)
     return 0
 
 
+def _dataset_dicts_input(source: Path) -> tuple[Path, list[Path], dict[str, int]] | None:
+    """For a detectron2 dataset-dicts JSON: ``(folder above every image, image paths, image
+    path relative to that folder -> image_id)``; None for other inputs."""
+    if not (source.suffix.lower() == ".json" and source.is_file()):
+        return None
+    from ovseg.data.detectron2 import load_dataset_dicts, resolve_path
+
+    dicts = load_dataset_dicts(source)
+    images = [resolve_path(d["file_name"], source.parent).resolve() for d in dicts]
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise OVSegError(
+            f"{len(missing)} images named in {source} do not exist (relative file_name values "
+            f"are taken under {source.parent}): {', '.join(missing[:5])}."
+        )
+    root = Path(os.path.commonpath([p.parent for p in images]))
+    ids = {
+        p.relative_to(root).as_posix(): d["image_id"]
+        for p, d in zip(images, dicts)
+        if isinstance(d.get("image_id"), int) and not isinstance(d.get("image_id"), bool)
+    }
+    return root, images, ids
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from ovseg.api import DEFAULT_PRESET, create_pipeline
     from ovseg.config import save_resolved_config
@@ -388,7 +417,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _check_task_arguments(args)
     vocabulary = _vocabulary_from_args(args)
     source, out_dir = Path(inputs[0]), Path(args.out)
-    images = _collect_images(source, out_dir)
+    dataset = _dataset_dicts_input(source)
+    images = dataset[1] if dataset else _collect_images(source, out_dir)
     if args.vocab_free and (vocabulary is not None or args.task == "referring"):
         raise OVSegError(
             "--vocab-free finds the class names itself: drop --vocab/--vocab-file "
@@ -411,7 +441,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             )
     check_device(args.device)
     _check_out_dir(out_dir)
-    single_done = not source.is_dir() and _done_before(out_dir / f"{source.stem}.json", source.name)
+    single_done = (dataset is None and not source.is_dir()) and _done_before(
+        out_dir / f"{source.stem}.json", source.name
+    )
     if args.skip_existing and single_done:
         if not args.quiet:
             print(f"{source.name}: done before ({out_dir / source.stem}.json); skipped")
@@ -435,6 +467,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             device=args.device,
         )
     save_resolved_config(pipeline.config, out_dir / "config.yaml")
+    if dataset is not None:
+        return _run_folder(pipeline, args, dataset[0], images, out_dir, dataset[2])
     if source.is_dir():
         return _run_folder(pipeline, args, source, images, out_dir)
     image = read_image(source)
@@ -541,7 +575,9 @@ def _predict_parser() -> argparse.ArgumentParser:
         "(--task referring --prompt PHRASE), named instances (--task instance) or boxes "
         "(--task detection).",
     )
-    p.add_argument("input", help="image file or folder")
+    p.add_argument(
+        "input", help="image file, folder, or detectron2 dataset-dicts JSON (a list of dicts)"
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--preset", help="preset name or config YAML (default: shapes-tiny)")
     p.add_argument(
@@ -570,7 +606,8 @@ def _predict_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--export",
         help="also write the results as a labelled dataset in OUT/export/<format>: formats "
-        "separated by commas from coco, yolo, labelme, cvat, ade",
+        "separated by commas from coco, yolo, labelme, cvat, ade, detectron2 (detectron2's "
+        "sem_seg_predictions.json / coco_instances_results.json)",
     )
     p.add_argument(
         "--export-masks",
@@ -635,6 +672,10 @@ def _synth_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "list": (_list_parser, "list presets, open_clip models or registered components"),
     "config": (_config_parser, "print a preset or config fully resolved"),
+    "config import": (
+        "ovseg.commands.config_import:import_parser",
+        "convert an mmseg evaluation config (SCLIP, NACLIP, ClearCLIP, ProxyCLIP) to a preset",
+    ),
     "predict": (_predict_parser, "segment an image or a folder of images"),
     "eval": (_eval_parser, "evaluate a config on its dataset (mIoU table + JSON)"),
     "train": (None, "train from a config (torchrun for several processes)"),
@@ -679,7 +720,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     groups = {name.split()[0] for name in COMMANDS if " " in name}
-    if command in groups:
+    if command in groups and command in COMMANDS:  # "config PRESET" or "config import ..."
+        if rest and f"{command} {rest[0]}" in COMMANDS:
+            command, rest = f"{command} {rest[0]}", rest[1:]
+    elif command in groups:
         if not rest or f"{command} {rest[0]}" not in COMMANDS:
             choices = [name for name in COMMANDS if name.startswith(command + " ")]
             print(

@@ -68,3 +68,7 @@ class DatabaseMismatchError(DatabaseError):
 
 class PromptError(OVSegError, ValueError):
     """Prompts for a mask decoder are malformed, or no image was set before predicting."""
+
+
+class UnmappableConfigError(ConfigError):
+    """A foreign (mmengine / mmseg) config holds a setting ovseg has no equivalent for."""

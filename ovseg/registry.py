@@ -176,6 +176,7 @@ DATASETS = Registry(
         "coco_instances",
         "coco_object",
         "coco_stuff",
+        "detectron2",
         "folder",
         "lvis",
         "pascal_context",

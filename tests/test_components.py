@@ -291,6 +291,14 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "needs a COCO instances JSON and images",
         "tests/data/test_coco_instances.py",
     ),
+    ("dataset", "Detectron2SemSegDataset"): (
+        "needs detectron2 dataset dicts, images and label PNGs",
+        "tests/data/test_detectron2.py",
+    ),
+    ("dataset", "Detectron2InstanceDataset"): (
+        "needs detectron2 dataset dicts with annotations and images",
+        "tests/export/test_detectron2.py",
+    ),
     ("dataset", "CityscapesDataset"): (
         "needs a Cityscapes folder",
         "tests/data/test_cityscapes.py",

@@ -27,6 +27,7 @@ ABOVE_MODELS = (
     "ovseg.benchmarks",
     "ovseg.api",
     "ovseg.components",
+    "ovseg.interop",
 )
 
 # (modules the rule applies to, prefixes they must not import, or None: only BASE / CORE)

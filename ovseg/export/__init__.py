@@ -1,4 +1,4 @@
-"""Predictions as labelled datasets: COCO, YOLO, labelme, CVAT and ADE20K-layout exporters.
+"""Predictions as labelled datasets (COCO, YOLO, labelme, CVAT, ADE20K layout) or detectron2 results.
 
 ``create_exporter("coco", mask_format="rle", polygon_tolerance=1.0)`` gives an exporter driven
 as ``start(out_dir, class_names)`` / ``add(image_path_rel, image_size, result)`` / ``finish()``
@@ -13,6 +13,7 @@ from ovseg.export.ade import AdeExporter
 from ovseg.export.base import Exporter, Region, regions_of
 from ovseg.export.coco import CocoExporter
 from ovseg.export.cvat import CvatExporter
+from ovseg.export.detectron2 import Detectron2Exporter
 from ovseg.export.labelme import LabelmeExporter
 from ovseg.export.yolo import YoloExporter
 
@@ -22,6 +23,7 @@ FORMATS: dict[str, type[Exporter]] = {
     LabelmeExporter.name: LabelmeExporter,
     CvatExporter.name: CvatExporter,
     AdeExporter.name: AdeExporter,
+    Detectron2Exporter.name: Detectron2Exporter,
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class ExportSession:
         mask_format / polygon_tolerance: exporter options (see ``Exporter``).
         source_root: folder the images' relative paths are under.
         resume: keep and include what an earlier run of the same export wrote.
+        image_ids: image path (relative) -> id, for formats that carry ids (detectron2).
     """
 
     def __init__(
@@ -52,12 +53,16 @@ class ExportSession:
         polygon_tolerance: float = 1.0,
         source_root: str | os.PathLike | None = None,
         resume: bool = False,
+        image_ids: Mapping[str, int] | None = None,
     ) -> None:
         from ovseg.export import FORMATS
 
         self.root = Path(root)
         self.options = {"mask_format": mask_format, "polygon_tolerance": float(polygon_tolerance)}
         self.exporters = [FORMATS[name](**self.options) for name in formats]
+        for exporter in self.exporters:  # formats that carry image ids keep the dataset's
+            if hasattr(exporter, "image_ids"):
+                exporter.image_ids = dict(image_ids or {})
         self.source_root = source_root
         self.resume = resume
         self.images: dict[str, str] = {}
