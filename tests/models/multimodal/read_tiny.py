@@ -143,6 +143,7 @@ def write_read_folder(
     layout: str = "safetensors",
     include_tower: bool = False,
     extra: dict | None = None,
+    extra_config: dict | None = None,
 ) -> Path:
     """A released-READ folder: config, tokenizer, weights in READ's key layout.
 
@@ -151,7 +152,8 @@ def write_read_folder(
     release script does, unless ``include_tower``.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(tiny_config(tokenizer, vision_folder)))
+    config = {**tiny_config(tokenizer, vision_folder), **(extra_config or {})}
+    (folder / "config.json").write_text(json.dumps(config))
     tokenizer.save_pretrained(str(folder))
     state = {
         k: v.detach().clone().contiguous()
