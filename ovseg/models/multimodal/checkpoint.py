@@ -345,7 +345,7 @@ def build_read_model(
         seg_token_idx,
         out_dim=int(config.get("out_dim", 256)),
         eos_token_id=eos_token_id,
-        **model_kwargs,
+        **{"use_im_start_end": bool(config.get("mm_use_im_start_end", True)), **model_kwargs},
     )
 
 
