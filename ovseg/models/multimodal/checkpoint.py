@@ -317,14 +317,21 @@ def build_read_model(
     *,
     vision_tower: Any = None,
     sam_architecture: Any = None,
+    sam_checkpoint: str | os.PathLike | None = None,
     eos_token_id: int | None = None,
     attn_implementation: str = "sdpa",
     init: bool = True,
     **model_kwargs: Any,
 ) -> nn.Module:
     """A :class:`ReadModel` of ``config`` (a READ ``config.json`` as a dict), randomly initialised
-    (``init=False``: allocated only, for loading). ``model_kwargs`` go to ``ReadModel``."""
-    from ovseg.models.decoders.sam_build import create_sam, resolve_sam_architecture
+    (``init=False``: allocated only, for loading); ``sam_checkpoint`` fills SAM from a SAM
+    state dict (e.g. READ's starting point ``sam_vit_h_4b8939.pth``, or a packaged small SAM),
+    strictly. ``model_kwargs`` go to ``ReadModel``."""
+    from ovseg.models.decoders.sam_build import (
+        create_sam,
+        load_sam_weights,
+        resolve_sam_architecture,
+    )
     from ovseg.models.multimodal.llava import MultimodalLM
     from ovseg.models.multimodal.read import ReadModel
 
@@ -339,6 +346,8 @@ def build_read_model(
     mllm = MultimodalLM(tower, language_model, str(config.get("mm_projector_type", "linear")))
     _, arch = resolve_sam_architecture(_sam_architecture(sam_architecture, config, None))
     sam = create_sam(arch)
+    if sam_checkpoint is not None:
+        load_sam_weights(sam, sam_checkpoint)
     return ReadModel(
         mllm,
         sam,

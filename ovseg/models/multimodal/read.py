@@ -248,15 +248,22 @@ class ReadModel(nn.Module):
         scale = np.array([new_w / old_w, new_h / old_h], dtype=np.float64)
         coords_t = torch.as_tensor(coords.astype(np.float64) * scale, dtype=torch.float32)
         labels_t = torch.as_tensor(labels, dtype=torch.int32)
+        # segment-anything encodes point coordinates in float32 (forward_with_coords casts them),
+        # so its random-frequency matrix stays float32 whatever the model's precision
+        pe_layer = sam.prompt_encoder.pe_layer
+        if pe_layer.positional_encoding_gaussian_matrix.dtype != torch.float32:
+            pe_layer.float()
         sparse, dense = sam.prompt_encoder(
             points=(coords_t.to(device), labels_t.to(device)), boxes=None, masks=None
         )
+        # READ casts the sparse prompt to the model's dtype before the mask decoder
+        dtype = sam.mask_decoder.iou_token.weight.dtype
         sparse = torch.cat([sparse, text_embed.reshape(1, 1, -1).to(sparse.dtype)], dim=1)
         low_res, iou = sam.mask_decoder(
-            image_embeddings=image_embedding,
-            image_pe=sam.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
+            image_embeddings=image_embedding.to(dtype),
+            image_pe=sam.prompt_encoder.get_dense_pe().to(dtype),
+            sparse_prompt_embeddings=sparse.to(dtype),
+            dense_prompt_embeddings=dense.to(dtype),
             multimask_output=False,
         )
         logits = sam.postprocess_masks(low_res, tuple(input_size), tuple(original_size))

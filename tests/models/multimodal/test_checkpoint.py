@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ovseg.errors import CheckpointError, WeightsNotFoundError
+from ovseg.errors import CheckpointError, ConfigError, WeightsNotFoundError
 from ovseg.models.multimodal.checkpoint import (
     find_weight_files,
     load_read_model,
@@ -163,3 +163,42 @@ def test_missing_folders_say_what_to_download(released, tmp_path):
     (empty / "config.json").write_text("{}")
     with pytest.raises((WeightsNotFoundError, CheckpointError)):
         load_read_model(empty)
+
+
+def test_embedded_open_clip_tower_and_packaged_sam(tiny_read):
+    """The embedded configuration: ovseg-ViT-Ti-8 (shapes) as the tower, ovseg-sam-tiny's
+    packaged weights as SAM."""
+    from ovseg.models.decoders.sam_weights import resolve_sam_checkpoint
+    from ovseg.models.multimodal.checkpoint import build_read_model
+    from ovseg.models.multimodal.vision import OpenClipVisionTower
+    from ovseg.weights import load_state_dict
+    from tests.models.multimodal.read_tiny import tiny_config
+
+    _, tok = tiny_read
+    sam_file = resolve_sam_checkpoint("ovseg-sam-tiny", None, "shapes")
+    config = {**tiny_config(tok), "mm_hidden_size": 128}
+    config["out_dim"] = 64
+    model = build_read_model(
+        config,
+        tok.convert_tokens_to_ids("[SEG]"),
+        vision_tower="open_clip:ovseg-ViT-Ti-8@shapes",
+        sam_architecture="ovseg-sam-tiny",
+        sam_checkpoint=sam_file,
+    )
+    tower = model.mllm.vision_tower
+    assert isinstance(tower, OpenClipVisionTower)
+    assert tower.grid_size == (8, 8) and tower.hidden_size == 128 and tower.image_size == 64
+    expected = load_state_dict(sam_file)
+    for key, value in model.visual_model.state_dict().items():
+        torch.testing.assert_close(value, expected[key].to(value.dtype), msg=key)
+    picture = (np.random.default_rng(1).random((50, 70, 3)) * 255).astype(np.uint8)
+    prepared = model.prepare_image(picture)
+    assert prepared.clip_pixels.shape == (3, 64, 64) and prepared.sam_pixels.shape == (3, 128, 128)
+    assert model.mllm.encode_images(prepared.clip_pixels[None]).shape == (1, 64, 32)
+    with pytest.raises(ConfigError, match="mm_hidden_size"):
+        build_read_model(
+            tiny_config(tok),
+            1,
+            vision_tower="open_clip:ovseg-ViT-Ti-8@shapes",
+            sam_architecture="ovseg-sam-tiny",
+        )
