@@ -224,6 +224,20 @@ def _read_config(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not valid JSON: {err}") from err
 
 
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype | None) -> Any:
+    """Create floating-point tensors in ``dtype`` inside the block (None: unchanged)."""
+    if dtype is None:
+        yield
+        return
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def _no_init() -> Any:
     try:
         from transformers.initialization import no_init_weights
@@ -321,12 +335,14 @@ def build_read_model(
     eos_token_id: int | None = None,
     attn_implementation: str = "sdpa",
     init: bool = True,
+    dtype: torch.dtype | None = None,
     **model_kwargs: Any,
 ) -> nn.Module:
     """A :class:`ReadModel` of ``config`` (a READ ``config.json`` as a dict), randomly initialised
     (``init=False``: allocated only, for loading); ``sam_checkpoint`` fills SAM from a SAM
     state dict (e.g. READ's starting point ``sam_vit_h_4b8939.pth``, or a packaged small SAM),
-    strictly. ``model_kwargs`` go to ``ReadModel``."""
+    strictly. ``dtype``: the parameters are created in it (a 7B model in bf16 never exists in
+    float32). ``model_kwargs`` go to ``ReadModel``."""
     from ovseg.models.decoders.sam_build import (
         create_sam,
         load_sam_weights,
@@ -335,17 +351,25 @@ def build_read_model(
     from ovseg.models.multimodal.llava import MultimodalLM
     from ovseg.models.multimodal.read import ReadModel
 
-    tower, _ = build_vision_tower(vision_tower, config, init=init)
+    with _default_dtype(dtype):
+        tower, _ = build_vision_tower(vision_tower, config, init=init)
     expected = config.get("mm_hidden_size")
     if expected is not None and int(expected) != int(tower.hidden_size):
         raise ConfigError(
             f"The vision tower gives {tower.hidden_size}-d features but config.json says "
             f"mm_hidden_size={expected}; use the tower the model was trained with."
         )
-    language_model = build_language_model(config, attn_implementation, init=init)
+    with _default_dtype(dtype):
+        language_model = build_language_model(config, attn_implementation, init=init)
     mllm = MultimodalLM(tower, language_model, str(config.get("mm_projector_type", "linear")))
     _, arch = resolve_sam_architecture(_sam_architecture(sam_architecture, config, None))
-    sam = create_sam(arch)
+    with _default_dtype(dtype):
+        sam = create_sam(arch)
+    # kept float32 in any precision (see ReadModel._apply): exact normalisation constants, and
+    # the point-encoding frequencies segment-anything multiplies float32 coordinates with
+    sam.pixel_mean = torch.tensor(arch.pixel_mean, dtype=torch.float32).view(-1, 1, 1)
+    sam.pixel_std = torch.tensor(arch.pixel_std, dtype=torch.float32).view(-1, 1, 1)
+    sam.prompt_encoder.pe_layer.float()
     if sam_checkpoint is not None:
         load_sam_weights(sam, sam_checkpoint)
     return ReadModel(
@@ -463,6 +487,7 @@ def load_read_model(
         eos_token_id=tokenizer.eos_token_id,
         attn_implementation=attn_implementation,
         init=False,
+        dtype=dtype,
         **model_kwargs,
     )
     state, _ = map_read_keys(raw, model)

@@ -189,6 +189,25 @@ class ReadModel(nn.Module):
         self.bce_loss_weight = float(bce_loss_weight)
         self.use_im_start_end = bool(use_im_start_end)
 
+    def _apply(self, fn: Any, recurse: bool = True) -> ReadModel:
+        """``.to()`` / ``.half()`` ... with three SAM buffers kept exactly in float32: the pixel
+        mean / std (SAM's input normalisation) and the point-encoding frequencies, which
+        segment-anything multiplies with float32 coordinates (``forward_with_coords`` casts
+        them), so a bf16 model still encodes points as READ's SAM does."""
+        sam = self.visual_model
+        pe = sam.prompt_encoder.pe_layer
+        kept = {
+            "mean": sam.pixel_mean.detach().float().clone(),
+            "std": sam.pixel_std.detach().float().clone(),
+            "pe": pe.positional_encoding_gaussian_matrix.detach().float().clone(),
+        }
+        super()._apply(fn, recurse)
+        device = pe.positional_encoding_gaussian_matrix.device
+        sam.pixel_mean = kept["mean"].to(device)
+        sam.pixel_std = kept["std"].to(device)
+        pe.positional_encoding_gaussian_matrix = kept["pe"].to(device)
+        return self
+
     # ------------------------------------------------------------------ inputs
     @property
     def device(self) -> torch.device:
@@ -248,11 +267,6 @@ class ReadModel(nn.Module):
         scale = np.array([new_w / old_w, new_h / old_h], dtype=np.float64)
         coords_t = torch.as_tensor(coords.astype(np.float64) * scale, dtype=torch.float32)
         labels_t = torch.as_tensor(labels, dtype=torch.int32)
-        # segment-anything encodes point coordinates in float32 (forward_with_coords casts them),
-        # so its random-frequency matrix stays float32 whatever the model's precision
-        pe_layer = sam.prompt_encoder.pe_layer
-        if pe_layer.positional_encoding_gaussian_matrix.dtype != torch.float32:
-            pe_layer.float()
         sparse, dense = sam.prompt_encoder(
             points=(coords_t.to(device), labels_t.to(device)), boxes=None, masks=None
         )

@@ -202,3 +202,27 @@ def test_embedded_open_clip_tower_and_packaged_sam(tiny_read):
             vision_tower="open_clip:ovseg-ViT-Ti-8@shapes",
             sam_architecture="ovseg-sam-tiny",
         )
+
+
+def test_bf16_load_keeps_sam_constants_exact(tiny_read, released):
+    model, _ = tiny_read
+    loaded, _ = load_read_model(
+        released["safetensors"], sam_architecture=TINY_SAM, dtype=torch.bfloat16
+    )
+    assert loaded.mllm.language_model.lm_head.weight.dtype == torch.bfloat16
+    assert loaded.visual_model.mask_decoder.iou_token.weight.dtype == torch.bfloat16
+    sam, reference = loaded.visual_model, model.visual_model
+    pe = sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    assert pe.dtype == torch.float32
+    torch.testing.assert_close(
+        pe, reference.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix, rtol=0, atol=0
+    )
+    assert sam.pixel_mean.dtype == torch.float32
+    assert sam.pixel_mean.flatten().tolist() == pytest.approx([123.675, 116.28, 103.53], abs=1e-5)
+    again = loaded.to(torch.float16).to(torch.float32)  # later casts keep them as well
+    torch.testing.assert_close(
+        again.visual_model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix,
+        reference.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix,
+        rtol=0,
+        atol=0,
+    )
