@@ -72,6 +72,7 @@ __all__ = [
     "find_weight_files",
     "load_folder_state",
     "load_read_model",
+    "load_tokenizer",
     "map_read_keys",
     "read_layout_state_dict",
 ]

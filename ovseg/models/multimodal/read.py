@@ -81,7 +81,12 @@ from ovseg.models.multimodal.constants import (
     DEFAULT_DICE_LOSS_WEIGHT,
     IGNORE_INDEX,
 )
-from ovseg.models.multimodal.llava import MultimodalLM, expanded_position
+from ovseg.models.multimodal.llava import (
+    MultimodalLM,
+    SplicedInputs,
+    expanded_position,
+    splice_image_tokens,
+)
 from ovseg.models.multimodal.losses import dice_loss, sigmoid_bce_loss
 from ovseg.models.multimodal.processing import ReadImage, clip_center_crop, sam_input
 from ovseg.models.prompts.sasp import SasPSelector
@@ -382,9 +387,7 @@ class ReadModel(nn.Module):
         features: torch.Tensor,
         attention_mask: torch.Tensor | None,
         labels: torch.Tensor | None,
-    ) -> Any:
-        from ovseg.models.multimodal.llava import splice_image_tokens
-
+    ) -> SplicedInputs:
         device = self.device
         return splice_image_tokens(
             self.mllm.embed_tokens(),
@@ -395,7 +398,7 @@ class ReadModel(nn.Module):
         )
 
     def _seg_positions(
-        self, input_ids: torch.Tensor, rows: range, spliced: Any
+        self, input_ids: torch.Tensor, rows: range, spliced: SplicedInputs
     ) -> tuple[list[int], list[int]]:
         """Rows and spliced positions of the hidden states that predict each ``[SEG]``."""
         seg_rows, seg_pos = [], []
