@@ -75,6 +75,7 @@ __all__ = [
     "load_tokenizer",
     "map_read_keys",
     "read_layout_state_dict",
+    "save_read_folder",
 ]
 
 # checkpoint prefix -> ReadModel prefix; the first match wins, so "model." comes last
@@ -203,7 +204,14 @@ def read_layout_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The inverse of :func:`map_read_keys`: a ReadModel's tensors under READ's key names."""
     out: dict[str, torch.Tensor] = {}
     prefix = _clip_prefix(model)
-    for key, value in model.state_dict().items():
+    state = model.state_dict()
+    adapters = [k for k in state if ".lora_" in k or ".base_layer." in k]
+    if adapters:
+        raise CheckpointError(
+            f"The model holds LoRA adapters ({adapters[0]} ...); merge them first "
+            "(ovseg.models.multimodal.lora.merge_lora), as READ's release script does."
+        )
+    for key, value in state.items():
         if prefix and key.startswith(HF_TOWER):
             key = HF_TOWER + prefix + key[len(HF_TOWER) :]
         for source, target in KEY_PREFIXES:
@@ -521,3 +529,35 @@ def _tower_state(model: nn.Module, vision_tower: Any, config: Mapping[str, Any])
             f"{missing[:8]}."
         )
     return state
+
+
+def save_read_folder(
+    folder: str | os.PathLike,
+    model: nn.Module,
+    tokenizer: Any,
+    config: Mapping[str, Any],
+    *,
+    include_vision_tower: bool = False,
+) -> Path:
+    """Write ``model`` as a READ folder :func:`load_read_model` reads back: ``config.json``, the
+    tokenizer and ``model.safetensors`` in READ's key layout (each file written atomically).
+
+    Like READ's release script, the vision tower is left out unless ``include_vision_tower``
+    (``config["mm_vision_tower"]`` then says where it comes from). Merge LoRA adapters first
+    (:func:`ovseg.models.multimodal.lora.merge_lora`): adapter weights have no place in the
+    layout.
+    """
+    from ovseg.fileio import atomic_write_json
+    from ovseg.weights import save_state_dict
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: v
+        for k, v in read_layout_state_dict(model).items()
+        if include_vision_tower or not k.startswith("model.vision_tower.")
+    }
+    atomic_write_json(folder / "config.json", dict(config), indent=2)
+    tokenizer.save_pretrained(str(folder))
+    save_state_dict(state, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder

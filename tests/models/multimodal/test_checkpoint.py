@@ -226,3 +226,26 @@ def test_bf16_load_keeps_sam_constants_exact(tiny_read, released):
         rtol=0,
         atol=0,
     )
+
+
+def test_save_read_folder_round_trip(tiny_read, released, tmp_path):
+    from ovseg.models.multimodal.checkpoint import save_read_folder
+    from ovseg.models.multimodal.lora import add_lora
+    from tests.models.multimodal.read_tiny import tiny_config
+
+    model, tok = tiny_read
+    config = tiny_config(tok, released["clip"])
+    folder = save_read_folder(tmp_path / "saved", model, tok, config)
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer_config.json"} <= names
+    assert not any(n.endswith(".bin") for n in names)
+    loaded, _ = load_read_model(folder, sam_architecture=TINY_SAM)
+    reference = model.state_dict()
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, reference[key], rtol=0, atol=0, msg=key)
+    import copy
+
+    adapted = copy.deepcopy(model)
+    add_lora(adapted)
+    with pytest.raises(CheckpointError, match="merge them first"):
+        save_read_folder(tmp_path / "lora", adapted, tok, config)

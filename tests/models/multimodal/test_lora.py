@@ -31,3 +31,27 @@ def test_adapters_only_on_the_decoder_attention(tiny_read):
         expected = reference.mllm.decode(reference.mllm.embed_tokens()(ids))[1]
     torch.testing.assert_close(out, expected)
     assert set(before) <= {k.replace(".base_layer", "") for k in model.state_dict()}
+
+
+def test_merge_folds_adapters_into_plain_linears(tiny_read):
+    from ovseg.models.multimodal.lora import merge_lora
+
+    model, _ = tiny_read
+    model = copy.deepcopy(model)
+    keys = set(model.state_dict())
+    add_lora(model, r=4, alpha=8, dropout=0.0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    ids = torch.tensor([[1, 5, 6, 7]])
+    with torch.no_grad():
+        adapted = model.mllm.decode(model.mllm.embed_tokens()(ids))[1]
+    assert merge_lora(model) == 4
+    assert set(model.state_dict()) == keys
+    layer = model.mllm.language_model.model.layers[0].self_attn.q_proj
+    assert type(layer) is torch.nn.Linear
+    with torch.no_grad():
+        merged = model.mllm.decode(model.mllm.embed_tokens()(ids))[1]
+    torch.testing.assert_close(merged, adapted, rtol=1e-4, atol=1e-5)
