@@ -39,6 +39,19 @@ image_embedding=None) -> ReadGeneration``
     :class:`SegPrediction` per generated ``[SEG]`` (mask, SAM's predicted IoU, the SasP points,
     the similarity grid). No ``[SEG]``: text only, no mask.
 
+Around the model (same package): :mod:`.conversation` -- ``image_question(question, *,
+use_im_start_end=True)``, ``build_prompt(turns, *, system)``, ``encode_conversation(turns,
+tokenizer, *, max_length=None, num_image_tokens=0) -> EncodedConversation(input_ids, labels,
+prompt, truncated)``, ``encode_prompt(question, tokenizer, *, use_im_start_end=True,
+max_length=None, num_image_tokens=0) -> (L,)``, ``collate_conversations(items, pad_token_id) ->
+(input_ids, attention_masks, labels)``, ``count_seg_tokens(input_ids, seg_token_idx)``;
+:mod:`.checkpoint` -- ``build_read_model(config, seg_token_idx, *, vision_tower,
+sam_architecture, sam_checkpoint, eos_token_id, dtype, **model_kwargs)`` (a new model, e.g. with
+``vision_tower="open_clip:ovseg-ViT-Ti-8@shapes"``), ``load_read_model(folder, ...) -> (model,
+tokenizer)``, ``save_read_folder(folder, model, tokenizer, config)``; :mod:`.lora` --
+``add_lora(model, r=8, alpha=16, dropout=0.05, target_modules=("q_proj", "v_proj"))``,
+``merge_lora(model)``.
+
 How a ``[SEG]`` becomes a mask (READ's ``model_forward`` / ``evaluate``)
 -------------------------------------------------------------------
 1. Its embedding is the decoder's final hidden state (after the last norm) at the position
