@@ -50,3 +50,17 @@ def test_reasoning_needs_a_question(release, tmp_path, capsys):
     argv += ["--prompt", "Which object ?", "--export", "coco", "--out", str(tmp_path / "b")]
     assert main(argv) == 2
     assert "--export" in capsys.readouterr().err
+
+
+def test_folder_run_reports_every_image(release, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _scene(folder / "a.png")
+    _scene(folder / "b.png", size=(30, 70))
+    out = tmp_path / "out"
+    argv = ["predict", str(folder), "--preset", str(release["config"]), "--task", "reasoning"]
+    assert main([*argv, "--prompt", "Which object ?", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "reasoning" and report["counts"]["ok"] == 2
+    assert json.loads((out / "b.json").read_text())["image_size"] == [30, 70]
+    assert (out / "b_mask_0.png").is_file()
