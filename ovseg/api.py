@@ -21,6 +21,7 @@ TASK_NAMES = (
     "referring",
     "instance",
     "detection",
+    "reasoning",
     "vocab_free",
     "vocab_free_instance",
 )
@@ -83,6 +84,11 @@ def _takes_vocabulary(pipeline_cfg: Mapping[str, Any]) -> bool:
 
 def _set_device(pipeline_cfg: dict[str, Any], device: str) -> None:
     """Put every model of a pipeline section (also nested pipelines) on ``device``."""
+    import inspect
+
+    factory = PIPELINES.get(pipeline_cfg.get("type", ""))
+    if "device" in inspect.signature(factory).parameters:  # a pipeline that loads its own model
+        pipeline_cfg["device"] = device
     for part in ("backbone", "decoder", "detector"):
         if isinstance(pipeline_cfg.get(part), dict):
             pipeline_cfg[part]["device"] = device
@@ -109,7 +115,8 @@ def create_pipeline(
         task: ``semantic`` (``SemanticSegmenter``-like: image -> OVSegResult), any task with a
             ``pipelines.<task>`` section in the config (built-in: ``referring``
             (image + phrase -> ReferringResult), ``instance`` (image -> Instances),
-            ``detection`` (image -> ``ovseg.structures.Detections``), or the
+            ``detection`` (image -> ``ovseg.structures.Detections``),
+            ``reasoning`` (image + question -> ReasoningResult, READ), or the
             vocabulary-free ``vocab_free`` / ``vocab_free_instance`` (names found in the
             config's text database, see :func:`build_vocab_free_pipeline`).
         overrides: ``key=value`` strings applied to the config (``pipeline.logit_scale=50``).

@@ -209,16 +209,21 @@ def _vocabulary_from_args(args: argparse.Namespace):
     return None
 
 
+PROMPTED_TASKS = {"referring": "the phrase to segment", "reasoning": "the question to answer"}
+
+
 def _check_task_arguments(args: argparse.Namespace) -> None:
-    if args.task == "referring":
+    if args.task in PROMPTED_TASKS:
         if not args.prompt or not args.prompt.strip():
-            raise OVSegError("--task referring needs --prompt 'the phrase to segment'.")
+            raise OVSegError(f"--task {args.task} needs --prompt '{PROMPTED_TASKS[args.task]}'.")
         if args.vocab is not None or args.vocab_file is not None:
             raise OVSegError(
-                "--task referring segments --prompt; it takes no --vocab/--vocab-file."
+                f"--task {args.task} answers --prompt; it takes no --vocab/--vocab-file."
             )
     elif args.prompt:
-        raise OVSegError(f"--prompt goes with --task referring; --task {args.task} takes --vocab.")
+        raise OVSegError(
+            f"--prompt goes with --task referring or reasoning; --task {args.task} takes --vocab."
+        )
 
 
 def _predict_one(
@@ -229,6 +234,7 @@ def _predict_one(
     from ovseg.outputs import (
         write_detection_outputs,
         write_instance_outputs,
+        write_reasoning_outputs,
         write_referring_outputs,
         write_semantic_outputs,
     )
@@ -248,6 +254,10 @@ def _predict_one(
             f"predicted IoU {result.score:.2f}"
         )
         return written, line, result
+    if task == "reasoning":
+        result = pipeline(image, args.prompt)
+        written = write_reasoning_outputs(result, image, out_dir, stem, **options)
+        return written, f"'{result.answer}' ({len(result)} mask(s))", result
     result = pipeline(image)
     if task == "detection":
         written = write_detection_outputs(result, image, out_dir, stem, **options)
@@ -419,7 +429,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     source, out_dir = Path(inputs[0]), Path(args.out)
     dataset = _dataset_dicts_input(source)
     images = dataset[1] if dataset else _collect_images(source, out_dir)
-    if args.vocab_free and (vocabulary is not None or args.task == "referring"):
+    if args.vocab_free and (vocabulary is not None or args.task in PROMPTED_TASKS):
         raise OVSegError(
             "--vocab-free finds the class names itself: drop --vocab/--vocab-file "
             "(it runs the semantic or the instance task)."
@@ -430,6 +440,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise OVSegError(
             "--task detection takes a vocabulary (--vocab/--vocab-file or the preset's) and "
             "writes its boxes as COCO results itself (<stem>_coco.json); drop --vocab-free/--export."
+        )
+    if args.export and args.task == "reasoning":
+        raise OVSegError(
+            "--export writes semantic, referring and instance results; --task reasoning writes "
+            "its masks and answer as PNG and JSON files only (drop --export)."
         )
     if args.export:
         from ovseg.export import parse_formats
@@ -572,8 +587,8 @@ def _predict_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ovseg predict",
         description="Segment an image or a folder: semantic maps, one phrase's mask "
-        "(--task referring --prompt PHRASE), named instances (--task instance) or boxes "
-        "(--task detection).",
+        "(--task referring --prompt PHRASE), named instances (--task instance), boxes "
+        "(--task detection) or an answer with its masks (--task reasoning --prompt QUESTION).",
     )
     p.add_argument(
         "input", help="image file, folder, or detectron2 dataset-dicts JSON (a list of dicts)"
@@ -582,12 +597,16 @@ def _predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="preset name or config YAML (default: shapes-tiny)")
     p.add_argument(
         "--task",
-        choices=("semantic", "referring", "instance", "detection"),
+        choices=("semantic", "referring", "instance", "detection", "reasoning"),
         default="semantic",
-        help="semantic (default), referring (needs --prompt), instance or detection; the "
-        "preset needs a pipelines.<task> section for the last three",
+        help="semantic (default), referring (needs --prompt), instance, detection or reasoning "
+        "(needs --prompt; READ presets); the preset needs a pipelines.<task> section for all but "
+        "the first",
     )
-    p.add_argument("--prompt", help="with --task referring: the phrase to segment")
+    p.add_argument(
+        "--prompt",
+        help="with --task referring: the phrase to segment; with --task reasoning: the question",
+    )
     p.add_argument(
         "--vocab-free",
         action="store_true",

@@ -164,6 +164,7 @@ PIPELINES = Registry(
         "vocab_free",
         "vocab_free_instance",
         "detection",
+        "reasoning",
     ),
 )
 DATASETS = Registry(

@@ -359,6 +359,10 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "needs a SAM and a CLIP",
         "tests/pipelines/test_instance.py",
     ),  # fmt: skip
+    ("pipeline", "ReasoningSegmenter"): (
+        "needs a multimodal language model, a CLIP tower and a SAM",
+        "tests/pipelines/test_reasoning.py",
+    ),
     ("pipeline", "VocabFreeSegmenter"): (
         "needs a text database",
         "tests/pipelines/test_vocab_free.py",

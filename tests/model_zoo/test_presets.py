@@ -94,11 +94,13 @@ PROXY_PRESETS = {p.stem for p in PRESETS.glob("proxyclip-*.yaml")}
 SCCLIP_PRESETS = {p.stem for p in PRESETS.glob("scclip-*.yaml")}
 # detector + SAM presets (no semantic pipeline) are tested in test_detection_presets.py
 DETECTION_PRESETS = {"owlv2-b16-sam-vith", "grounding-dino-t-sam-vith"}
+# READ reasoning presets (a released multimodal model) are tested in tests/pipelines/test_reasoning.py
+READ_PRESETS = {p.stem for p in PRESETS.glob("read-*.yaml")}
+OWN_TESTS = SCCLIP_PRESETS | DETECTION_PRESETS | READ_PRESETS
 ALL_PRESETS = sorted(
     p
     for p in PRESETS.glob("*.yaml")
-    if p.stem
-    not in EMBEDDED_PRESETS | TRAINED_PRESETS | PROXY_PRESETS | SCCLIP_PRESETS | DETECTION_PRESETS
+    if p.stem not in EMBEDDED_PRESETS | TRAINED_PRESETS | PROXY_PRESETS | OWN_TESTS
 )
 
 
