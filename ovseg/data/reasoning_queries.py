@@ -40,7 +40,6 @@ HEIGHT_MARGIN = 0.15
 COUNT_WORDS = {2: "two", 3: "three", 4: "four"}
 NOUNS = ("shape", "object")
 
-IMAGE_TOKEN = "<image>"
 SEG_TOKEN = "[SEG]"
 DEFAULT_ANSWER = "Sure, it is [SEG]."
 # LISA's wordings: a class name goes into a short question, a referring sentence into a long one
@@ -291,11 +290,12 @@ def sample_queries(
 
 
 def question_text(query: Query, template: str | None = None) -> str:
-    """LISA's question for ``query``: ``"<image>\\n"`` + a short question wrapping a class name,
-    a long one for a referring sentence (the first template unless one is given)."""
+    """LISA's user message for ``query`` (without the ``<image>`` line the conversation puts
+    before it): a short question wrapping a class name, a long one for a referring sentence
+    (the first template of each unless one is given)."""
     if template is None:
         template = (SHORT_QUESTIONS if query.kind == "class" else LONG_QUESTIONS)[0]
-    return f"{IMAGE_TOKEN}\n" + template.format(phrase=query.text)
+    return template.format(phrase=query.text)
 
 
 def answer_text(num_segments: int = 1, template: str = DEFAULT_ANSWER) -> str:

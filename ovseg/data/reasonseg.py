@@ -25,9 +25,10 @@ An item is one image with its queries, in the layout of
      "queries": [{"question", "answer": "[SEG].", "text", "masks": (1, H, W) bool target,
                   "ignore": (H, W) bool, "kind": "long" | "short", "group": None}]}
 
-Questions are LISA's evaluation wording (``ValDataset``): ``"<image>\\n {text} Please output
-segmentation mask."`` for sentences, ``"<image>\\n What is {text} in this image? Please output
-segmentation mask."`` for phrases. LISA scores only the first query of each image
+Questions are LISA's evaluation wording (``ValDataset``) after its ``"<image>\\n"`` line, which
+the conversation template adds: ``" {text} Please output segmentation mask."`` for sentences,
+``" What is {text} in this image? Please output segmentation mask."`` for phrases (LISA's
+leading space kept). LISA scores only the first query of each image
 (``queries: first``, the default); ``queries: all`` scores every one.
 """
 
@@ -51,8 +52,8 @@ IGNORE_VALUE = 255
 LAYOUT = """Expected layout (see datasets/README.md):
   ROOT/reason_seg/ReasonSeg/<train|val|test>/<stem>.jpg
   ROOT/reason_seg/ReasonSeg/<train|val|test>/<stem>.json   (text, is_sentence, shapes)"""
-LONG_QUESTION = "<image>\n {} Please output segmentation mask."
-SHORT_QUESTION = "<image>\n What is {} in this image? Please output segmentation mask."
+LONG_QUESTION = " {} Please output segmentation mask."
+SHORT_QUESTION = " What is {} in this image? Please output segmentation mask."
 EVAL_ANSWER = "[SEG]."
 
 

@@ -2,11 +2,12 @@
 
 Each item is one scene (:func:`ovseg.data.synthetic.generate_scene`, the same scenes as
 :class:`~ovseg.data.synthetic.SyntheticSceneDataset` for equal ``seed``/``split``/``index``) with
-questions from :mod:`ovseg.data.reasoning_queries`::
+questions from :mod:`ovseg.data.reasoning_queries` (the user's message; the conversation template
+puts the ``<image>`` line before it)::
 
     {"image": (H, W, 3) uint8 RGB,
      "filename": "synthetic_reasoning_<split>_<index>",
-     "queries": [{"question": "<image>\\nWhat is the shape above the red star in this image? ...",
+     "queries": [{"question": "What is the shape above the red star in this image? ...",
                   "answer": "Sure, it is [SEG].",
                   "text": "the shape above the red star",
                   "masks": (n, H, W) bool, one per [SEG] of the answer,

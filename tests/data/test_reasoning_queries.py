@@ -151,7 +151,7 @@ def test_sample_queries_is_deterministic_and_spreads_over_kinds():
 def test_question_and_answer_wording():
     scene = _scene(_obj("red", "star", 20, 0, 12), _obj("blue", "ring", 20, 40, 12))
     query = class_queries(scene)[0]
-    assert question_text(query) == "<image>\nCan you segment the red star in this image?"
+    assert question_text(query) == "Can you segment the red star in this image?"
     assert answer_text(1) == "Sure, it is [SEG]."
     assert answer_text(3) == "Sure, they are [SEG], [SEG] and [SEG]."
     with pytest.raises(ValueError):

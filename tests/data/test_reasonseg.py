@@ -60,7 +60,7 @@ def test_mask_follows_lisa_drawing(root):
     expected[6:10, 6:11] = 255  # 10.9 -> 10, 9.7 -> 9; drawn later because it is smaller
     np.testing.assert_array_equal(label, expected)
     (query,) = item["queries"]  # LISA scores the first query only
-    assert query["question"] == "<image>\n the thing you sit on Please output segmentation mask."
+    assert query["question"] == " the thing you sit on Please output segmentation mask."
     assert query["kind"] == "long" and query["answer"] == "[SEG]."
     np.testing.assert_array_equal(query["masks"][0], expected == 1)
     np.testing.assert_array_equal(query["ignore"], expected == 255)
@@ -80,9 +80,9 @@ def test_all_queries_short_questions_and_subsets(root):
     data = ReasonSegDataset(root / "reason_seg" / "ReasonSeg", split="val", queries="all")
     assert [len(data[i]["queries"]) for i in range(2)] == [2, 1]
     assert data[1]["queries"][0]["question"] == (
-        "<image>\n What is Chair in this image? Please output segmentation mask."
+        " What is Chair in this image? Please output segmentation mask."
     )
-    assert reasonseg_question(" x ", True) == "<image>\n x Please output segmentation mask."
+    assert reasonseg_question(" x ", True) == " x Please output segmentation mask."
     short = ReasonSegDataset(root, split="val", subset="short")
     assert len(short) == 1 and short[0]["queries"][0]["kind"] == "short"
     built = DATASETS.build({"type": "ReasonSegDataset", "root": str(root), "split": "val"})
