@@ -10,7 +10,7 @@ dataset) and an optional ``evaluation`` section whose ``type`` names a registere
       test: {type: ADE20KDataset, root: data/synth, split: validation}
     evaluation:
       type: SemSegEvaluator   # the default; CocoInstanceEvaluator, ReferringMetric,
-      groups: auto            #   VocabFreeEvaluator ...
+      groups: auto            #   ReasoningMetric, VocabFreeEvaluator ...
     work_dir: work_dirs/eval_shapes_tiny
 
 The evaluator says which pipeline it scores (its ``task``); :func:`evaluate` builds that
@@ -47,6 +47,7 @@ from ovseg.errors import ConfigError, EvaluationError, OVSegError
 # the evaluators register themselves in EVALUATORS on import
 from ovseg.evaluation import (  # noqa: F401
     instance_evaluator,
+    reasoning_evaluator,
     referring_evaluator,
     semseg_evaluator,
     vocab_free_evaluator,
@@ -64,10 +65,11 @@ LOOP_SETTINGS = ("type", "progress")
 def predict(pipeline: Any, evaluator: DatasetEvaluator, inputs: Mapping[str, Any]) -> Any:
     """The pipeline's prediction for one sample, in the form ``evaluator.process`` takes.
 
-    ``referring``: ``set_image`` once, then a ``predict(phrase)`` result per phrase of
-    ``evaluator.queries(inputs)`` (a list); other tasks: ``pipeline(inputs["image"])``.
+    ``referring`` / ``reasoning``: ``set_image`` once, then a ``predict(phrase)`` result per
+    phrase (or question) of ``evaluator.queries(inputs)`` (a list); other tasks:
+    ``pipeline(inputs["image"])``.
     """
-    if evaluator.task == "referring":
+    if evaluator.task in ("referring", "reasoning"):
         pipeline.set_image(inputs["image"])
         return [pipeline.predict(phrase) for phrase in evaluator.queries(inputs)]
     return pipeline(inputs["image"])
@@ -204,8 +206,8 @@ def build_pipeline(cfg: Any, evaluator: DatasetEvaluator, device: str) -> Any:
         from ovseg.api import build_vocab_free_pipeline
 
         return build_vocab_free_pipeline(cfg, device=device)
-    if evaluator.task == "referring":
-        return create_pipeline(cfg, task="referring", device=device)
+    if evaluator.task in ("referring", "reasoning"):
+        return create_pipeline(cfg, task=evaluator.task, device=device)
     vocabulary = to_container(cfg)["vocabulary"] if cfg.get("vocabulary") else None
     return create_pipeline(
         cfg, vocabulary or evaluator.vocabulary, task=evaluator.task, device=device
