@@ -12,8 +12,9 @@ outside the learned vocabulary falls back to its UTF-8 bytes instead of ``<unk>`
 split at spaces and a space is written ``▁`` at the start of the following word; every encoded
 text starts with ``<s>`` (no ``</s>``). The padding token is ``<unk>``, as LLaVA and LISA set it.
 ``<image>`` is not in the vocabulary: prompts are split at ``<image>`` and the image features
-are spliced in by position. ``[SEG]`` is added as a (non-special) token after training, as LISA
-adds it, so it is the last id.
+are spliced in by position. After training, ``[SEG]`` is added as a (non-special) token, then
+``<im_start>`` and ``<im_end>`` as special tokens (the image's delimiters in READ / LISA's
+prompts), in LISA's order: they are the last three ids.
 
 Training is deterministic: the same settings give byte-identical files.
 """
@@ -43,6 +44,7 @@ from ovseg.data.synthetic_vocab import CLASS_NAMES
 from ovseg.errors import ConfigError
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
+IM_START, IM_END = "<im_start>", "<im_end>"
 SPACE = "\u2581"  # "▁", SentencePiece's word-boundary mark
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
 # LLaVA v1's conversation template: the system message and the role tags
@@ -118,7 +120,7 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE) 
 
 def as_pretrained(tokenizer: Any) -> Any:
     """Wrap a ``tokenizers.Tokenizer`` as ``transformers.PreTrainedTokenizerFast`` with LLaMA's
-    special tokens (pad = unk), right padding, and ``[SEG]`` added."""
+    special tokens (pad = unk), right padding, ``[SEG]``, ``<im_start>`` and ``<im_end>`` added."""
     from transformers import PreTrainedTokenizerFast
 
     fast = PreTrainedTokenizerFast(
@@ -132,6 +134,7 @@ def as_pretrained(tokenizer: Any) -> Any:
         clean_up_tokenization_spaces=False,
     )
     fast.add_tokens([SEG_TOKEN])
+    fast.add_tokens([IM_START, IM_END], special_tokens=True)
     return fast
 
 

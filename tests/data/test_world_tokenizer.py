@@ -30,7 +30,11 @@ def _check_layout(tok):
     ]
     assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (0, 1, 2, 0)
     seg = tok(SEG_TOKEN, add_special_tokens=False).input_ids
-    assert seg == [len(tok) - 1]
+    assert seg == [len(tok) - 3]
+    assert tok("<im_start><im_end>", add_special_tokens=False).input_ids == [
+        len(tok) - 2,
+        len(tok) - 1,
+    ]
     assert "<image>" not in tok.get_vocab()
     ids = tok("What is the shape above the red star? Sure, it is [SEG].").input_ids
     assert ids[0] == 1 and ids[-1] != 2 and seg[0] in ids  # <s> first, no </s> added
@@ -47,6 +51,8 @@ def test_layout_and_round_trip(folder):
     _check_layout(tok)
     text = "Can you segment the blue ring? Sure, it is [SEG]."
     assert tok.decode(tok(text).input_ids, skip_special_tokens=True) == text
+    # the image delimiters are special: dropped when decoding an answer
+    assert tok.decode(tok("<im_start><im_end> red").input_ids, skip_special_tokens=True) == "red"
     # a character never seen falls back to its UTF-8 bytes, and decodes back
     ids = tok("zebra \u00e9", add_special_tokens=False).input_ids
     assert tok.unk_token_id not in ids
