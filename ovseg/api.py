@@ -16,7 +16,14 @@ from ovseg.registry import PIPELINES
 DEFAULT_PRESET = "shapes-tiny"
 
 
-TASK_NAMES = ("semantic", "referring", "instance", "vocab_free", "vocab_free_instance")
+TASK_NAMES = (
+    "semantic",
+    "referring",
+    "instance",
+    "reasoning",
+    "vocab_free",
+    "vocab_free_instance",
+)
 #: vocabulary-free tasks and the task whose pipeline section they wrap
 VOCAB_FREE_TASKS = {"vocab_free": "semantic", "vocab_free_instance": "instance"}
 
@@ -76,6 +83,11 @@ def _takes_vocabulary(pipeline_cfg: Mapping[str, Any]) -> bool:
 
 def _set_device(pipeline_cfg: dict[str, Any], device: str) -> None:
     """Put every model of a pipeline section (also nested pipelines) on ``device``."""
+    import inspect
+
+    factory = PIPELINES.get(pipeline_cfg.get("type", ""))
+    if "device" in inspect.signature(factory).parameters:  # a pipeline that loads its own model
+        pipeline_cfg["device"] = device
     for part in ("backbone", "decoder"):
         if isinstance(pipeline_cfg.get(part), dict):
             pipeline_cfg[part]["device"] = device
@@ -101,7 +113,8 @@ def create_pipeline(
             the preset's vocabulary. Ignored by the referring task (it takes phrases).
         task: ``semantic`` (``SemanticSegmenter``-like: image -> OVSegResult), any task with a
             ``pipelines.<task>`` section in the config (built-in: ``referring``
-            (image + phrase -> ReferringResult), ``instance`` (image -> Instances), or the
+            (image + phrase -> ReferringResult), ``instance`` (image -> Instances),
+            ``reasoning`` (image + question -> ReasoningResult, READ), or the
             vocabulary-free ``vocab_free`` / ``vocab_free_instance`` (names found in the
             config's text database, see :func:`build_vocab_free_pipeline`).
         overrides: ``key=value`` strings applied to the config (``pipeline.logit_scale=50``).

@@ -209,16 +209,21 @@ def _vocabulary_from_args(args: argparse.Namespace):
     return None
 
 
+PROMPTED_TASKS = {"referring": "the phrase to segment", "reasoning": "the question to answer"}
+
+
 def _check_task_arguments(args: argparse.Namespace) -> None:
-    if args.task == "referring":
+    if args.task in PROMPTED_TASKS:
         if not args.prompt or not args.prompt.strip():
-            raise OVSegError("--task referring needs --prompt 'the phrase to segment'.")
+            raise OVSegError(f"--task {args.task} needs --prompt '{PROMPTED_TASKS[args.task]}'.")
         if args.vocab is not None or args.vocab_file is not None:
             raise OVSegError(
-                "--task referring segments --prompt; it takes no --vocab/--vocab-file."
+                f"--task {args.task} answers --prompt; it takes no --vocab/--vocab-file."
             )
     elif args.prompt:
-        raise OVSegError(f"--prompt goes with --task referring; --task {args.task} takes --vocab.")
+        raise OVSegError(
+            f"--prompt goes with --task referring or reasoning; --task {args.task} takes --vocab."
+        )
 
 
 def _predict_one(
@@ -228,6 +233,7 @@ def _predict_one(
     ``source``."""
     from ovseg.outputs import (
         write_instance_outputs,
+        write_reasoning_outputs,
         write_referring_outputs,
         write_semantic_outputs,
     )
@@ -247,6 +253,10 @@ def _predict_one(
             f"predicted IoU {result.score:.2f}"
         )
         return written, line, result
+    if task == "reasoning":
+        result = pipeline(image, args.prompt)
+        written = write_reasoning_outputs(result, image, out_dir, stem, **options)
+        return written, f"'{result.answer}' ({len(result)} mask(s))", result
     result = pipeline(image)
     if task == "instance":
         written = write_instance_outputs(
@@ -380,13 +390,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     vocabulary = _vocabulary_from_args(args)
     source, out_dir = Path(inputs[0]), Path(args.out)
     images = _collect_images(source, out_dir)
-    if args.vocab_free and (vocabulary is not None or args.task == "referring"):
+    if args.vocab_free and (vocabulary is not None or args.task in PROMPTED_TASKS):
         raise OVSegError(
             "--vocab-free finds the class names itself: drop --vocab/--vocab-file "
             "(it runs the semantic or the instance task)."
         )
     if args.db and not args.vocab_free:
         raise OVSegError("--db goes with --vocab-free.")
+    if args.export and args.task == "reasoning":
+        raise OVSegError(
+            "--export writes semantic, referring and instance results; --task reasoning writes "
+            "its masks and answer as PNG and JSON files only (drop --export)."
+        )
     if args.export:
         from ovseg.export import parse_formats
 
@@ -524,19 +539,24 @@ def _predict_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ovseg predict",
         description="Segment an image or a folder: semantic maps, one phrase's mask "
-        "(--task referring --prompt PHRASE) or named instances (--task instance).",
+        "(--task referring --prompt PHRASE), named instances (--task instance) or an answer "
+        "with its masks (--task reasoning --prompt QUESTION).",
     )
     p.add_argument("input", help="image file or folder")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--preset", help="preset name or config YAML (default: shapes-tiny)")
     p.add_argument(
         "--task",
-        choices=("semantic", "referring", "instance"),
+        choices=("semantic", "referring", "instance", "reasoning"),
         default="semantic",
-        help="semantic (default), referring (needs --prompt) or instance; the preset needs a "
-        "pipelines.<task> section for the last two",
+        help="semantic (default), referring (needs --prompt), instance or reasoning (needs "
+        "--prompt; READ presets); the preset needs a pipelines.<task> section for all but the "
+        "first",
     )
-    p.add_argument("--prompt", help="with --task referring: the phrase to segment")
+    p.add_argument(
+        "--prompt",
+        help="with --task referring: the phrase to segment; with --task reasoning: the question",
+    )
     p.add_argument(
         "--vocab-free",
         action="store_true",

@@ -21,8 +21,14 @@ import numpy as np
 from ovseg.errors import ConfigError
 from ovseg.fileio import atomic_write_text
 from ovseg.io import write_png_atomic
-from ovseg.structures import Instances, OVSegResult, ReferringResult
-from ovseg.visualize import draw_instances, overlay, picture_scale, referring_overlay
+from ovseg.structures import Instances, OVSegResult, ReasoningResult, ReferringResult
+from ovseg.visualize import (
+    draw_instances,
+    overlay,
+    picture_scale,
+    reasoning_overlay,
+    referring_overlay,
+)
 
 
 def _with_source(summary: dict, source: str | None) -> dict:
@@ -94,6 +100,36 @@ def write_referring_outputs(
     write_png_atomic(grey, paths["similarity"])
     summary = _with_source({"image_size": list(result.mask.shape), **result.to_dict()}, source)
     atomic_write_text(paths["json"], json.dumps(summary, indent=2) + "\n")
+    return paths
+
+
+def write_reasoning_outputs(
+    result: ReasoningResult,
+    image: np.ndarray,
+    out_dir: Path,
+    stem: str,
+    *,
+    source: str | None = None,
+    side_by_side: bool = False,
+) -> dict[str, Path]:
+    """Write ``<stem>_mask_<k>.png`` for each mask ``k`` (255 inside, 0 outside; none when the
+    answer has no ``[SEG]``), ``<stem>_overlay.png`` (masks with their points and the answer,
+    enlarged when small; the input first with ``side_by_side``) and ``<stem>.json`` (question,
+    answer, per mask: score, area, box, points)."""
+    out_dir = Path(out_dir)
+    paths = {f"mask_{k}": out_dir / f"{stem}_mask_{k}.png" for k in range(len(result))}
+    paths["overlay"] = out_dir / f"{stem}_overlay.png"
+    paths["json"] = out_dir / f"{stem}.json"
+    for k in range(len(result)):
+        write_png_atomic(result.masks[k].astype(np.uint8) * 255, paths[f"mask_{k}"])
+    picture = reasoning_overlay(
+        image, result, scale=picture_scale(image.shape), side_by_side=side_by_side
+    )
+    write_png_atomic(picture, paths["overlay"])
+    summary = {"image_size": [int(image.shape[0]), int(image.shape[1])], **result.to_dict()}
+    for k, entry in enumerate(summary["masks"]):
+        entry["file"] = paths[f"mask_{k}"].name
+    atomic_write_text(paths["json"], json.dumps(_with_source(summary, source), indent=2) + "\n")
     return paths
 
 

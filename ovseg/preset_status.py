@@ -22,7 +22,7 @@ from ovseg.config import list_presets, load_config, to_container
 from ovseg.errors import OVSegError
 from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, WEIGHTS_DIR
 
-TASK_ORDER = ("semantic", "referring", "instance", "vocab-free")
+TASK_ORDER = ("semantic", "referring", "instance", "reasoning", "vocab-free")
 
 #: ``(model_name, tag) -> (Hugging Face repo, candidate file names)`` as open_clip's tag table and
 #: ``clip_weights`` resolve them, for the tags the shipped presets name; tests check every entry
@@ -144,7 +144,37 @@ def _denseclip(section: Mapping[str, Any]) -> WeightStatus:
     return WeightStatus(what, None, "a trained export (pipeline.weights=PATH)")
 
 
+def _hf_folder(what: str, path: Any, repo: Any, setting: str) -> WeightStatus:
+    """A Hugging Face model folder: a local path, or the cache's copy of ``repo``."""
+    if path:
+        found = (Path(str(path)).expanduser() / "config.json").is_file()
+        return WeightStatus(what, "local folder" if found else None, f"the folder {path}")
+    if not repo:
+        return WeightStatus(what, None, f"a folder ({setting}=DIR)")
+    if _cached_hf_file(str(repo), ("config.json",)):
+        return WeightStatus(f"{what} {repo}", "Hugging Face cache")
+    return WeightStatus(f"{what} {repo}", None, f"hf download {repo} (or {setting}=DIR)")
+
+
+def _reasoning(section: Mapping[str, Any]) -> Iterator[WeightStatus]:
+    yield _hf_folder(
+        "READ", section.get("weights"), section.get("hf_repo"), "pipelines.reasoning.weights"
+    )
+    tower = section.get("vision_tower")
+    if isinstance(tower, str) and tower.startswith("open_clip:"):
+        name, _, tag = tower[len("open_clip:") :].partition("@")
+        yield _clip({"model_name": name, "pretrained": tag or None})
+    else:
+        yield _hf_folder(
+            "CLIP vision tower",
+            tower,
+            section.get("vision_tower_repo"),
+            "pipelines.reasoning.vision_tower",
+        )
+
+
 _CHECKS = {"ClipBackbone": _clip, "SamDecoder": _sam, "DenseCLIPSegmenter": _denseclip}
+_MULTI_CHECKS = {"ReasoningSegmenter": _reasoning}
 
 
 def _weights(node: Any) -> Iterator[WeightStatus]:
@@ -152,6 +182,9 @@ def _weights(node: Any) -> Iterator[WeightStatus]:
         check = _CHECKS.get(str(node.get("type")))
         if check is not None:
             yield check(node)
+        several = _MULTI_CHECKS.get(str(node.get("type")))
+        if several is not None:
+            yield from several(node)
         for value in node.values():
             yield from _weights(value)
     elif isinstance(node, list):

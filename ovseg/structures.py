@@ -168,6 +168,13 @@ class Instances:
         }
 
 
+def _box_xyxy(mask: np.ndarray) -> list[int] | None:
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return None
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
 @dataclass
 class ReferringResult:
     """Text-prompted (referring) segmentation of one image.
@@ -188,17 +195,65 @@ class ReferringResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        ys, xs = np.nonzero(self.mask)
-        box = (
-            [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-            if len(xs)
-            else None
-        )
         return {
             "phrase": self.phrase,
             "score": round(float(self.score), 6),
             "area": int(self.mask.sum()),
-            "box_xyxy": box,
+            "box_xyxy": _box_xyxy(self.mask),
             "points": self.points.to_dict(),
+            "meta": self.meta,
+        }
+
+
+@dataclass
+class ReasoningResult:
+    """Reasoning segmentation of one image: a generated answer and one mask per ``[SEG]`` in it.
+
+    Attributes:
+        question: the question asked.
+        answer: the generated answer text (``[SEG]`` kept where the model placed it).
+        masks: ``(K, H, W)`` bool, one per ``[SEG]`` of the answer (``K = 0``: text only).
+        scores: ``(K,)`` float32, the mask decoder's predicted IoU of each mask.
+        points: ``K`` point prompts (SasP) that produced the masks.
+        similarity: ``K`` ``(h, w)`` float32 grids of raw ``[SEG]``-to-image-token similarity.
+    """
+
+    question: str
+    answer: str
+    masks: np.ndarray
+    scores: np.ndarray
+    points: list[PointPrompts] = field(default_factory=list)
+    similarity: list[np.ndarray] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.masks = np.asarray(self.masks, dtype=bool)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        if self.masks.ndim != 3 or len(self.masks) != len(self.scores):
+            raise ValueError(
+                f"masks must be (K, H, W) with K scores; got {self.masks.shape} and "
+                f"{len(self.scores)} scores."
+            )
+        if len(self.points) != len(self.scores):
+            raise ValueError(f"{len(self.points)} point sets for {len(self.scores)} masks.")
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "num_masks": len(self),
+            "masks": [
+                {
+                    "index": k,
+                    "score": round(float(self.scores[k]), 6),
+                    "area": int(self.masks[k].sum()),
+                    "box_xyxy": _box_xyxy(self.masks[k]),
+                    "points": self.points[k].to_dict(),
+                }
+                for k in range(len(self))
+            ],
             "meta": self.meta,
         }

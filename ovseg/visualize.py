@@ -604,3 +604,42 @@ def referring_overlay(
     text = _fit_text(font, f"{result.phrase}  (predicted IoU {result.score:.2f})", canvas.width - 8)
     ImageDraw.Draw(canvas).text((4, size // 4), text, fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
+
+
+# --------------------------------------------------------------------------------------------
+# Reasoning (READ)
+# --------------------------------------------------------------------------------------------
+def reasoning_overlay(
+    image: np.ndarray,
+    result,
+    *,
+    opacity: float = 0.5,
+    scale: int = 1,
+    side_by_side: bool = False,
+) -> np.ndarray:
+    """The masks of a :class:`~ovseg.structures.ReasoningResult`, one colour each, with their
+    SasP points (``photo | masks`` with ``side_by_side``), ``scale`` times the input; the
+    answer is written above. An answer without a mask shows the photo alone."""
+    photo = enlarge_image(image, scale)
+    panel = photo
+    colours = class_colours([f"mask {k}" for k in range(len(result))])
+    for k in range(len(result)):
+        panel = draw_mask(
+            panel, enlarge_nearest(result.masks[k], scale), colour=colours[k], opacity=opacity
+        )
+    for k in range(len(result)):
+        panel = draw_points(panel, result.points[k], scale=scale)
+    panels = [photo, panel] if side_by_side else [panel]
+    size = font_size(max(photo.shape[:2]))
+    font = load_font(size)
+    gap, header = 4 * scale, size + size // 2
+    height, width = photo.shape[:2]
+    canvas = Image.new("RGB", (len(panels) * (width + gap) - gap, height + header), "white")
+    for k, picture in enumerate(panels):
+        canvas.paste(Image.fromarray(picture), (k * (width + gap), header))
+    scores = ", ".join(f"{float(s):.2f}" for s in result.scores)
+    text = result.answer + (f"  (predicted IoU {scores})" if len(result) else "  (no mask)")
+    ImageDraw.Draw(canvas).text(
+        (4, size // 4), _fit_text(font, text, canvas.width - 8), fill=(0, 0, 0), font=font
+    )
+    return np.asarray(canvas)

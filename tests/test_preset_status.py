@@ -47,9 +47,16 @@ def test_list_groups_presets_by_task_and_marks_what_runs(empty_hf_cache, no_mode
         elif current and line.startswith("  "):
             name, _, state = line.strip().partition(" ")
             sections[current][name] = state.strip()
-    assert list(sections) == ["semantic", "referring", "instance", "vocab-free"]
-    for task in sections:
+    assert list(sections) == ["semantic", "referring", "instance", "reasoning", "vocab-free"]
+    for task in set(sections) - {"reasoning"}:
         assert sections[task]["shapes-tiny"].startswith("ready (embedded")
+    read_repo = "rui-qian/READ-LLaVA-v1.5-7B-for-ReasonSeg-valset"
+    assert sections["reasoning"]["read-llava-7b-reasonseg-val"] == (
+        f"needs READ {read_repo}: hf download {read_repo} (or pipelines.reasoning.weights=DIR); "
+        "CLIP vision tower openai/clip-vit-large-patch14-336: hf download "
+        "openai/clip-vit-large-patch14-336 (or pipelines.reasoning.vision_tower=DIR)"
+    )
+    assert "read-llava-7b-reasonseg-val" not in sections["semantic"]
     assert sections["vocab-free"]["shapes-tiny"] == "ready (embedded, packaged database)"
     assert sections["semantic"]["shapes-tiny-denseclip"] == "ready (embedded)"
     assert "shapes-tiny-denseclip" not in sections["referring"]
@@ -69,6 +76,23 @@ def test_weights_in_the_hf_cache_make_a_preset_ready(empty_hf_cache):
     status = preset_status("sclip-vitb16-voc21")
     assert status.ready("semantic")
     assert [w.where for w in status.tasks["semantic"]] == ["Hugging Face cache"]
+
+
+def test_read_folders_in_the_hf_cache_make_a_reasoning_preset_ready(empty_hf_cache):
+    name = "read-llava-13b-reasonseg-test"
+    assert not preset_status(name).ready("reasoning")
+    for repo in (
+        "rui-qian/READ-LLaVA-v1.5-13B-for-ReasonSeg-testset",
+        "openai/clip-vit-large-patch14-336",
+    ):
+        folder = empty_hf_cache / f"models--{repo.replace('/', '--')}"
+        (folder / "refs").mkdir(parents=True)
+        (folder / "refs" / "main").write_text("abc123")
+        (folder / "snapshots" / "abc123").mkdir(parents=True)
+        (folder / "snapshots" / "abc123" / "config.json").write_text("{}")
+    status = preset_status(name)
+    assert status.ready("reasoning")
+    assert [w.where for w in status.tasks["reasoning"]] == ["Hugging Face cache"] * 2
 
 
 def test_sam_and_local_checkpoints(tmp_path, monkeypatch, no_model_built):

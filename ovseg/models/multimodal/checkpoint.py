@@ -26,7 +26,8 @@ that differs raises :class:`~ovseg.errors.CheckpointError` listing them. The one
 
 The vision tower: READ's release script drops ``vision_tower`` weights (they are the unchanged
 CLIP), so unless the folder has ``model.vision_tower.*`` keys the tower comes from
-``vision_tower=``: a local HF CLIP folder (``openai/clip-vit-large-patch14-336`` for the
+``vision_tower=``: a local HF CLIP folder (its config also shapes the tower when the weights are
+in the READ folder, unless ``config.json`` has a ``vision_config`` mapping) (``openai/clip-vit-large-patch14-336`` for the
 LLaVA-1.5 based models; its ``vision_model.*`` weights are loaded strictly, a full CLIP
 checkpoint's text tower is not used, as ``CLIPVisionModel.from_pretrained`` does), an open_clip
 spec ``"open_clip:MODEL@TAG"`` (e.g. ``open_clip:ovseg-ViT-Ti-8@shapes``), or a built module.
@@ -50,7 +51,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ovseg.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from ovseg.errors import (
+    CheckpointError,
+    ConfigError,
+    MissingDependencyError,
+    WeightsNotFoundError,
+)
 from ovseg.models.multimodal.constants import (
     DEFAULT_IM_END_TOKEN,
     DEFAULT_IM_START_TOKEN,
@@ -145,8 +151,14 @@ def load_folder_state(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def map_read_keys(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """READ's keys -> ReadModel keys; returns ``(mapped, unknown keys)`` (derived keys dropped)."""
+def map_read_keys(
+    state: Mapping[str, torch.Tensor], model: nn.Module | None = None
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """READ's keys -> ReadModel keys; returns ``(mapped, unknown keys)`` (derived keys dropped).
+
+    With ``model``, HF CLIP tower keys are also fitted to its transformers version
+    (``vision_model.`` level, see :func:`_clip_prefix`).
+    """
     mapped: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
     for key, value in state.items():
@@ -158,6 +170,8 @@ def map_read_keys(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Te
                 break
         else:
             unknown.append(key)
+    if model is not None:
+        mapped = _to_model_tower_keys(mapped, _clip_prefix(model))
     return mapped, unknown
 
 
@@ -255,6 +269,14 @@ def build_vision_tower(
         backbone = ClipBackbone(name, pretrained=tag or None)
         return OpenClipVisionTower.from_backbone(backbone, **select), None
     folder = Path(text).expanduser()
+    if not (folder / "config.json").is_file() and isinstance(config.get("vision_config"), Mapping):
+        from transformers import CLIPVisionConfig
+
+        with contextlib.nullcontext() if init else _no_init():
+            tower = HFClipVisionTower.from_config(
+                CLIPVisionConfig(**config["vision_config"]), **select
+            )
+        return tower, None
     if not (folder / "config.json").is_file():
         raise WeightsNotFoundError(
             f"Vision tower '{text}' is not a local folder with config.json. READ's released "
@@ -323,7 +345,7 @@ def build_read_model(
         seg_token_idx,
         out_dim=int(config.get("out_dim", 256)),
         eos_token_id=eos_token_id,
-        **model_kwargs,
+        **{"use_im_start_end": bool(config.get("mm_use_im_start_end", True)), **model_kwargs},
     )
 
 
@@ -339,11 +361,22 @@ def _token_id(tokenizer: Any, token: str, folder: Path) -> int:
 
 def load_tokenizer(folder: str | os.PathLike) -> Any:
     """The folder's tokenizer (local files only, no remote code), pad = unk as READ sets it."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(folder), local_files_only=True, trust_remote_code=False
-    )
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as err:
+        raise MissingDependencyError(
+            "READ models need transformers: pip install 'ovseg[read]'."
+        ) from err
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=False
+        )
+    except (ValueError, OSError, ImportError) as err:
+        raise CheckpointError(
+            f"No usable tokenizer in {folder}: {err} READ folders ship LLaMA's tokenizer.model "
+            "(converting it needs sentencepiece and protobuf: pip install 'ovseg[read]') or a "
+            "tokenizer.json."
+        ) from err
     if tokenizer.pad_token is None and tokenizer.unk_token is not None:
         tokenizer.pad_token = tokenizer.unk_token
     return tokenizer
@@ -399,6 +432,7 @@ def load_read_model(
             f"READ model folder '{folder}' does not exist. {missing_hint}".strip()
         )
     config = _read_config(folder)
+    find_weight_files(folder)  # a missing download is reported before the tokenizer
     tokenizer = load_tokenizer(folder)
     seg_token_idx = _token_id(tokenizer, SEG_TOKEN, folder)
     if config.get("mm_use_im_start_end", True):
@@ -422,7 +456,7 @@ def load_read_model(
         init=False,
         **model_kwargs,
     )
-    state = _to_model_tower_keys(state, _clip_prefix(model))
+    state, _ = map_read_keys(raw, model)
     if not has_tower:
         state.update(_tower_state(model, vision_tower, config))
     _check_and_load(model, state, str(folder))

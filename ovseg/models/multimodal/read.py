@@ -30,8 +30,8 @@ sam_mask_shape_list, images=None, image_embeddings=None) -> dict``
     ``(K_i, H_i, W_i)`` logits), ``points`` (list of lists of
     :class:`~ovseg.structures.PointPrompts`).
 
-``model.generate(image, prompt_ids, max_new_tokens=512, *, use_cache=True, tokenizer=None)
--> ReadGeneration``
+``model.generate(image, prompt_ids, max_new_tokens=512, *, use_cache=True, tokenizer=None,
+image_embedding=None) -> ReadGeneration``
     Greedy decoding (LISA / READ's ``evaluate``: ``num_beams=1``, no sampling) until EOS or
     ``max_new_tokens``; ``image`` a :class:`ReadImage` or an HWC uint8 RGB array; ``prompt_ids``
     ``(L,)`` from :func:`~ovseg.models.multimodal.conversation.encode_prompt`. Returns the new
@@ -150,6 +150,8 @@ class ReadModel(nn.Module):
         grid_region: where the image tokens lie on the image (``"center_crop"``: LLaVA's).
         eos_token_id: generation stops at it (None: only ``max_new_tokens``).
         ce_loss_weight, dice_loss_weight, bce_loss_weight: LISA's 1.0 / 0.5 / 2.0.
+        use_im_start_end: prompts wrap ``<image>`` in ``<im_start>``/``<im_end>`` (LLaVA's
+            ``mm_use_im_start_end``; READ: True).
     """
 
     def __init__(
@@ -165,6 +167,7 @@ class ReadModel(nn.Module):
         ce_loss_weight: float = DEFAULT_CE_LOSS_WEIGHT,
         dice_loss_weight: float = DEFAULT_DICE_LOSS_WEIGHT,
         bce_loss_weight: float = DEFAULT_BCE_LOSS_WEIGHT,
+        use_im_start_end: bool = True,
     ) -> None:
         super().__init__()
         prompt_dim = int(visual_model.prompt_encoder.embed_dim)
@@ -184,6 +187,7 @@ class ReadModel(nn.Module):
         self.ce_loss_weight = float(ce_loss_weight)
         self.dice_loss_weight = float(dice_loss_weight)
         self.bce_loss_weight = float(bce_loss_weight)
+        self.use_im_start_end = bool(use_im_start_end)
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -406,8 +410,13 @@ class ReadModel(nn.Module):
         *,
         use_cache: bool = True,
         tokenizer: Any = None,
+        image_embedding: torch.Tensor | None = None,
     ) -> ReadGeneration:
-        """Greedy answer and one mask per ``[SEG]`` (see the module docstring)."""
+        """Greedy answer and one mask per ``[SEG]`` (see the module docstring).
+
+        ``image_embedding`` ``(1, C, h, w)``: SAM's embedding of ``image`` when already computed
+        (:meth:`sam_image_embeddings`), e.g. to ask several questions about one image.
+        """
         if not isinstance(image, ReadImage):
             image = self.prepare_image(np.asarray(image))
         ids = torch.as_tensor(prompt_ids, dtype=torch.int64).reshape(1, -1).to(self.device)
@@ -426,7 +435,11 @@ class ReadModel(nn.Module):
         segments: list[SegPrediction] = []
         seg_indices = [g for g, t in enumerate(generated) if t == self.seg_token_idx]
         if seg_indices:
-            embedding = self.sam_image_embeddings(image.sam_pixels[None])
+            embedding = (
+                image_embedding.to(self.device)
+                if image_embedding is not None
+                else self.sam_image_embeddings(image.sam_pixels[None])
+            )
             for g in seg_indices:
                 seg_hidden = hidden[prompt_len + g - 1]
                 points, grid = self.points_for(seg_hidden, image_hidden, image.original_size)

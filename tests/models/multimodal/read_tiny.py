@@ -143,6 +143,7 @@ def write_read_folder(
     layout: str = "safetensors",
     include_tower: bool = False,
     extra: dict | None = None,
+    extra_config: dict | None = None,
 ) -> Path:
     """A released-READ folder: config, tokenizer, weights in READ's key layout.
 
@@ -151,7 +152,8 @@ def write_read_folder(
     release script does, unless ``include_tower``.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(tiny_config(tokenizer, vision_folder)))
+    config = {**tiny_config(tokenizer, vision_folder), **(extra_config or {})}
+    (folder / "config.json").write_text(json.dumps(config))
     tokenizer.save_pretrained(str(folder))
     state = {
         k: v.detach().clone().contiguous()
@@ -203,3 +205,30 @@ def script_language_model(model, tokenizer, successor: dict[str, str]) -> None:
         scale = float(np.sqrt(hidden))
         for source, target in successor.items():
             head[ids[target], names.index(source)] = 10.0 / scale
+
+
+ANSWER_WITH_MASK = {":": "Sure", "Sure": "[SEG]", "[SEG]": ".", ".": "</s>"}  # "Sure [SEG] ."
+
+
+def write_tiny_release(root: Path, successor: dict[str, str] | None = None) -> dict[str, Path]:
+    """A scripted tiny READ folder, its CLIP folder and a config YAML for ``task="reasoning"``.
+
+    Greedy decoding answers ``"Sure [SEG] ."`` by default (``successor``: see
+    :func:`script_language_model`).
+    """
+    model, tok = tiny_read_model(seed=0)
+    script_language_model(model, tok, successor or ANSWER_WITH_MASK)
+    clip = write_clip_folder(root / "clip", model.mllm.vision_tower)
+    folder = write_read_folder(root / "read", model, tok, clip)
+    sam = ", ".join(f"{k}: {json.dumps(v)}" for k, v in TINY_SAM.items())
+    config = root / "read_tiny.yaml"
+    config.write_text(
+        "pipelines:\n"
+        "  reasoning:\n"
+        "    type: ReasoningSegmenter\n"
+        f"    weights: {folder}\n"
+        f"    vision_tower: {clip}\n"
+        f"    sam_architecture: {{{sam}}}\n"
+        "    max_new_tokens: 8\n"
+    )
+    return {"folder": folder, "clip": clip, "config": config}

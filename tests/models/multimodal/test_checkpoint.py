@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from ovseg.errors import CheckpointError, WeightsNotFoundError
+from ovseg.models.multimodal.checkpoint import (
+    find_weight_files,
+    load_read_model,
+    map_read_keys,
+    read_layout_state_dict,
+)
+from ovseg.models.multimodal.conversation import encode_prompt
+from tests.models.decoders.sam_tiny import TINY_SAM
+from tests.models.multimodal.read_tiny import TINY_CLIP, write_clip_folder, write_read_folder
+
+READ_PREFIXES = (
+    "lm_head.",
+    "model.embed_tokens.",
+    "model.layers.",
+    "model.norm.",
+    "model.mm_projector.",
+    "model.visual_model.",
+    "model.text_hidden_fcs.",
+    "model.vision_tower.vision_tower.vision_model.",
+)
+
+
+@pytest.fixture(scope="module")
+def released(tiny_read, tmp_path_factory):
+    """A CLIP folder and READ folders in both layouts, written from the tiny model."""
+    model, tok = tiny_read
+    root = tmp_path_factory.mktemp("read")
+    clip = write_clip_folder(root / "clip", model.mllm.vision_tower)
+    return {
+        "clip": clip,
+        "safetensors": write_read_folder(root / "st", model, tok, clip, "safetensors"),
+        "bin-sharded": write_read_folder(root / "bin", model, tok, clip, "bin-sharded"),
+    }
+
+
+def test_layout_matches_read_key_names(tiny_read):
+    model, _ = tiny_read
+    keys = list(read_layout_state_dict(model))
+    assert all(k.startswith(READ_PREFIXES) for k in keys)
+    for prefix in READ_PREFIXES:
+        assert any(k.startswith(prefix) for k in keys), prefix
+    assert "model.text_hidden_fcs.0.0.weight" in keys and "model.text_hidden_fcs.0.2.bias" in keys
+    assert "model.mm_projector.0.weight" in keys and "model.mm_projector.2.weight" in keys
+    assert "model.visual_model.mask_decoder.iou_token.weight" in keys
+    mapped, unknown = map_read_keys(read_layout_state_dict(model), model)
+    assert unknown == [] and set(mapped) == set(model.state_dict())
+
+
+@pytest.mark.parametrize("layout", ["safetensors", "bin-sharded"])
+def test_strict_load_reproduces_the_model(tiny_read, released, layout):
+    model, tok = tiny_read
+    if layout == "bin-sharded":
+        assert len(find_weight_files(released[layout])) == 2
+    loaded, tokenizer = load_read_model(
+        released[layout], sam_architecture=TINY_SAM, attn_implementation="eager"
+    )
+    assert loaded.seg_token_idx == tokenizer.convert_tokens_to_ids("[SEG]") == model.seg_token_idx
+    assert loaded.eos_token_id == tokenizer.eos_token_id
+    reference = model.state_dict()
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, reference[key], rtol=0, atol=0, msg=key)
+    picture = (np.random.default_rng(3).random((36, 44, 3)) * 255).astype(np.uint8)
+    ids = encode_prompt("What is the red star ?", tokenizer)
+    a = loaded.generate(picture, ids, max_new_tokens=3)
+    b = model.generate(picture, ids, max_new_tokens=3)
+    assert a.output_ids == b.output_ids
+
+
+def test_sam_architecture_from_config(tiny_read, released, tmp_path):
+    folder = released["safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in folder.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    (copy / "config.json").write_text(json.dumps({**config, "ovseg_sam_architecture": TINY_SAM}))
+    loaded, _ = load_read_model(copy)
+    assert loaded.visual_model.image_encoder.img_size == 64
+
+
+def _copy_with(folder, tmp_path, edit):
+    copy = tmp_path / "edited"
+    copy.mkdir()
+    for path in folder.iterdir():
+        if path.name != "model.safetensors":
+            (copy / path.name).write_bytes(path.read_bytes())
+    state = load_file(str(folder / "model.safetensors"))
+    edit(state)
+    save_file(state, str(copy / "model.safetensors"))
+    return copy
+
+
+def test_left_over_key_is_an_error(released, tmp_path):
+    def add(state):
+        state["model.extra_head.weight"] = torch.zeros(2)
+
+    folder = _copy_with(released["safetensors"], tmp_path, add)
+    with pytest.raises(CheckpointError, match="model.extra_head.weight"):
+        load_read_model(folder, sam_architecture=TINY_SAM)
+
+
+def test_missing_key_is_an_error(released, tmp_path):
+    def drop(state):
+        del state["model.text_hidden_fcs.0.2.weight"]
+
+    folder = _copy_with(released["safetensors"], tmp_path, drop)
+    with pytest.raises(CheckpointError, match=r"1 missing keys \['text_hidden_fcs.0.2.weight'\]"):
+        load_read_model(folder, sam_architecture=TINY_SAM)
+
+
+def test_wrong_shape_is_an_error(released, tmp_path):
+    def grow(state):
+        state["model.norm.weight"] = torch.ones(40)
+
+    folder = _copy_with(released["safetensors"], tmp_path, grow)
+    with pytest.raises(CheckpointError, match="shapes differ"):
+        load_read_model(folder, sam_architecture=TINY_SAM)
+
+
+def test_derived_rotary_buffer_is_ignored(released, tmp_path):
+    def add(state):
+        state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(4)
+
+    folder = _copy_with(released["safetensors"], tmp_path, add)
+    load_read_model(folder, sam_architecture=TINY_SAM)
+
+
+def test_vision_tower_inside_the_folder(tiny_read, tmp_path):
+    model, tok = tiny_read
+    folder = write_read_folder(
+        tmp_path / "with_tower",
+        model,
+        tok,
+        tmp_path / "absent",
+        include_tower=True,
+        extra_config={"vision_config": TINY_CLIP},
+    )
+    loaded, _ = load_read_model(folder, sam_architecture=TINY_SAM)
+    torch.testing.assert_close(
+        loaded.mllm.vision_tower.state_dict(), model.mllm.vision_tower.state_dict()
+    )
+
+
+def test_missing_folders_say_what_to_download(released, tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="download READ-X"):
+        load_read_model(tmp_path / "nowhere", missing_hint="download READ-X")
+    with pytest.raises(WeightsNotFoundError, match="clip-vit-large-patch14-336"):
+        load_read_model(
+            released["safetensors"], vision_tower=tmp_path / "no_clip", sam_architecture=TINY_SAM
+        )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    with pytest.raises((WeightsNotFoundError, CheckpointError)):
+        load_read_model(empty)
