@@ -57,6 +57,7 @@ from ovseg.evaluation.reasoning import ReasoningMetric
 from ovseg.registry import TASKS
 
 STAGES = ("caption", "reasoning")
+READ_FOLDER = "read_model"  # the READ folder export() writes beside the weights
 LISA_TRAINABLE = ("text_hidden_fcs", "mask_decoder", "lm_head", "embed_tokens", "mm_projector")
 CAPTION_TRAINABLE = ("mm_projector", "language_model")
 DEFAULT_LM: dict[str, Any] = {
@@ -297,6 +298,8 @@ class READTask(nn.Module):
             dice_loss_weight=dice_loss_weight,
         )
         self.config = config
+        self.vision_tower_spec = str(vision_tower)
+        self.sam_arch = sam_arch
         if not str(vision_tower).startswith("open_clip:"):  # an HF CLIP folder: its weights
             from ovseg.models.multimodal.checkpoint import _tower_state
 
@@ -472,21 +475,75 @@ class READTask(nn.Module):
             results.update(gIoU=computed["gIoU"], cIoU=computed["cIoU"])
         return results
 
-    def merged_state_dict(self) -> dict[str, Tensor]:
-        """The model's state with LoRA merged into the base weights (plain ReadModel keys)."""
+    def merged_model(self) -> nn.Module:
+        """A float32 copy of the model with LoRA merged into the base weights and the adapter
+        wrappers replaced by their base layers (a plain ReadModel)."""
         model = copy.deepcopy(self.model).float()
-        for module in model.modules():
-            if hasattr(module, "merge") and hasattr(module, "base_layer"):
-                module.merge()
-        state = {}
-        for key, value in model.state_dict().items():
-            if "lora_" in key:
-                continue
-            state[key.replace(".base_layer.", ".")] = value.detach().cpu().contiguous()
-        return state
+        wrapped = [
+            (name, module)
+            for name, module in model.named_modules()
+            if hasattr(module, "merge") and hasattr(module, "get_base_layer")
+        ]
+        for name, module in wrapped:
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, module.get_base_layer())
+        return model
+
+    def merged_state_dict(self) -> dict[str, Tensor]:
+        """The state of :meth:`merged_model` (plain ReadModel keys)."""
+        state = self.merged_model().state_dict()
+        return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+    def read_config(self) -> dict[str, Any]:
+        """READ's ``config.json`` for the model (LLaMA fields, ``mm_*``, ``out_dim`` and the SAM
+        architecture), as :func:`~ovseg.models.multimodal.checkpoint.load_read_model` reads it."""
+        from dataclasses import asdict
+
+        sam = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.sam_arch).items()}
+        return {
+            "architectures": ["READForCausalLM"],
+            "model_type": "llava",
+            **self.config,
+            "mm_vision_tower": self.vision_tower_spec,
+            "mm_hidden_size": int(self.model.mllm.vision_tower.hidden_size),
+            "ovseg_sam_architecture": sam,
+            "torch_dtype": "float32",
+        }
+
+    def export_read_folder(self, folder: str | os.PathLike) -> Path:
+        """Write a READ folder (``config.json``, the tokenizer, ``model.safetensors`` in READ's
+        key layout) that :class:`~ovseg.pipelines.reasoning.ReasoningSegmenter` loads with
+        ``weights: <folder>``. Written under a temporary name, then renamed into place
+        (replacing an earlier export of this run)."""
+        import json
+        import shutil
+        import tempfile
+
+        from ovseg.models.multimodal.checkpoint import read_layout_state_dict
+        from ovseg.weights import save_state_dict
+
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            state = read_layout_state_dict(self.merged_model())
+            state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+            save_state_dict(state, staging / "model.safetensors", metadata={"format": "pt"})
+            self.tokenizer.save_pretrained(str(staging))
+            text = json.dumps(self.read_config(), indent=2, sort_keys=True) + "\n"
+            (staging / "config.json").write_text(text, encoding="utf-8")
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(staging, folder)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+        return folder
 
     def export(self, path: str | os.PathLike) -> None:
-        """Write :meth:`merged_state_dict` as safetensors (metadata: stage and LM config)."""
+        """Write :meth:`merged_state_dict` as safetensors (metadata: stage and LM config) and,
+        beside it, the READ folder ``read_model/`` (:meth:`export_read_folder`)."""
         import json
 
         from ovseg.weights import save_state_dict
@@ -497,3 +554,4 @@ class READTask(nn.Module):
             path,
             metadata={"format": "pt", "stage": self.stage, "config": json.dumps(config)},
         )
+        self.export_read_folder(Path(path).parent / READ_FOLDER)

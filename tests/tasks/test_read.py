@@ -222,3 +222,34 @@ def test_shipped_configs_parse():
     stage2 = load_config(CONFIGS / "shapes_tiny_read.yaml")
     assert stage2["task"]["lora"]["r"] == 8 and stage2["task"]["lora"]["alpha"] == 16
     assert np.isclose(stage2["task"]["bce_loss_weight"], 2.0)
+
+
+def test_read_folder_export_loads_in_the_reasoning_pipeline_and_evaluates(task, tmp_path):
+    from ovseg.evaluation.loop import evaluate
+
+    folder = task.export_read_folder(tmp_path / "read_model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["read_model"]  # no staging left
+    settings = {"num": 2, "seed": 3, "split": "val", "image_size": 48, "queries_per_scene": 1}
+    cfg = {
+        "data": {"test": {"type": "SyntheticReasoningDataset", **settings}},
+        "pipelines": {
+            "reasoning": {
+                "type": "ReasoningSegmenter",
+                "weights": str(folder),
+                "max_new_tokens": 6,
+                "max_length": 160,
+            }
+        },  # fmt: skip
+        "evaluation": {"type": "ReasoningMetric", "progress": False},
+    }
+    results = evaluate(cfg, work_dir=tmp_path / "eval")
+    assert results["overall"]["num_samples"] == 2 and results["num_images"] == 2
+    assert 0.0 <= results["overall"]["gIoU"] <= 100.0
+    # the pipeline's model holds the merged weights
+    from ovseg.models.multimodal.checkpoint import load_read_model
+
+    loaded, tokenizer = load_read_model(folder)
+    merged = task.merged_state_dict()
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, merged[key], rtol=0, atol=0, msg=key)
+    assert len(tokenizer) == len(task.tokenizer)
