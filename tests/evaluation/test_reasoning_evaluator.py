@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ovseg.data.synthetic_reasoning import SyntheticReasoningDataset
 from ovseg.errors import EvaluationError
@@ -124,3 +125,43 @@ def test_prediction_forms():
     assert prediction_mask(full, shape)[0].all()
     with pytest.raises(EvaluationError):
         prediction_mask(np.full((2, 3, 3), 0.5), shape)
+
+
+@PIPELINES.register("TestReasonSegOracle")
+class ReasonSegOracle:
+    """Answers with the image's target plus every ignored pixel (which must not count)."""
+
+    def __init__(self, root: str) -> None:
+        from ovseg.data.reasonseg import ReasonSegDataset
+
+        data = ReasonSegDataset(root, split="val", queries="all")
+        self.labels = {data[i]["image"].tobytes(): data[i]["label"] for i in range(len(data))}
+        self.image = None
+
+    def set_image(self, image):
+        self.image = image
+
+    def predict(self, question):
+        label = self.labels[self.image.tobytes()]
+        return (label != 0)[None]
+
+
+def test_reasonseg_files_score_100_when_only_ignored_pixels_are_wrong(tmp_path):
+    from tests.data.test_reasonseg import _rect, _write
+
+    split = tmp_path / "reason_seg" / "ReasonSeg" / "val"
+    _write(split, "a", ["the thing you sit on", "a seat"], True,
+           [_rect("target", 2, 2, 20, 14), _rect("ignore", 22, 2, 30, 10)])  # fmt: skip
+    _write(split, "b", ["chair"], False, [_rect("target", 5, 5, 12, 12)])
+    Image.fromarray(np.full((24, 32, 3), 200, np.uint8)).save(split / "b.jpg")  # tell them apart
+    cfg = {
+        "data": {"test": {"type": "ReasonSegDataset", "root": str(tmp_path), "queries": "all"}},
+        "pipelines": {"reasoning": {"type": "TestReasonSegOracle", "root": str(tmp_path)}},
+        "evaluation": {"type": "ReasoningMetric", "progress": False},
+    }
+    results = evaluate(cfg, work_dir=tmp_path / "eval")
+    assert results["overall"]["num_samples"] == 3
+    assert results["overall"]["gIoU"] == pytest.approx(100.0, abs=1e-3)
+    assert results["overall"]["cIoU"] == pytest.approx(100.0)
+    assert results["groups"]["long"]["num_samples"] == 2
+    assert results["groups"]["short"]["num_samples"] == 1
