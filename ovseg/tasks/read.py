@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from ovseg.engine import dist as edist
 from ovseg.engine.data import move_to_device
-from ovseg.errors import ConfigError, DatasetError
+from ovseg.errors import ConfigError, DatasetError, WeightsNotFoundError
 from ovseg.evaluation.reasoning import ReasoningMetric
 from ovseg.registry import TASKS
 
@@ -268,6 +268,13 @@ class READTask(nn.Module):
         if stage not in STAGES:
             raise ConfigError(f"task.stage must be one of {STAGES}, got {stage!r}.")
         self.stage = stage
+        if init_checkpoint is not None and not Path(init_checkpoint).is_file():
+            raise WeightsNotFoundError(
+                f"task.init_checkpoint {init_checkpoint} does not exist. It is the previous "
+                "stage's export: run that stage first (ovseg train "
+                "configs/read/shapes_tiny_read_caption.yaml), or set "
+                "task.init_checkpoint=null to start from random weights."
+            )
         self.tokenizer = _resolve_tokenizer(tokenizer)
         seg_token_idx = self.tokenizer.convert_tokens_to_ids(SEG_TOKEN)
         if seg_token_idx is None or seg_token_idx == self.tokenizer.unk_token_id:

@@ -13,7 +13,7 @@ from ovseg.data.synthetic import SyntheticSceneDataset
 from ovseg.data.synthetic_reasoning import SyntheticReasoningDataset
 from ovseg.data.world_tokenizer import train_world_tokenizer
 from ovseg.engine import train
-from ovseg.errors import ConfigError, DatasetError
+from ovseg.errors import ConfigError, DatasetError, WeightsNotFoundError
 from ovseg.models.multimodal.constants import IGNORE_INDEX
 from ovseg.tasks.read import READTask
 from ovseg.weights import load_state_dict
@@ -69,6 +69,8 @@ def test_trainable_parts_follow_lisa(task):
         assert not any(frozen in n for n in trainable), frozen
     with pytest.raises(ConfigError, match="unknown parts"):
         READTask("reasoning", **_settings(task_tokenizer(task), trainable=["everything"]))
+    with pytest.raises(WeightsNotFoundError, match="run that stage first"):
+        READTask("reasoning", **_settings(task_tokenizer(task), init_checkpoint="nowhere.st"))
 
 
 def task_tokenizer(task):
