@@ -89,15 +89,14 @@ class ReasoningSegmenter(PromptablePipeline):
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
         if (model is None) != (tokenizer is None):
             raise ConfigError("Give both model and tokenizer, or neither (to load weights).")
-        if model is None:
-            model, tokenizer = self._load(
-                weights, hf_repo, vision_tower, vision_tower_repo, sam_architecture, device
-            )
         import torch
 
-        self.model = model.to(
-            device=device or model.device, dtype=getattr(torch, PRECISIONS[precision])
-        ).eval()
+        dtype = getattr(torch, PRECISIONS[precision])
+        if model is None:
+            model, tokenizer = self._load(
+                weights, hf_repo, vision_tower, vision_tower_repo, sam_architecture, device, dtype
+            )
+        self.model = model.to(device=device or model.device, dtype=dtype).eval()
         self.tokenizer = tokenizer
         if selector is not None:
             self.model.selector = POINT_SELECTORS.build_or_pass(selector, "point selector")
@@ -107,7 +106,10 @@ class ReasoningSegmenter(PromptablePipeline):
         self.config: Any = None
 
     @staticmethod
-    def _load(weights, hf_repo, vision_tower, vision_tower_repo, sam_architecture, device):
+    def _load(weights, hf_repo, vision_tower, vision_tower_repo, sam_architecture, device, dtype):
+        import json
+
+        from ovseg.errors import WeightsNotFoundError
         from ovseg.models.multimodal.checkpoint import load_read_model
         from ovseg.models.multimodal.release import resolve_folder
 
@@ -116,19 +118,26 @@ class ReasoningSegmenter(PromptablePipeline):
         )
         tower = vision_tower
         if tower is None or not str(tower).startswith("open_clip:"):
-            has_own = any(name.startswith("model.vision_tower.") for name in _weight_names(folder))
-            if not has_own:
+            try:
                 tower = resolve_folder(
                     vision_tower,
                     vision_tower_repo,
                     "CLIP vision tower folder",
                     "pipelines.reasoning.vision_tower",
                 )
+            except WeightsNotFoundError:
+                # a folder holding the tower's weights and its vision_config needs no CLIP folder
+                config = json.loads((folder / "config.json").read_text())
+                has_own = any(k.startswith("model.vision_tower.") for k in _weight_names(folder))
+                if not (has_own and isinstance(config.get("vision_config"), dict)):
+                    raise
+                tower = None
         return load_read_model(
             folder,
             vision_tower=tower,
             sam_architecture=sam_architecture,
             device=device or "cpu",
+            dtype=dtype,
         )
 
     @property

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import ovseg
@@ -179,3 +180,42 @@ def test_missing_vision_tower_names_clip(release, monkeypatch):
         ReasoningSegmenter(
             weights=str(release["folder"]), vision_tower_repo="openai/clip-vit-large-patch14-336"
         )
+
+
+def test_bf16_precision_runs_and_agrees(scripted):
+    """READ runs in bf16; SAM's point encoding stays float32 as segment-anything computes it."""
+    model, tok = scripted
+    image = picture()
+    full = ReasoningSegmenter(model=copy.deepcopy(model), tokenizer=tok)(image, QUESTION)
+    half = ReasoningSegmenter(model=copy.deepcopy(model), tokenizer=tok, precision="bf16")
+    assert next(half.model.mllm.language_model.parameters()).dtype == torch.bfloat16
+    result = half(image, QUESTION)
+    assert result.answer == full.answer and len(result) == 1
+    agree = (result.masks == full.masks).mean()
+    assert agree > 0.95  # bf16 keeps 8 bits of mantissa: a few border pixels may flip
+    with pytest.raises(ConfigError):
+        ReasoningSegmenter(model=copy.deepcopy(model), tokenizer=tok, precision="int8")
+
+
+def test_folder_with_its_own_tower_needs_no_clip_folder(tmp_path, monkeypatch):
+    from tests.models.multimodal.read_tiny import TINY_CLIP, write_read_folder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, tok = tiny_read_model(seed=0)
+    script_language_model(model, tok, ANSWER_WITH_MASK)
+    folder = write_read_folder(
+        tmp_path / "read",
+        model,
+        tok,
+        tmp_path / "no_clip",
+        include_tower=True,
+        extra_config={"vision_config": TINY_CLIP},
+    )
+    from tests.models.decoders.sam_tiny import TINY_SAM
+
+    seg = ReasoningSegmenter(
+        weights=str(folder),
+        vision_tower_repo="openai/clip-vit-large-patch14-336",
+        sam_architecture=TINY_SAM,
+    )
+    assert seg(picture(), QUESTION).answer == "Sure [SEG] ."

@@ -72,8 +72,10 @@ __all__ = [
     "find_weight_files",
     "load_folder_state",
     "load_read_model",
+    "load_tokenizer",
     "map_read_keys",
     "read_layout_state_dict",
+    "save_read_folder",
 ]
 
 # checkpoint prefix -> ReadModel prefix; the first match wins, so "model." comes last
@@ -202,7 +204,14 @@ def read_layout_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The inverse of :func:`map_read_keys`: a ReadModel's tensors under READ's key names."""
     out: dict[str, torch.Tensor] = {}
     prefix = _clip_prefix(model)
-    for key, value in model.state_dict().items():
+    state = model.state_dict()
+    adapters = [k for k in state if ".lora_" in k or ".base_layer." in k]
+    if adapters:
+        raise CheckpointError(
+            f"The model holds LoRA adapters ({adapters[0]} ...); merge them first "
+            "(ovseg.models.multimodal.lora.merge_lora), as READ's release script does."
+        )
+    for key, value in state.items():
         if prefix and key.startswith(HF_TOWER):
             key = HF_TOWER + prefix + key[len(HF_TOWER) :]
         for source, target in KEY_PREFIXES:
@@ -222,6 +231,20 @@ def _read_config(folder: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except ValueError as err:
         raise CheckpointError(f"{path} is not valid JSON: {err}") from err
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype | None) -> Any:
+    """Create floating-point tensors in ``dtype`` inside the block (None: unchanged)."""
+    if dtype is None:
+        yield
+        return
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def _no_init() -> Any:
@@ -317,28 +340,47 @@ def build_read_model(
     *,
     vision_tower: Any = None,
     sam_architecture: Any = None,
+    sam_checkpoint: str | os.PathLike | None = None,
     eos_token_id: int | None = None,
     attn_implementation: str = "sdpa",
     init: bool = True,
+    dtype: torch.dtype | None = None,
     **model_kwargs: Any,
 ) -> nn.Module:
     """A :class:`ReadModel` of ``config`` (a READ ``config.json`` as a dict), randomly initialised
-    (``init=False``: allocated only, for loading). ``model_kwargs`` go to ``ReadModel``."""
-    from ovseg.models.decoders.sam_build import create_sam, resolve_sam_architecture
+    (``init=False``: allocated only, for loading); ``sam_checkpoint`` fills SAM from a SAM
+    state dict (e.g. READ's starting point ``sam_vit_h_4b8939.pth``, or a packaged small SAM),
+    strictly. ``dtype``: the parameters are created in it (a 7B model in bf16 never exists in
+    float32). ``model_kwargs`` go to ``ReadModel``."""
+    from ovseg.models.decoders.sam_build import (
+        create_sam,
+        load_sam_weights,
+        resolve_sam_architecture,
+    )
     from ovseg.models.multimodal.llava import MultimodalLM
     from ovseg.models.multimodal.read import ReadModel
 
-    tower, _ = build_vision_tower(vision_tower, config, init=init)
+    with _default_dtype(dtype):
+        tower, _ = build_vision_tower(vision_tower, config, init=init)
     expected = config.get("mm_hidden_size")
     if expected is not None and int(expected) != int(tower.hidden_size):
         raise ConfigError(
             f"The vision tower gives {tower.hidden_size}-d features but config.json says "
             f"mm_hidden_size={expected}; use the tower the model was trained with."
         )
-    language_model = build_language_model(config, attn_implementation, init=init)
+    with _default_dtype(dtype):
+        language_model = build_language_model(config, attn_implementation, init=init)
     mllm = MultimodalLM(tower, language_model, str(config.get("mm_projector_type", "linear")))
     _, arch = resolve_sam_architecture(_sam_architecture(sam_architecture, config, None))
-    sam = create_sam(arch)
+    with _default_dtype(dtype):
+        sam = create_sam(arch)
+    # kept float32 in any precision (see ReadModel._apply): exact normalisation constants, and
+    # the point-encoding frequencies segment-anything multiplies float32 coordinates with
+    sam.pixel_mean = torch.tensor(arch.pixel_mean, dtype=torch.float32).view(-1, 1, 1)
+    sam.pixel_std = torch.tensor(arch.pixel_std, dtype=torch.float32).view(-1, 1, 1)
+    sam.prompt_encoder.pe_layer.float()
+    if sam_checkpoint is not None:
+        load_sam_weights(sam, sam_checkpoint)
     return ReadModel(
         mllm,
         sam,
@@ -454,6 +496,7 @@ def load_read_model(
         eos_token_id=tokenizer.eos_token_id,
         attn_implementation=attn_implementation,
         init=False,
+        dtype=dtype,
         **model_kwargs,
     )
     state, _ = map_read_keys(raw, model)
@@ -486,3 +529,35 @@ def _tower_state(model: nn.Module, vision_tower: Any, config: Mapping[str, Any])
             f"{missing[:8]}."
         )
     return state
+
+
+def save_read_folder(
+    folder: str | os.PathLike,
+    model: nn.Module,
+    tokenizer: Any,
+    config: Mapping[str, Any],
+    *,
+    include_vision_tower: bool = False,
+) -> Path:
+    """Write ``model`` as a READ folder :func:`load_read_model` reads back: ``config.json``, the
+    tokenizer and ``model.safetensors`` in READ's key layout (each file written atomically).
+
+    Like READ's release script, the vision tower is left out unless ``include_vision_tower``
+    (``config["mm_vision_tower"]`` then says where it comes from). Merge LoRA adapters first
+    (:func:`ovseg.models.multimodal.lora.merge_lora`): adapter weights have no place in the
+    layout.
+    """
+    from ovseg.fileio import atomic_write_json
+    from ovseg.weights import save_state_dict
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: v
+        for k, v in read_layout_state_dict(model).items()
+        if include_vision_tower or not k.startswith("model.vision_tower.")
+    }
+    atomic_write_json(folder / "config.json", dict(config), indent=2)
+    tokenizer.save_pretrained(str(folder))
+    save_state_dict(state, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,8 +229,3 @@ class MultimodalLM(nn.Module):
         hidden = out.last_hidden_state
         logits = self.language_model.lm_head(hidden)
         return hidden, logits, getattr(out, name, None) if use_cache else None
-
-
-def image_token_slices(starts: Sequence[int], num_image_tokens: int) -> list[slice | None]:
-    """Per row, the positions of its image tokens after splicing (None: no image)."""
-    return [slice(s, s + num_image_tokens) if s >= 0 else None for s in starts]

@@ -39,6 +39,19 @@ image_embedding=None) -> ReadGeneration``
     :class:`SegPrediction` per generated ``[SEG]`` (mask, SAM's predicted IoU, the SasP points,
     the similarity grid). No ``[SEG]``: text only, no mask.
 
+Around the model (same package): :mod:`.conversation` -- ``image_question(question, *,
+use_im_start_end=True)``, ``build_prompt(turns, *, system)``, ``encode_conversation(turns,
+tokenizer, *, max_length=None, num_image_tokens=0) -> EncodedConversation(input_ids, labels,
+prompt, truncated)``, ``encode_prompt(question, tokenizer, *, use_im_start_end=True,
+max_length=None, num_image_tokens=0) -> (L,)``, ``collate_conversations(items, pad_token_id) ->
+(input_ids, attention_masks, labels)``, ``count_seg_tokens(input_ids, seg_token_idx)``;
+:mod:`.checkpoint` -- ``build_read_model(config, seg_token_idx, *, vision_tower,
+sam_architecture, sam_checkpoint, eos_token_id, dtype, **model_kwargs)`` (a new model, e.g. with
+``vision_tower="open_clip:ovseg-ViT-Ti-8@shapes"``), ``load_read_model(folder, ...) -> (model,
+tokenizer)``, ``save_read_folder(folder, model, tokenizer, config)``; :mod:`.lora` --
+``add_lora(model, r=8, alpha=16, dropout=0.05, target_modules=("q_proj", "v_proj"))``,
+``merge_lora(model)``.
+
 How a ``[SEG]`` becomes a mask (READ's ``model_forward`` / ``evaluate``)
 -------------------------------------------------------------------
 1. Its embedding is the decoder's final hidden state (after the last norm) at the position
@@ -81,7 +94,12 @@ from ovseg.models.multimodal.constants import (
     DEFAULT_DICE_LOSS_WEIGHT,
     IGNORE_INDEX,
 )
-from ovseg.models.multimodal.llava import MultimodalLM, expanded_position
+from ovseg.models.multimodal.llava import (
+    MultimodalLM,
+    SplicedInputs,
+    expanded_position,
+    splice_image_tokens,
+)
 from ovseg.models.multimodal.losses import dice_loss, sigmoid_bce_loss
 from ovseg.models.multimodal.processing import ReadImage, clip_center_crop, sam_input
 from ovseg.models.prompts.sasp import SasPSelector
@@ -189,6 +207,25 @@ class ReadModel(nn.Module):
         self.bce_loss_weight = float(bce_loss_weight)
         self.use_im_start_end = bool(use_im_start_end)
 
+    def _apply(self, fn: Any, recurse: bool = True) -> ReadModel:
+        """``.to()`` / ``.half()`` ... with three SAM buffers kept exactly in float32: the pixel
+        mean / std (SAM's input normalisation) and the point-encoding frequencies, which
+        segment-anything multiplies with float32 coordinates (``forward_with_coords`` casts
+        them), so a bf16 model still encodes points as READ's SAM does."""
+        sam = self.visual_model
+        pe = sam.prompt_encoder.pe_layer
+        kept = {
+            "mean": sam.pixel_mean.detach().float().clone(),
+            "std": sam.pixel_std.detach().float().clone(),
+            "pe": pe.positional_encoding_gaussian_matrix.detach().float().clone(),
+        }
+        super()._apply(fn, recurse)
+        device = pe.positional_encoding_gaussian_matrix.device
+        sam.pixel_mean = kept["mean"].to(device)
+        sam.pixel_std = kept["std"].to(device)
+        pe.positional_encoding_gaussian_matrix = kept["pe"].to(device)
+        return self
+
     # ------------------------------------------------------------------ inputs
     @property
     def device(self) -> torch.device:
@@ -251,12 +288,14 @@ class ReadModel(nn.Module):
         sparse, dense = sam.prompt_encoder(
             points=(coords_t.to(device), labels_t.to(device)), boxes=None, masks=None
         )
+        # READ casts the sparse prompt to the model's dtype before the mask decoder
+        dtype = sam.mask_decoder.iou_token.weight.dtype
         sparse = torch.cat([sparse, text_embed.reshape(1, 1, -1).to(sparse.dtype)], dim=1)
         low_res, iou = sam.mask_decoder(
-            image_embeddings=image_embedding,
-            image_pe=sam.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
+            image_embeddings=image_embedding.to(dtype),
+            image_pe=sam.prompt_encoder.get_dense_pe().to(dtype),
+            sparse_prompt_embeddings=sparse.to(dtype),
+            dense_prompt_embeddings=dense.to(dtype),
             multimask_output=False,
         )
         logits = sam.postprocess_masks(low_res, tuple(input_size), tuple(original_size))
@@ -361,9 +400,7 @@ class ReadModel(nn.Module):
         features: torch.Tensor,
         attention_mask: torch.Tensor | None,
         labels: torch.Tensor | None,
-    ) -> Any:
-        from ovseg.models.multimodal.llava import splice_image_tokens
-
+    ) -> SplicedInputs:
         device = self.device
         return splice_image_tokens(
             self.mllm.embed_tokens(),
@@ -374,7 +411,7 @@ class ReadModel(nn.Module):
         )
 
     def _seg_positions(
-        self, input_ids: torch.Tensor, rows: range, spliced: Any
+        self, input_ids: torch.Tensor, rows: range, spliced: SplicedInputs
     ) -> tuple[list[int], list[int]]:
         """Rows and spliced positions of the hidden states that predict each ``[SEG]``."""
         seg_rows, seg_pos = [], []

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ovseg.errors import CheckpointError, WeightsNotFoundError
+from ovseg.errors import CheckpointError, ConfigError, WeightsNotFoundError
 from ovseg.models.multimodal.checkpoint import (
     find_weight_files,
     load_read_model,
@@ -163,3 +163,89 @@ def test_missing_folders_say_what_to_download(released, tmp_path):
     (empty / "config.json").write_text("{}")
     with pytest.raises((WeightsNotFoundError, CheckpointError)):
         load_read_model(empty)
+
+
+def test_embedded_open_clip_tower_and_packaged_sam(tiny_read):
+    """The embedded configuration: ovseg-ViT-Ti-8 (shapes) as the tower, ovseg-sam-tiny's
+    packaged weights as SAM."""
+    from ovseg.models.decoders.sam_weights import resolve_sam_checkpoint
+    from ovseg.models.multimodal.checkpoint import build_read_model
+    from ovseg.models.multimodal.vision import OpenClipVisionTower
+    from ovseg.weights import load_state_dict
+    from tests.models.multimodal.read_tiny import tiny_config
+
+    _, tok = tiny_read
+    sam_file = resolve_sam_checkpoint("ovseg-sam-tiny", None, "shapes")
+    config = {**tiny_config(tok), "mm_hidden_size": 128}
+    config["out_dim"] = 64
+    model = build_read_model(
+        config,
+        tok.convert_tokens_to_ids("[SEG]"),
+        vision_tower="open_clip:ovseg-ViT-Ti-8@shapes",
+        sam_architecture="ovseg-sam-tiny",
+        sam_checkpoint=sam_file,
+    )
+    tower = model.mllm.vision_tower
+    assert isinstance(tower, OpenClipVisionTower)
+    assert tower.grid_size == (8, 8) and tower.hidden_size == 128 and tower.image_size == 64
+    expected = load_state_dict(sam_file)
+    for key, value in model.visual_model.state_dict().items():
+        torch.testing.assert_close(value, expected[key].to(value.dtype), msg=key)
+    picture = (np.random.default_rng(1).random((50, 70, 3)) * 255).astype(np.uint8)
+    prepared = model.prepare_image(picture)
+    assert prepared.clip_pixels.shape == (3, 64, 64) and prepared.sam_pixels.shape == (3, 128, 128)
+    assert model.mllm.encode_images(prepared.clip_pixels[None]).shape == (1, 64, 32)
+    with pytest.raises(ConfigError, match="mm_hidden_size"):
+        build_read_model(
+            tiny_config(tok),
+            1,
+            vision_tower="open_clip:ovseg-ViT-Ti-8@shapes",
+            sam_architecture="ovseg-sam-tiny",
+        )
+
+
+def test_bf16_load_keeps_sam_constants_exact(tiny_read, released):
+    model, _ = tiny_read
+    loaded, _ = load_read_model(
+        released["safetensors"], sam_architecture=TINY_SAM, dtype=torch.bfloat16
+    )
+    assert loaded.mllm.language_model.lm_head.weight.dtype == torch.bfloat16
+    assert loaded.visual_model.mask_decoder.iou_token.weight.dtype == torch.bfloat16
+    sam, reference = loaded.visual_model, model.visual_model
+    pe = sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    assert pe.dtype == torch.float32
+    torch.testing.assert_close(
+        pe, reference.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix, rtol=0, atol=0
+    )
+    assert sam.pixel_mean.dtype == torch.float32
+    assert sam.pixel_mean.flatten().tolist() == pytest.approx([123.675, 116.28, 103.53], abs=1e-5)
+    again = loaded.to(torch.float16).to(torch.float32)  # later casts keep them as well
+    torch.testing.assert_close(
+        again.visual_model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix,
+        reference.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix,
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_save_read_folder_round_trip(tiny_read, released, tmp_path):
+    from ovseg.models.multimodal.checkpoint import save_read_folder
+    from ovseg.models.multimodal.lora import add_lora
+    from tests.models.multimodal.read_tiny import tiny_config
+
+    model, tok = tiny_read
+    config = tiny_config(tok, released["clip"])
+    folder = save_read_folder(tmp_path / "saved", model, tok, config)
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer_config.json"} <= names
+    assert not any(n.endswith(".bin") for n in names)
+    loaded, _ = load_read_model(folder, sam_architecture=TINY_SAM)
+    reference = model.state_dict()
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, reference[key], rtol=0, atol=0, msg=key)
+    import copy
+
+    adapted = copy.deepcopy(model)
+    add_lora(adapted)
+    with pytest.raises(CheckpointError, match="merge them first"):
+        save_read_folder(tmp_path / "lora", adapted, tok, config)
