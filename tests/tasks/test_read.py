@@ -238,6 +238,7 @@ def test_read_folder_export_loads_in_the_reasoning_pipeline_and_evaluates(task, 
             "reasoning": {
                 "type": "ReasoningSegmenter",
                 "weights": str(folder),
+                "vision_tower": "open_clip:ovseg-ViT-Ti-8",
                 "max_new_tokens": 6,
                 "max_length": 160,
             }
