@@ -485,16 +485,10 @@ class READTask(nn.Module):
     def merged_model(self) -> nn.Module:
         """A float32 copy of the model with LoRA merged into the base weights and the adapter
         wrappers replaced by their base layers (a plain ReadModel)."""
+        from ovseg.models.multimodal.lora import merge_lora
+
         model = copy.deepcopy(self.model).float()
-        wrapped = [
-            (name, module)
-            for name, module in model.named_modules()
-            if hasattr(module, "merge") and hasattr(module, "get_base_layer")
-        ]
-        for name, module in wrapped:
-            module.merge()
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), child, module.get_base_layer())
+        merge_lora(model)
         return model
 
     def merged_state_dict(self) -> dict[str, Tensor]:
@@ -523,23 +517,22 @@ class READTask(nn.Module):
         key layout) that :class:`~ovseg.pipelines.reasoning.ReasoningSegmenter` loads with
         ``weights: <folder>``. Written under a temporary name, then renamed into place
         (replacing an earlier export of this run)."""
-        import json
         import shutil
         import tempfile
 
-        from ovseg.models.multimodal.checkpoint import read_layout_state_dict
-        from ovseg.weights import save_state_dict
+        from ovseg.models.multimodal.checkpoint import save_read_folder
 
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
-            state = read_layout_state_dict(self.merged_model())
-            state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-            save_state_dict(state, staging / "model.safetensors", metadata={"format": "pt"})
-            self.tokenizer.save_pretrained(str(staging))
-            text = json.dumps(self.read_config(), indent=2, sort_keys=True) + "\n"
-            (staging / "config.json").write_text(text, encoding="utf-8")
+            save_read_folder(
+                staging,
+                self.merged_model(),
+                self.tokenizer,
+                self.read_config(),
+                include_vision_tower=True,
+            )
             if folder.exists():
                 shutil.rmtree(folder)
             os.replace(staging, folder)
