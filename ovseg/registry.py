@@ -181,21 +181,26 @@ DATASETS = Registry(
         "folder",
         "lvis",
         "pascal_context",
+        "reasonseg",
         "refcoco",
         "sam_prompts",
         "synthetic",
+        "synthetic_reasoning",
         "transforms",
         "voc",
     ),
 )
 TRANSFORMS = Registry("transform", _modules("ovseg.data", "transforms"))
-TASKS = Registry("task", _modules("ovseg.tasks", "contrastive_clip", "denseclip", "prompted_sam"))
+TASKS = Registry(
+    "task", _modules("ovseg.tasks", "contrastive_clip", "denseclip", "prompted_sam", "read")
+)
 EVALUATORS = Registry(
     "evaluator",
     _modules(
         "ovseg.evaluation",
         "semseg_evaluator",
         "instance_evaluator",
+        "reasoning_evaluator",
         "referring_evaluator",
         "vocab_free_evaluator",
         "detection_evaluator",

@@ -174,6 +174,26 @@ def _synthetic_dataset(_names: dict) -> None:
     assert sample["label"].shape == (32, 32) and sample["label"].max() < len(dataset.class_names)
 
 
+def _synthetic_reasoning_dataset(_names: dict) -> None:
+    dataset = DATASETS.build(
+        {"type": "SyntheticReasoningDataset", "num": 2, "image_size": 32, "queries_per_scene": 2}
+    )
+    queries = dataset[1]["queries"]
+    assert len(dataset) == 2 and len(queries) == 2
+    assert all(q["masks"].shape == (1, 32, 32) and "[SEG]" in q["answer"] for q in queries)
+
+
+def _reasoning_metric(_names: dict) -> None:
+    metric = EVALUATORS.build({"type": "ReasoningEvaluator", "eps": 0.0})
+    gt = np.zeros((4, 4), bool)
+    gt[:2] = True
+    query = {"question": "q", "masks": gt[None], "ignore": None, "kind": "class", "group": None}
+    pred = np.zeros((4, 4), bool)
+    pred[:1] = True
+    metric.process({"queries": [query]}, [pred])
+    assert metric.evaluate()["overall"]["gIoU"] == pytest.approx(50.0)
+
+
 def _transformed_dataset(_names: dict) -> None:
     dataset = DATASETS.build(
         {
@@ -212,6 +232,8 @@ BUILDS: dict[tuple[str, str], Callable[[dict], None]] = {
     ("mask_decoder", "SamDecoder"): _sam_decoder,
     ("dataset", "SyntheticSceneDataset"): _synthetic_dataset,
     ("dataset", "TransformedDataset"): _transformed_dataset,
+    ("dataset", "SyntheticReasoningDataset"): _synthetic_reasoning_dataset,
+    ("evaluator", "ReasoningEvaluator"): _reasoning_metric,
     ("evaluator", "SemSegEvaluator"): _semseg_metric,
     ("evaluator", "ReferringEvaluator"): _referring_metric,
     ("neck", "SemanticFPN"): _neck({"type": "SemanticFPN", "fpn_channels": 8, "channels": 8}),
@@ -315,6 +337,7 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "tests/data/test_captions.py",
     ),  # fmt: skip
     ("dataset", "SamPromptDataset"): ("needs COCO instances", "tests/data/test_sam_prompts.py"),
+    ("dataset", "ReasonSegDataset"): ("needs ReasonSeg files", "tests/data/test_reasonseg.py"),
     ("evaluator", "CocoInstanceEvaluator"): (
         "needs COCO ground truth",
         "tests/evaluation/test_instance_evaluator.py",
@@ -378,6 +401,7 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
     ),  # fmt: skip
     ("task", "DenseCLIP"): ("trains on a segmentation dataset", "tests/tasks/test_denseclip.py"),
     ("task", "PromptedSAM"): ("trains on COCO instances", "tests/tasks/test_prompted_sam.py"),
+    ("task", "READ"): ("needs a tokenizer, a CLIP and a SAM", "tests/tasks/test_read.py"),
 }
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-TASKS = ("semantic", "instance", "referring", "vocab_free", "detection", "grounding")
+TASKS = ("semantic", "instance", "referring", "reasoning", "vocab_free", "detection", "grounding")
 
 
 class DatasetEvaluator:
@@ -33,7 +33,8 @@ class DatasetEvaluator:
     Class attributes:
         task: the pipeline the evaluator scores: ``semantic`` (image -> ``OVSegResult`` or an
             (H, W) index map), ``instance`` (image -> ``Instances``), ``referring``
-            (``set_image`` + ``predict(phrase)`` per phrase of :meth:`queries`),
+            (``set_image`` + ``predict(phrase)`` per phrase of :meth:`queries`), ``reasoning``
+            (the same with questions to a ``[SEG]``-token model),
             ``vocab_free`` (image -> ``OVSegResult`` whose class names were searched),
             ``detection`` (image -> ``Detections``; the detection pipeline, built with
             :attr:`vocabulary`) or ``grounding`` (the detection pipeline: ``set_image``, then
@@ -60,7 +61,7 @@ class DatasetEvaluator:
         raise NotImplementedError
 
     def queries(self, inputs: Mapping[str, Any]) -> list[str]:
-        """The phrases to predict for one sample (referring evaluators only)."""
+        """The phrases / questions to predict for one sample (referring and reasoning only)."""
         return []
 
     def process(self, inputs: Mapping[str, Any], outputs: Any) -> None:

@@ -10,7 +10,7 @@ dataset) and an optional ``evaluation`` section whose ``type`` names a registere
       test: {type: ADE20KDataset, root: data/synth, split: validation}
     evaluation:
       type: SemSegEvaluator   # the default; CocoInstanceEvaluator, ReferringMetric,
-      groups: auto            #   VocabFreeEvaluator ...
+      groups: auto            #   ReasoningMetric, VocabFreeEvaluator ...
     work_dir: work_dirs/eval_shapes_tiny
 
 The evaluator says which pipeline it scores (its ``task``); :func:`evaluate` builds that
@@ -50,6 +50,7 @@ from ovseg.evaluation import (  # noqa: F401
     grounding_evaluator,
     instance_evaluator,
     lvis_evaluator,
+    reasoning_evaluator,
     referring_evaluator,
     semseg_evaluator,
     vocab_free_evaluator,
@@ -68,12 +69,12 @@ LOOP_SETTINGS = ("type", "progress")
 def predict(pipeline: Any, evaluator: DatasetEvaluator, inputs: Mapping[str, Any]) -> Any:
     """The pipeline's prediction for one sample, in the form ``evaluator.process`` takes.
 
-    ``referring``: ``set_image`` once, then a ``predict(phrase)`` result per phrase of
-    ``evaluator.queries(inputs)`` (a list); ``grounding``: the same with each phrase as a
-    one-class vocabulary (commas and ``|`` stay in the phrase) and
+    ``referring`` / ``reasoning``: ``set_image`` once, then a ``predict(phrase)`` result per
+    phrase (or question) of ``evaluator.queries(inputs)`` (a list); ``grounding``: the same with
+    each phrase as a one-class vocabulary (commas and ``|`` stay in the phrase) and
     ``evaluator.predict_settings``; other tasks: ``pipeline(inputs["image"])``.
     """
-    if evaluator.task == "referring":
+    if evaluator.task in ("referring", "reasoning"):
         pipeline.set_image(inputs["image"])
         return [pipeline.predict(phrase) for phrase in evaluator.queries(inputs)]
     if evaluator.task == "grounding":
@@ -216,8 +217,8 @@ def build_pipeline(cfg: Any, evaluator: DatasetEvaluator, device: str) -> Any:
         from ovseg.api import build_vocab_free_pipeline
 
         return build_vocab_free_pipeline(cfg, device=device)
-    if evaluator.task == "referring":
-        return create_pipeline(cfg, task="referring", device=device)
+    if evaluator.task in ("referring", "reasoning"):
+        return create_pipeline(cfg, task=evaluator.task, device=device)
     if evaluator.task == "grounding":
         return create_pipeline(cfg, task="detection", device=device)
     vocabulary = to_container(cfg)["vocabulary"] if cfg.get("vocabulary") else None

@@ -13,6 +13,10 @@ from pathlib import Path
 from ovseg.errors import WeightsNotFoundError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+TOKENIZERS_DIR = Path(__file__).resolve().parent / "tokenizers"
+PACKAGED_TOKENIZERS: dict[str, str] = {
+    "shapes-bpe": "python tools/train_tokenizer.py ovseg/model_zoo/tokenizers/shapes-bpe",
+}
 
 EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
     ("ovseg-ViT-Ti-8", "shapes"): {
@@ -65,6 +69,22 @@ def embedded_checkpoint(model_name: str, tag: str | None) -> Path | None:
 
         verify_sha256(path, entry["sha256"])
         _VERIFIED.add(path)
+    return path
+
+
+def packaged_tokenizer(name: str) -> Path:
+    """The folder of a packaged Hugging Face tokenizer (e.g. ``"shapes-bpe"``, the synthetic
+    world's LLaMA-style BPE tokenizer with ``[SEG]``)."""
+    if name not in PACKAGED_TOKENIZERS:
+        raise WeightsNotFoundError(
+            f"No packaged tokenizer {name!r}; packaged: {', '.join(PACKAGED_TOKENIZERS)}."
+        )
+    path = TOKENIZERS_DIR / name
+    if not (path / "tokenizer.json").is_file():
+        raise WeightsNotFoundError(
+            f"The packaged tokenizer {name} is missing from this installation; reinstall ovseg "
+            f"or rebuild it with: {PACKAGED_TOKENIZERS[name]}"
+        )
     return path
 
 
