@@ -289,15 +289,18 @@ def write_database(
 
 
 # --------------------------------------------------------------------------------- reading
-def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a database folder, checked for the keys and format version it needs."""
+def read_manifest(folder: str | os.PathLike, preset: str | None = None) -> dict[str, Any]:
+    """The manifest of a database folder, checked for the keys and format version it needs
+    (``preset``: named in the build command of the error for a missing database)."""
     folder = Path(folder)
     path = folder / MANIFEST_NAME
     if not path.is_file():
         hint = "the folder does not exist" if not folder.exists() else f"it has no {MANIFEST_NAME}"
         raise DatabaseError(
-            f"{folder} is not an ovseg text database ({hint}). Build one with "
-            f"`ovseg db build --texts CORPUS --preset PRESET --out {folder}`."
+            f"{folder} is not an ovseg text database ({hint}). Build one from a caption or "
+            f"concept list with `ovseg db build --texts CORPUS --preset {preset or 'PRESET'} "
+            f"--out {folder}` (CaSED's caption database: the PMD recipe of docs/vocab_free.md), "
+            "or pass --db DIR."
         )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -476,7 +479,7 @@ def load_database(
     """
     faiss = require_faiss()
     folder = resolve_database_path(path)
-    manifest = read_manifest(folder)
+    manifest = read_manifest(folder, preset)
     if manifest["kind"] not in KINDS:
         raise DatabaseError(f"{folder}: unknown database kind {manifest['kind']!r}.")
     files = manifest["files"]

@@ -30,6 +30,7 @@ from segment_anything.modeling import (
 from torch import nn
 
 from ovseg.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from ovseg.model_zoo.sam_release import OFFICIAL_CHECKPOINTS
 from ovseg.settings import check_known_keys
 from ovseg.weights import load_state_dict
 
@@ -159,21 +160,6 @@ SAM_ARCHITECTURES: dict[str, SamArchitecture] = {
 SAM_ALIASES = {"default": "vit_h"}
 
 #: The checkpoints of the official release: file name and where it is published.
-OFFICIAL_CHECKPOINTS: dict[str, dict[str, str]] = {
-    "vit_b": {
-        "file": "sam_vit_b_01ec64.pth",
-        "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-    },
-    "vit_l": {
-        "file": "sam_vit_l_0b3195.pth",
-        "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
-    },
-    "vit_h": {
-        "file": "sam_vit_h_4b8939.pth",
-        "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-    },
-}
-
 SamSpec = str | os.PathLike | Mapping[str, Any] | SamArchitecture
 
 
