@@ -90,10 +90,12 @@ EMBEDDED_PRESETS = {"shapes-tiny", "shapes-tiny-denseclip"}  # tested in tests/m
 TRAINED_PRESETS = {p.stem for p in PRESETS.glob("denseclip-*.yaml")}
 # ProxyCLIP presets (CLIP plus a proxy model) are tested in test_proxyclip_presets.py
 PROXY_PRESETS = {p.stem for p in PRESETS.glob("proxyclip-*.yaml")}
+# CLIP + SAM presets for every task are tested in test_clipsam_presets.py
+CLIPSAM_PRESETS = {p.stem for p in PRESETS.glob("clipsam-*.yaml")}
 ALL_PRESETS = sorted(
     p
     for p in PRESETS.glob("*.yaml")
-    if p.stem not in EMBEDDED_PRESETS | TRAINED_PRESETS | PROXY_PRESETS
+    if p.stem not in EMBEDDED_PRESETS | TRAINED_PRESETS | PROXY_PRESETS | CLIPSAM_PRESETS
 )
 
 
