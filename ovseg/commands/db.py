@@ -190,13 +190,18 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.preset} names no database; pass --db DIR.")
     options = {
         **section,
-        **{k: v for k, v in (("k", args.k), ("alpha", args.alpha)) if v is not None},
+        **{
+            k: v
+            for k, v in (("k", args.k), ("alpha", args.alpha), ("pos_filter", args.pos_filter))
+            if v is not None
+        },
     }
     search = CasedSearch(backbone, path, pretrained=pretrained, preset=args.preset, **options)
     result = search.search(args.image, box=box)
     if args.json:
         print(json.dumps(result.to_dict(top=args.top), indent=2))
     else:
+        print(f"pos filter: {result.pos_filter}")
         for name, score in result.top(args.top):
             print(f"{score:7.4f}  {name}")
     return 0
@@ -214,6 +219,9 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="names to print")
     p.add_argument("--k", type=int, help="texts retrieved (default 10)")
     p.add_argument("--alpha", type=float, help="weight of the image term (default 0.7)")
+    p.add_argument("--pos-filter", choices=["wordnet", "nltk", "none"],
+                   help="candidate words kept: WordNet nouns/adjectives (default, offline), "
+                   "nltk's tagger (needs its data), or all")  # fmt: skip
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
