@@ -50,13 +50,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         shlex.quote(a) for a in [
             "--texts", args.texts, "--preset", args.preset, "--out", args.out,
             "--kind", args.kind, "--index", args.index, "--batch-size", str(args.batch_size),
-            *(["--column", args.column] if args.column else []), "--overwrite", *args.overrides,
+            *(["--column", args.column] if args.column else []),
+            *(["--field", args.field] if args.field else []), "--overwrite", *args.overrides,
         ]
     )  # fmt: skip
     out = build_database(
         args.texts, backbone, args.out, pretrained=pretrained, kind=args.kind, index=args.index,
         batch_size=args.batch_size, chunk_batches=args.chunk_batches, column=args.column,
-        resume=args.resume, overwrite=args.overwrite, rank=args.rank, world_size=args.world_size,
+        field=args.field, resume=args.resume, overwrite=args.overwrite, rank=args.rank, world_size=args.world_size,
         merge=not args.no_merge, keep_shards=args.keep_shards, progress=not args.quiet,
         build_command=command,
     )  # fmt: skip
@@ -78,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--texts", required=True,
-                   help="text file (one text per line), CSV/TSV with a caption column, or a "
-                   "folder of .txt files")  # fmt: skip
+                   help="caption or concept list: a text file (one per line), CSV/TSV "
+                   "(--column), JSON Lines (--field), Parquet (needs pyarrow; --column), a "
+                   "Hugging Face datasets folder from save_to_disk (needs datasets; --column), "
+                   "or a folder of such files; read streamed")  # fmt: skip
     p.add_argument("--preset", default=DEFAULT_PRESET, help="preset or config whose CLIP encodes")
     p.add_argument("--out", required=True, help="database folder")
     p.add_argument("--kind", default="captions", choices=["captions", "concepts"],
@@ -88,7 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "ivfpq"])
     p.add_argument("--batch-size", type=int, default=256, help="texts per encoder call")
     p.add_argument("--chunk-batches", type=int, default=16, help="batches per checkpoint file")
-    p.add_argument("--column", help="CSV column holding the texts (default: caption/title/text)")
+    p.add_argument(
+        "--column",
+        help="CSV / Parquet / datasets column holding the texts "
+        "(default: the first of caption, title, text, sentence, name, concept)",
+    )
+    p.add_argument("--field", help="JSON Lines field holding the texts (a.b for nested; "
+                   "default: as --column)")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue an interrupted build")
     p.add_argument("--overwrite", action="store_true", help="replace an existing database")
     p.add_argument("--device", help="cpu, cuda (cuda:LOCAL_RANK under torchrun), cuda:1 ...")
