@@ -21,6 +21,7 @@ from typing import Any
 
 from ovseg.config import list_presets, load_config, to_container
 from ovseg.errors import OVSegError
+from ovseg.model_zoo.denseclip_files import DENSECLIP_RELEASES, release_path
 from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, WEIGHTS_DIR
 from ovseg.model_zoo.sam_release import (
     OFFICIAL_CHECKPOINTS,
@@ -144,6 +145,14 @@ def _sam(section: Mapping[str, Any]) -> WeightStatus:
 
 
 def _denseclip(section: Mapping[str, Any]) -> WeightStatus:
+    release = section.get("release")
+    if release in DENSECLIP_RELEASES:
+        entry = DENSECLIP_RELEASES[release]
+        what = f"DenseCLIP release {release} ({entry['file']})"
+        path = Path(str(section["weights"])).expanduser() if section.get("weights") else None
+        path = path or release_path(release)
+        found = "local file" if section.get("weights") else "torch hub cache"
+        return WeightStatus(what, found if path.is_file() else None, f"{entry['url']} -> {path}")
     if section.get("weights"):
         return _local_file("DenseCLIP export", section["weights"])
     model = (section.get("model") or {}).get("model_name", "?")
