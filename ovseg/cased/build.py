@@ -271,7 +271,7 @@ def build_database(
             f"{out} already holds a database; pass --overwrite to replace it (or pick another "
             "--out)."
         )
-    created = not work.exists()
+    created = [folder for folder in (out, work) if not folder.exists()]
     staged = work / f"corpus.staged-{rank}.txt"
     try:
         work.mkdir(parents=True, exist_ok=True)
@@ -310,9 +310,9 @@ def build_database(
             os.replace(staged, corpus)  # same bytes as any copy already there (same sha256)
     except BaseException:
         staged.unlink(missing_ok=True)
-        if created:
+        for folder in reversed(created):  # leave no empty folder behind a refused corpus
             with contextlib.suppress(OSError):
-                work.rmdir()
+                folder.rmdir()
         raise
     staged.unlink(missing_ok=True)
     if previous is None:

@@ -126,3 +126,12 @@ def test_prepare_corpus_streams_and_deduplicates(tmp_path, monkeypatch):
         (tmp_path / "empty.txt").write_text("\n \n")
         prepare_corpus(tmp_path / "empty.txt", tmp_path / "x.txt")
     assert not (tmp_path / "x.txt").exists()
+
+
+def test_a_refused_corpus_leaves_no_folder_behind(tmp_path):
+    from ovseg.cased.build import build_database
+
+    (tmp_path / "c.jsonl").write_text('{"caption": "a cat"}\n')
+    with pytest.raises(ConfigError, match="no field 'label'"):
+        build_database(tmp_path / "c.jsonl", None, tmp_path / "db", field="label")
+    assert not (tmp_path / "db").exists()
