@@ -7,9 +7,9 @@ up where the model would find it (packaged files, the Hugging Face cache, torch 
 local paths), reading no weight file. ``ovseg list`` prints the result.
 
 The shipped presets are checked without importing torch or open_clip (``ovseg list`` answers at
-once): :data:`CLIP_TAG_SOURCES` holds where open_clip publishes the tags they use, SAM's release
-table lives in the torch-free :mod:`ovseg.model_zoo.sam_release`, and the database module is
-imported only for sections that need it; detector folders are looked up in the Hugging Face
+once): :data:`CLIP_TAG_SOURCES` holds where open_clip publishes the tags they use,
+:mod:`ovseg.model_zoo.sam_release` the released SAM files, and the database module is imported
+only for sections that need it; detector and READ folders are looked up in the Hugging Face
 cache or on disk.
 """
 
@@ -22,7 +22,13 @@ from typing import Any
 
 from ovseg.config import list_presets, load_config, to_container
 from ovseg.errors import OVSegError
+from ovseg.model_zoo.denseclip_files import DENSECLIP_RELEASES, release_path
 from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, WEIGHTS_DIR
+from ovseg.model_zoo.sam_release import (
+    OFFICIAL_CHECKPOINTS,
+    OFFICIAL_TAG,
+    official_checkpoint_path,
+)
 
 TASK_ORDER = ("semantic", "referring", "instance", "detection", "reasoning", "vocab-free")
 
@@ -36,6 +42,10 @@ CLIP_TAG_SOURCES: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
     ),
     ("ViT-L-14", "openai"): (
         "timm/vit_large_patch14_clip_224.openai",
+        ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
+    ),
+    ("ViT-L-14", "datacomp_xl_s13b_b90k"): (
+        "laion/CLIP-ViT-L-14-DataComp.XL-s13B-b90K",
         ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
     ),
 }
@@ -124,24 +134,26 @@ def _sam(section: Mapping[str, Any]) -> WeightStatus:
         return _local_file(f"SAM {model}", section["checkpoint"])
     if section.get("pretrained") and _embedded(model, section["pretrained"]):
         return WeightStatus(f"SAM {model} / {section['pretrained']}", "embedded")
-    from ovseg.model_zoo.sam_release import (
-        OFFICIAL_CHECKPOINTS,
-        OFFICIAL_TAG,
-        official_checkpoint_file,
-    )
-
     tag = section.get("pretrained") or (OFFICIAL_TAG if model in OFFICIAL_CHECKPOINTS else None)
     what = f"SAM {model} / {tag}"
     if _embedded(model, tag):
         return WeightStatus(what, "embedded")
     if tag == OFFICIAL_TAG and model in OFFICIAL_CHECKPOINTS:
-        path = official_checkpoint_file(model)
+        path = official_checkpoint_path(model)
         found = "torch hub cache" if path.is_file() else None
         return WeightStatus(what, found, f"{OFFICIAL_CHECKPOINTS[model]['url']} -> {path}")
     return WeightStatus(what, None, "a checkpoint (pipelines.<task>.decoder.checkpoint=PATH)")
 
 
 def _denseclip(section: Mapping[str, Any]) -> WeightStatus:
+    release = section.get("release")
+    if release in DENSECLIP_RELEASES:
+        entry = DENSECLIP_RELEASES[release]
+        what = f"DenseCLIP release {release} ({entry['file']})"
+        path = Path(str(section["weights"])).expanduser() if section.get("weights") else None
+        path = path or release_path(release)
+        found = "local file" if section.get("weights") else "torch hub cache"
+        return WeightStatus(what, found if path.is_file() else None, f"{entry['url']} -> {path}")
     if section.get("weights"):
         return _local_file("DenseCLIP export", section["weights"])
     model = (section.get("model") or {}).get("model_name", "?")
@@ -229,15 +241,21 @@ def _unique(items: Iterator[WeightStatus]) -> list[WeightStatus]:
     return list(dict.fromkeys(items))
 
 
-def _database_status(section: Any) -> WeightStatus:
+def _database_status(section: Any, preset: str) -> WeightStatus:
     from ovseg.cased.database import DATABASE_DIR, MANIFEST_NAME, resolve_database_path
 
     path = section.get("path") if isinstance(section, Mapping) else section
+    build = f"ovseg db build --texts CAPTIONS --preset {preset} --out"
     if not path:
-        return WeightStatus("text database", None, "--db DIR (ovseg db build)")
+        return WeightStatus("text database", None, f"--db DIR (`{build} DIR`)")
     folder = resolve_database_path(str(path))
     if not (folder / MANIFEST_NAME).is_file():
-        return WeightStatus(f"text database {path}", None, "ovseg db build ... --out DIR")
+        return WeightStatus(
+            f"text database {path}",
+            None,
+            f"`{build} {path}` (CAPTIONS: a caption file, e.g. the PMD recipe of "
+            "docs/vocab_free.md)",
+        )
     packaged = folder.resolve().parent == DATABASE_DIR.resolve()
     return WeightStatus(f"text database {path}", "packaged database" if packaged else "local")
 
@@ -255,7 +273,7 @@ def preset_status(name: str) -> PresetStatus:
     for task, section in (cfg.get("pipelines") or {}).items():
         status.tasks[str(task)] = _unique(_weights(section))
     if cfg.get("database") and "semantic" in status.tasks:
-        database = _database_status(cfg["database"])
+        database = _database_status(cfg["database"], name)
         status.tasks["vocab-free"] = [*status.tasks["semantic"], database]
     return status
 

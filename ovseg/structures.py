@@ -127,6 +127,8 @@ class Instances:
         scores: ``(N,)`` float32 confidence in [0, 1].
         labels: ``(N,)`` int64 index into ``class_names``.
         class_names: display names, in vocabulary order.
+        meta: free-form information (e.g. ``vocab_free``: the database and the filters the
+            names went through); written to JSON when not empty.
     """
 
     masks: np.ndarray
@@ -134,6 +136,7 @@ class Instances:
     scores: np.ndarray
     labels: np.ndarray
     class_names: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.masks = np.asarray(self.masks, dtype=bool)
@@ -151,8 +154,10 @@ class Instances:
         return len(self.scores)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready list of instances (mask areas, not masks)."""
+        """JSON-ready list of instances (mask areas, not masks), and ``meta`` when not empty."""
+        out: dict[str, Any] = {"meta": self.meta} if self.meta else {}
         return {
+            **out,
             "instances": [
                 {
                     "label": int(label),

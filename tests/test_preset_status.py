@@ -75,7 +75,25 @@ def test_list_groups_presets_by_task_and_marks_what_runs(empty_hf_cache, no_mode
     assert sections["semantic"]["sclip-vitb16-voc21"] == (
         f"needs CLIP ViT-B-16 / openai: hf download {REPO} open_clip_model.safetensors"
     )
-    assert sections["semantic"]["denseclip-r50-ade"].startswith("needs DenseCLIP export: the file")
+    assert sections["semantic"]["denseclip-r50-ade"].startswith(
+        "needs DenseCLIP release res50 (denseclip_fpn_res50_512x512_80k.pth): "
+        "https://cloud.tsinghua.edu.cn/f/8636d4a95c60418ba63c/?dl=1 -> "
+    )
+    # real CLIP + SAM presets for every task name what each task lacks
+    big = "clipsam-vitl14dc-samh"
+    assert sections["semantic"][big] == (
+        "needs CLIP ViT-L-14 / datacomp_xl_s13b_b90k: hf download "
+        "laion/CLIP-ViT-L-14-DataComp.XL-s13B-b90K open_clip_model.safetensors"
+    )
+    for task in ("referring", "instance"):
+        assert (
+            "SAM vit_h / sa1b: https://dl.fbaipublicfiles.com/segment_anything/"
+            "sam_vit_h_4b8939.pth" in sections[task][big]
+        )
+    assert (
+        f"`ovseg db build --texts CAPTIONS --preset {big} --out "
+        "~/.cache/ovseg/databases/pmd-vitl14-datacomp`" in sections["vocab-free"][big]
+    )
 
 
 def test_weights_in_the_hf_cache_make_a_preset_ready(empty_hf_cache):
@@ -105,6 +123,18 @@ def test_read_folders_in_the_hf_cache_make_a_reasoning_preset_ready(empty_hf_cac
     status = preset_status(name)
     assert status.ready("reasoning")
     assert [w.where for w in status.tasks["reasoning"]] == ["Hugging Face cache"] * 2
+
+
+def test_released_denseclip_checkpoint_in_torch_hub_makes_the_preset_ready(
+    tmp_path, monkeypatch, no_model_built
+):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert not preset_status("denseclip-vitb16-ade").ready("semantic")
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / "denseclip_fpn_vit-b_640x640_80k.pth").write_bytes(b"x")
+    status = preset_status("denseclip-vitb16-ade")
+    assert status.ready("semantic")
+    assert [w.where for w in status.tasks["semantic"]] == ["torch hub cache"]
 
 
 def test_sam_and_local_checkpoints(tmp_path, monkeypatch, no_model_built):

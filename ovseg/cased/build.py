@@ -22,19 +22,19 @@ and thread settings, which decide the float rounding of the text encoder).
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
-import sys
-from collections.abc import Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ovseg.cased.corpus import CAPTION_COLUMNS, iter_corpus
 from ovseg.cased.database import (
     KINDS,
     MANIFEST_NAME,
@@ -42,75 +42,103 @@ from ovseg.cased.database import (
     encode_texts,
     model_identity,
     new_index,
-    normalize_text,
     text_fingerprint,
     write_database,
 )
 from ovseg.errors import ConfigError, DatabaseError
-from ovseg.fileio import atomic_path, atomic_write_bytes, atomic_write_json
+from ovseg.fileio import atomic_path, atomic_write_json
 
 LOGGER = logging.getLogger(__name__)
 
 WORK_DIRNAME = ".build"
 LOCK_NAME = "merge.lock"
-CAPTION_COLUMNS = ("caption", "title", "text", "sentence", "name", "concept")
+__all__ = ["CAPTION_COLUMNS", "build_database", "merge_build", "prepare_corpus", "read_corpus"]
 TRAIN_POINTS_PER_LIST = 256  # FAISS k-means samples at most this many points per centroid
 
 
 # --------------------------------------------------------------------------------- corpus
-def _read_csv_texts(path: Path, column: str | None) -> list[str]:
-    csv.field_size_limit(sys.maxsize)
-    with path.open(encoding="utf-8", newline="") as f:
-        head = f.readline()
-        delimiter = "\t" if path.suffix.lower() == ".tsv" or "\t" in head else ","
-        f.seek(0)
-        reader = csv.DictReader(f, delimiter=delimiter)
-        fields = reader.fieldnames or []
-        lowered = {name.lower().strip(): name for name in fields}
-        if column is None:
-            found = next((lowered[c] for c in CAPTION_COLUMNS if c in lowered), None)
-        else:
-            found = lowered.get(column.lower().strip())
-        if found is None:
-            wanted = repr(column) if column else f"one of {', '.join(CAPTION_COLUMNS)}"
-            raise ConfigError(
-                f"{path} has no column {wanted} (its columns: {', '.join(fields) or 'none'}); "
-                "name the caption column with --column."
-            )
-        return [row[found] or "" for row in reader]
-
-
-def read_corpus(source: str | os.PathLike, *, column: str | None = None) -> list[str]:
-    """Texts of a corpus, normalised, without empty lines and exact duplicates (first kept).
-
-    ``source`` is a text file (one text per line), a CSV / TSV file with a caption column
-    (``column``, or the first of caption/title/text/sentence/name/concept), or a folder whose
-    ``*.txt`` files (recursively, sorted by path) are read in turn.
-    """
-    path = Path(source).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        if not files:
-            raise ConfigError(f"{path} holds no .txt file; give a text file, a CSV or a folder.")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise ConfigError(f"Corpus {path} does not exist; give a text file, a CSV or a folder.")
-    raw: list[str] = []
-    for file in files:
-        if file.suffix.lower() in (".csv", ".tsv"):
-            raw.extend(_read_csv_texts(file, column))
-        else:
-            with file.open(encoding="utf-8") as f:
-                raw.extend(f)
-    texts = list(dict.fromkeys(t for t in (normalize_text(line) for line in raw) if t))
+def read_corpus(
+    source: str | os.PathLike, *, column: str | None = None, field: str | None = None
+) -> list[str]:
+    """Texts of a corpus, normalised, without empty lines and exact duplicates (first kept), as
+    a list (small corpora; builds stream with :func:`prepare_corpus`). See
+    :mod:`ovseg.cased.corpus` for the formats."""
+    texts = list(dict.fromkeys(iter_corpus(source, column=column, field=field)))
     if not texts:
-        raise ConfigError(f"Corpus {path} holds no text.")
+        raise ConfigError(f"Corpus {source} holds no text.")
     return texts
 
 
-def corpus_bytes(texts: Sequence[str]) -> bytes:
-    return "".join(f"{text}\n" for text in texts).encode("utf-8")
+def _text_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def prepare_corpus(
+    source: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    column: str | None = None,
+    field: str | None = None,
+) -> tuple[int, str]:
+    """Write the normalised, de-duplicated texts of ``source`` to ``dest`` (one per line, first
+    occurrence kept, in corpus order); returns ``(count, sha256 of the file)``.
+
+    Bounded memory: the texts are streamed to a scratch file next to ``dest`` while a 64-bit
+    BLAKE2b hash of each is kept (8 bytes per text, about 0.4 GiB for CaSED's 54 M captions);
+    the first occurrence of every hash is then copied to ``dest``. Two different texts with the
+    same 64-bit hash (odds about 1e-4 for 54 M texts) would keep only the first.
+
+    Raises:
+        ConfigError: the source is missing, unreadable, or holds no text.
+    """
+    dest = Path(dest)
+    scratch = dest.with_name(f".{dest.name}.{os.getpid()}.all")
+    hashes = np.empty(1 << 16, dtype=np.uint64)
+    count = 0
+    try:
+        with scratch.open("w", encoding="utf-8", newline="\n") as f:
+            for text in iter_corpus(source, column=column, field=field):
+                if count == len(hashes):
+                    hashes = np.resize(hashes, 2 * len(hashes))
+                hashes[count] = _text_hash(text)
+                count += 1
+                f.write(text + "\n")
+        if not count:
+            raise ConfigError(f"Corpus {source} holds no text.")
+        _, first = np.unique(hashes[:count], return_index=True)
+        keep = np.zeros(count, dtype=bool)
+        keep[first] = True
+        digest = hashlib.sha256()
+        with (
+            atomic_path(dest, durable=True) as tmp,
+            scratch.open("rb") as src,
+            tmp.open("wb") as out,
+        ):
+            for line, kept in zip(src, keep):
+                if kept:
+                    out.write(line)
+                    digest.update(line)
+        return int(keep.sum()), digest.hexdigest()
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def iter_corpus_chunks(path: Path, chunk_size: int) -> Iterator[tuple[int, list[str]]]:
+    """``(chunk index, texts)`` of a prepared corpus file, ``chunk_size`` texts at a time."""
+    with path.open(encoding="utf-8", newline="\n") as f:
+        for chunk in itertools.count():
+            lines = list(itertools.islice(f, chunk_size))
+            if not lines:
+                return
+            yield chunk, [line[:-1] if line.endswith("\n") else line for line in lines]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------- plan
@@ -196,6 +224,7 @@ def build_database(
     batch_size: int = 256,
     chunk_batches: int = 16,
     column: str | None = None,
+    field: str | None = None,
     resume: bool = False,
     overwrite: bool = False,
     rank: int | None = None,
@@ -213,7 +242,10 @@ def build_database(
     returns None (another rank, or ``ovseg db merge``, finishes the build).
 
     Args:
-        texts_source: corpus file or folder (:func:`read_corpus`).
+        texts_source: corpus file or folder (:mod:`ovseg.cased.corpus`: text, CSV / TSV,
+            JSONL, Parquet, a Hugging Face datasets folder, or a folder of files), read
+            streamed; ``column`` names the CSV / Parquet / datasets column, ``field`` the JSONL
+            field (default: the first of caption, title, text, sentence, name, concept).
         backbone: a ClipBackbone; ``pretrained`` is its weight tag (recorded in the manifest).
         kind: ``captions`` or ``concepts`` (how the search turns texts into candidate names).
         index: ``auto``, ``flat``, ``ivf`` or ``ivfpq`` (:func:`~ovseg.cased.database.choose_index`).
@@ -239,42 +271,53 @@ def build_database(
             f"{out} already holds a database; pass --overwrite to replace it (or pick another "
             "--out)."
         )
-    texts = read_corpus(texts_source, column=column)
-    data = corpus_bytes(texts)
-    identity = model_identity(backbone, pretrained)
-    plan = {
-        "texts_sha256": hashlib.sha256(data).hexdigest(),
-        "count": len(texts),
-        "batch_size": int(batch_size),
-        "chunk_size": int(batch_size) * int(chunk_batches),
-        **identity,
-        "fingerprint": text_fingerprint(backbone),
-        "kind": kind,
-        "index": index,
-        "source": source or str(texts_source),
-        "build_command": build_command,
-    }
-    choose_index(len(texts), identity["embed_dim"], index)  # refuse a bad index choice now
-    previous = _read_plan(work)
-    if previous is not None:
-        differing = _same_plan(previous, plan)
-        if differing:
-            raise DatabaseError(
-                f"{work} holds an unfinished build with other {', '.join(differing)}; delete "
-                f"{work} to start over, or rerun it with its original settings and --resume."
-            )
-        own = _shard_dir(work, rank, world_size)
-        if not resume and own.is_dir() and any(own.glob("chunk-*.npy")):
-            raise DatabaseError(
-                f"{work} holds an unfinished build of this corpus; pass --resume to continue it "
-                f"(or delete {work} to start over)."
-            )
-    work.mkdir(parents=True, exist_ok=True)
-    if not (work / "corpus.txt").is_file() or previous is None:
-        atomic_write_bytes(work / "corpus.txt", data, durable=True)
+    created = [folder for folder in (out, work) if not folder.exists()]
+    staged = work / f"corpus.staged-{rank}.txt"
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        count, texts_sha256 = prepare_corpus(texts_source, staged, column=column, field=field)
+        identity = model_identity(backbone, pretrained)
+        plan = {
+            "texts_sha256": texts_sha256,
+            "count": count,
+            "batch_size": int(batch_size),
+            "chunk_size": int(batch_size) * int(chunk_batches),
+            **identity,
+            "fingerprint": text_fingerprint(backbone),
+            "kind": kind,
+            "index": index,
+            "source": source or str(texts_source),
+            "build_command": build_command,
+        }
+        choose_index(count, identity["embed_dim"], index)  # refuse a bad index choice now
+        previous = _read_plan(work)
+        if previous is not None:
+            differing = _same_plan(previous, plan)
+            if differing:
+                raise DatabaseError(
+                    f"{work} holds an unfinished build with other {', '.join(differing)}; "
+                    f"delete {work} to start over, or rerun it with its original settings and "
+                    "--resume."
+                )
+            own = _shard_dir(work, rank, world_size)
+            if not resume and own.is_dir() and any(own.glob("chunk-*.npy")):
+                raise DatabaseError(
+                    f"{work} holds an unfinished build of this corpus; pass --resume to continue "
+                    f"it (or delete {work} to start over)."
+                )
+        corpus = work / "corpus.txt"
+        if not corpus.is_file() or previous is None:
+            os.replace(staged, corpus)  # same bytes as any copy already there (same sha256)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        for folder in reversed(created):  # leave no empty folder behind a refused corpus
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    staged.unlink(missing_ok=True)
     if previous is None:
         atomic_write_json(work / "plan.json", plan, indent=1)
-    _encode_share(texts, backbone, work, plan, rank, world_size, resume, progress)
+    _encode_share(corpus, backbone, work, plan, rank, world_size, resume, progress)
     if not merge:
         return None
     missing = [c for c in range(num_chunks(plan)) if find_chunk(work, plan, c) is None]
@@ -294,7 +337,7 @@ def build_database(
 
 
 def _encode_share(
-    texts: list[str],
+    corpus: Path,
     backbone: Any,
     work: Path,
     plan: dict[str, Any],
@@ -303,25 +346,31 @@ def _encode_share(
     resume: bool,
     progress: bool,
 ) -> None:
+    """Encode this rank's chunks, reading the corpus file one chunk at a time."""
     from tqdm import tqdm
 
     shard = _shard_dir(work, rank, world_size)
     shard.mkdir(parents=True, exist_ok=True)
     mine = [c for c in range(num_chunks(plan)) if c % world_size == rank]
-    todo = [c for c in mine if not (resume and find_chunk(work, plan, c) is not None)]
+    todo = {c for c in mine if not (resume and find_chunk(work, plan, c) is not None)}
     total = sum(_chunk_range(plan, c)[1] - _chunk_range(plan, c)[0] for c in todo)
     desc = "encode" if world_size == 1 else f"encode {rank + 1}/{world_size}"
+    batch = int(plan["batch_size"])
     with tqdm(total=total, desc=desc, unit="text", disable=not progress,
               position=rank if world_size > 1 else None) as bar:  # fmt: skip
-        for chunk in todo:
+        for chunk, texts in iter_corpus_chunks(corpus, int(plan["chunk_size"])):
+            if chunk not in todo:
+                continue
             start, stop = _chunk_range(plan, chunk)
-            vectors = np.empty((stop - start, int(plan["embed_dim"])), dtype=np.float32)
-            batch = int(plan["batch_size"])
-            for offset in range(start, stop, batch):
-                end = min(stop, offset + batch)
-                vectors[offset - start : end - start] = encode_texts(
-                    backbone, texts[offset:end], batch
+            if len(texts) != stop - start:
+                raise DatabaseError(
+                    f"{corpus} does not match its plan (chunk {chunk}); delete {work} and build "
+                    "again."
                 )
+            vectors = np.empty((len(texts), int(plan["embed_dim"])), dtype=np.float32)
+            for offset in range(0, len(texts), batch):
+                end = min(len(texts), offset + batch)
+                vectors[offset:end] = encode_texts(backbone, texts[offset:end], batch)
                 bar.update(end - offset)
             _save_chunk(shard / _chunk_name(chunk), vectors)
     atomic_write_json(shard / "done.json", {"rank": rank, "world_size": world_size,
@@ -381,12 +430,9 @@ def _merge(
 ) -> Path:
     from tqdm import tqdm
 
-    data = (work / "corpus.txt").read_bytes()
-    if hashlib.sha256(data).hexdigest() != plan["texts_sha256"]:
-        raise DatabaseError(
-            f"{work / 'corpus.txt'} does not match its plan; delete {work} and build again."
-        )
-    texts = data.decode("utf-8").split("\n")[:-1]
+    corpus = work / "corpus.txt"
+    if not corpus.is_file() or file_sha256(corpus) != plan["texts_sha256"]:
+        raise DatabaseError(f"{corpus} does not match its plan; delete {work} and build again.")
     chunks = [find_chunk(work, plan, c) for c in range(num_chunks(plan))]
     missing = [c for c, path in enumerate(chunks) if path is None]
     if missing:
@@ -406,7 +452,7 @@ def _merge(
         index.add(np.ascontiguousarray(np.load(path, allow_pickle=False)))
     identity = {k: plan[k] for k in ("model_name", "pretrained", "embed_dim")}
     write_database(
-        out, texts, index, spec=spec, identity=identity, fingerprint=plan["fingerprint"],
+        out, corpus, index, spec=spec, identity=identity, fingerprint=plan["fingerprint"],
         kind=plan["kind"], source=plan.get("source"), build_command=plan.get("build_command"),
     )  # fmt: skip
     if not keep_shards:

@@ -12,10 +12,13 @@ seen at least ``min_count`` (2) times (if none is, the count of the most frequen
 12. keep nouns, adjectives and participles (:data:`KEPT_POS_TAGS`) by part-of-speech tagging,
 13. drop repeated words. An empty result becomes ``["object"]``.
 
-Step 12 runs only when a tagger is available: the reference uses flair; here nltk's averaged
-perceptron tagger, when its data is installed (``python -m nltk.downloader
-averaged_perceptron_tagger_eng``), else the step is skipped with a logged note. The words are
-tagged as the sequence left after step 11, as in the reference.
+Step 12's tagger is ``pos_filter``: ``"wordnet"`` (default) keeps the words Princeton WordNet
+lists as nouns or adjectives, less closed-class words (:mod:`ovseg.cased.pos_lexicon`: offline,
+deterministic, packaged); ``"nltk"`` uses nltk's averaged perceptron tagger (its data must be
+installed: ``python -m nltk.downloader averaged_perceptron_tagger_eng``, else a
+MissingDependencyError); the reference uses flair. ``"none"`` skips the step. The words are
+tagged as the sequence left after step 11, as in the reference. Which filter ran is recorded
+(:attr:`CandidateExtractor.pos_filter_name`, and the search results' ``pos_filter``).
 
 Extension (off by default, ``max_ngram=2``): two-word names. Every caption is also cleaned on
 its own (steps 1-10); two surviving words that were adjacent in the caption form a bigram
@@ -26,14 +29,13 @@ with a tagger, when it tags as adjective/noun + noun. Bigrams come after the sin
 from __future__ import annotations
 
 import functools
-import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+from ovseg.cased.pos_lexicon import NAME as POS_LEXICON_NAME
+from ovseg.cased.pos_lexicon import wordnet_tagger
 from ovseg.errors import ConfigError, MissingDependencyError
-
-LOGGER = logging.getLogger(__name__)
 
 GENERIC_WORDS: tuple[str, ...] = (
     "image", "photo", "picture", "thumbnail", "logo", "symbol", "clipart", "portrait",
@@ -44,6 +46,8 @@ GENERIC_WORDS: tuple[str, ...] = (
 KEPT_POS_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS", "JJ", "JJR", "JJS", "VBG", "VBN"})
 NOUN_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS"})
 FALLBACK_CANDIDATE = "object"
+POS_FILTERS = (POS_LEXICON_NAME, "nltk", "none")
+DEFAULT_POS_FILTER = POS_LEXICON_NAME
 
 Tagger = Callable[[list[str]], list[tuple[str, str]]]
 
@@ -133,42 +137,56 @@ def frequent_words(words: Sequence[str], min_count: int) -> tuple[list[str], int
 
 
 @functools.lru_cache(maxsize=1)
-def nltk_tagger() -> Tagger | None:
-    """nltk's averaged perceptron tagger, or None (logged once) when its data is missing."""
+def nltk_tagger() -> Tagger:
+    """nltk's averaged perceptron tagger.
+
+    Raises:
+        MissingDependencyError: nltk or its tagger data is not installed (the message says how
+            to install them, or to choose the offline ``"wordnet"`` filter).
+    """
     try:
         import nltk
-    except ImportError:
-        LOGGER.info("POS filter skipped: nltk is not installed (pip install 'ovseg[vocab]').")
-        return None
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "pos_filter 'nltk' needs nltk: pip install 'ovseg[vocab]' (or pip install nltk), "
+            "then python -m nltk.downloader averaged_perceptron_tagger_eng; or use the offline "
+            "pos_filter 'wordnet'."
+        ) from exc
     try:
         nltk.pos_tag(["test"])
-    except LookupError:
-        LOGGER.info(
-            "POS filter skipped: nltk's tagger data is missing (python -m nltk.downloader "
-            "averaged_perceptron_tagger_eng to enable it)."
-        )
-        return None
+    except LookupError as exc:
+        raise MissingDependencyError(
+            "pos_filter 'nltk' needs nltk's tagger data: python -m nltk.downloader "
+            "averaged_perceptron_tagger_eng; or use the offline pos_filter 'wordnet'."
+        ) from exc
     return nltk.pos_tag
 
 
-def resolve_tagger(pos_filter: bool | str | Tagger | None) -> Tagger | None:
-    """``"auto"``: nltk's tagger if its data is present; ``True``: it, or an error; ``False`` /
-    None: no POS filter; a callable ``words -> [(word, tag), ...]``: that tagger."""
+def resolve_pos_filter(pos_filter: str | Tagger | bool | None) -> tuple[Tagger | None, str]:
+    """``(tagger or None, name)`` of a ``pos_filter`` setting.
+
+    ``"wordnet"`` (default): the packaged WordNet lexicon; ``"nltk"``: nltk's tagger (a
+    MissingDependencyError when it or its data is missing: never skipped silently);
+    ``"none"`` / False / None: no POS filter; a callable ``words -> [(word, tag), ...]``: that
+    tagger (named ``"custom"``).
+    """
     if callable(pos_filter):
-        return pos_filter
-    if pos_filter in (False, None, "off"):
-        return None
-    if pos_filter in ("auto", True, "on"):
-        tagger = nltk_tagger()
-        if tagger is None and pos_filter is not True and pos_filter != "on":
-            return None
-        if tagger is None:
-            raise MissingDependencyError(
-                "pos_filter=True needs nltk with its tagger data: pip install nltk, then "
-                "python -m nltk.downloader averaged_perceptron_tagger_eng."
-            )
-        return tagger
-    raise ConfigError(f"pos_filter must be 'auto', True, False or a tagger, not {pos_filter!r}.")
+        return pos_filter, "custom"
+    if pos_filter is False or pos_filter is None or pos_filter == "none":
+        return None, "none"
+    if pos_filter == POS_LEXICON_NAME:
+        return wordnet_tagger, POS_LEXICON_NAME
+    if pos_filter == "nltk":
+        return nltk_tagger(), "nltk"
+    raise ConfigError(
+        f"pos_filter must be one of {', '.join(POS_FILTERS)} or a tagger callable, not "
+        f"{pos_filter!r}."
+    )
+
+
+def resolve_tagger(pos_filter: str | Tagger | bool | None) -> Tagger | None:
+    """The tagger of a ``pos_filter`` setting (see :func:`resolve_pos_filter`)."""
+    return resolve_pos_filter(pos_filter)[0]
 
 
 class CandidateExtractor:
@@ -177,7 +195,8 @@ class CandidateExtractor:
     Args:
         min_count: step 11's threshold (2 in CaSED).
         max_ngram: 1 (CaSED) or 2 (also adjacent word pairs).
-        pos_filter: ``"auto"``, True, False or a tagger callable (see :func:`resolve_tagger`).
+        pos_filter: ``"wordnet"`` (default), ``"nltk"``, ``"none"`` or a tagger callable (see
+            :func:`resolve_pos_filter`); :attr:`pos_filter_name` says which one runs.
         drop_words: step 10's generic words.
         min_length: step 6's shortest word.
     """
@@ -186,7 +205,7 @@ class CandidateExtractor:
         self,
         min_count: int = 2,
         max_ngram: int = 1,
-        pos_filter: bool | str | Tagger | None = "auto",
+        pos_filter: str | Tagger | bool | None = DEFAULT_POS_FILTER,
         drop_words: Sequence[str] = GENERIC_WORDS,
         min_length: int = 3,
     ) -> None:
@@ -194,7 +213,7 @@ class CandidateExtractor:
             raise ConfigError(f"max_ngram must be 1 or 2, not {max_ngram!r}.")
         self.min_count = int(min_count)
         self.max_ngram = int(max_ngram)
-        self.tagger = resolve_tagger(pos_filter)
+        self.tagger, self.pos_filter_name = resolve_pos_filter(pos_filter)
         self.drop_words = tuple(drop_words)
         self.min_length = int(min_length)
 

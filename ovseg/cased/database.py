@@ -30,6 +30,7 @@ import logging
 import math
 import mmap
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ from ovseg.errors import (
     DatabaseMismatchError,
     MissingDependencyError,
 )
-from ovseg.fileio import atomic_write_bytes, atomic_write_json
+from ovseg.fileio import atomic_path, atomic_write_bytes, atomic_write_json
 
 LOGGER = logging.getLogger(__name__)
 
@@ -231,9 +232,24 @@ def normalize_text(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _write_texts_file(out: Path, source: Path) -> tuple[dict[str, Any], int]:
+    """Copy a texts file (one normalised text per line) into ``out`` under its content name,
+    streamed; returns its ``files`` entry and line count."""
+    digest, size, count = hashlib.sha256(), 0, 0
+    with source.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+            count += block.count(b"\n")
+    name = f"texts.{digest.hexdigest()[:12]}.txt"
+    with atomic_path(out / name, durable=True) as tmp:
+        shutil.copyfile(source, tmp)
+    return {"name": name, "sha256": digest.hexdigest(), "bytes": size}, count
+
+
 def write_database(
     out_dir: str | os.PathLike,
-    texts: Sequence[str],
+    texts: Sequence[str] | Path,
     index: Any,
     *,
     spec: IndexSpec,
@@ -246,30 +262,39 @@ def write_database(
     """Write a database folder: index and texts (each atomically), then the manifest.
 
     ``texts`` must already be normalised (:func:`normalize_text`) and match ``index`` row for
-    row. Files of a previous database in ``out_dir`` are removed after the new manifest is in
-    place. Returns the folder.
+    row: a sequence of texts, or the path of a file holding them one per line (copied streamed,
+    never loaded whole). Files of a previous database in ``out_dir`` are removed after the new
+    manifest is in place. Returns the folder.
     """
     faiss = require_faiss()
     if kind not in KINDS:
         raise ConfigError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}.")
-    if index.ntotal != len(texts):
-        raise DatabaseError(f"The index holds {index.ntotal} vectors for {len(texts)} texts.")
     out = Path(out_dir)
-    index_bytes = faiss.serialize_index(index).tobytes()
-    texts_bytes = "".join(f"{text}\n" for text in texts).encode("utf-8")
-    if texts_bytes.count(b"\n") != len(texts):
-        raise DatabaseError("A text spans several lines; pass texts through normalize_text().")
     files = {}
-    for role, data, suffix in (("index", index_bytes, "faiss"), ("texts", texts_bytes, "txt")):
+    if isinstance(texts, Path):
+        files["texts"], count = _write_texts_file(out, texts)
+    else:
+        texts_bytes = "".join(f"{text}\n" for text in texts).encode("utf-8")
+        if texts_bytes.count(b"\n") != len(texts):
+            raise DatabaseError("A text spans several lines; pass texts through normalize_text().")
+        count = len(texts)
+    if index.ntotal != count:
+        raise DatabaseError(f"The index holds {index.ntotal} vectors for {count} texts.")
+    index_bytes = faiss.serialize_index(index).tobytes()
+    roles = [("index", index_bytes, "faiss")]
+    if not isinstance(texts, Path):
+        roles.append(("texts", texts_bytes, "txt"))
+    for role, data, suffix in roles:
         digest = hashlib.sha256(data).hexdigest()
         name = f"{role}.{digest[:12]}.{suffix}"
         atomic_write_bytes(out / name, data, durable=True)
         files[role] = {"name": name, "sha256": digest, "bytes": len(data)}
+    files = {role: files[role] for role in ("index", "texts")}
     manifest = {
         "format_version": FORMAT_VERSION,
         "kind": kind,
         **identity,
-        "count": len(texts),
+        "count": count,
         "normalization": "l2",
         "metric": "inner_product",
         "encoding": "raw text, no template; CLIP text tower; L2-normalised",
@@ -289,15 +314,18 @@ def write_database(
 
 
 # --------------------------------------------------------------------------------- reading
-def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a database folder, checked for the keys and format version it needs."""
+def read_manifest(folder: str | os.PathLike, preset: str | None = None) -> dict[str, Any]:
+    """The manifest of a database folder, checked for the keys and format version it needs
+    (``preset``: named in the build command of the error for a missing database)."""
     folder = Path(folder)
     path = folder / MANIFEST_NAME
     if not path.is_file():
         hint = "the folder does not exist" if not folder.exists() else f"it has no {MANIFEST_NAME}"
         raise DatabaseError(
-            f"{folder} is not an ovseg text database ({hint}). Build one with "
-            f"`ovseg db build --texts CORPUS --preset PRESET --out {folder}`."
+            f"{folder} is not an ovseg text database ({hint}). Build one from a caption or "
+            f"concept list with `ovseg db build --texts CORPUS --preset {preset or 'PRESET'} "
+            f"--out {folder}` (CaSED's caption database: the PMD recipe of docs/vocab_free.md), "
+            "or pass --db DIR."
         )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -476,7 +504,7 @@ def load_database(
     """
     faiss = require_faiss()
     folder = resolve_database_path(path)
-    manifest = read_manifest(folder)
+    manifest = read_manifest(folder, preset)
     if manifest["kind"] not in KINDS:
         raise DatabaseError(f"{folder}: unknown database kind {manifest['kind']!r}.")
     files = manifest["files"]

@@ -36,7 +36,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ovseg.cased.candidates import CandidateExtractor, Tagger, concept_candidates
+from ovseg.cased.candidates import (
+    DEFAULT_POS_FILTER,
+    CandidateExtractor,
+    Tagger,
+    concept_candidates,
+)
 from ovseg.cased.database import TextDatabase, encode_texts, load_database
 from ovseg.errors import ConfigError
 from ovseg.io import read_image
@@ -56,12 +61,16 @@ class SearchResult:
         scores: ``(C,)`` float32 CaSED scores of ``names`` (they sum to 1).
         retrieved: the database texts kept after de-duplication, nearest first.
         similarities: their inner products with the query embedding.
+        pos_filter: the part-of-speech filter the candidates went through (``wordnet``,
+            ``nltk``, ``none``, ``custom``; ``concepts``: a concept database's entries are the
+            candidates, no filter applies).
     """
 
     names: list[str]
     scores: np.ndarray
     retrieved: list[str] = field(default_factory=list)
     similarities: list[float] = field(default_factory=list)
+    pos_filter: str = ""
 
     @property
     def best(self) -> str:
@@ -73,6 +82,7 @@ class SearchResult:
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
         n = len(self.names) if top is None else top
         return {
+            "pos_filter": self.pos_filter,
             "names": [{"name": name, "score": round(score, 6)} for name, score in self.top(n)],
             "retrieved": [
                 {"text": text, "similarity": round(float(sim), 6)}
@@ -216,7 +226,7 @@ class CasedSearch:
         dedup_threshold: float = DEDUP_THRESHOLD,
         min_count: int = 2,
         max_ngram: int = 1,
-        pos_filter: bool | str | Tagger | None = "auto",
+        pos_filter: str | Tagger | bool | None = DEFAULT_POS_FILTER,
         logit_scale: float | None = None,
         pretrained: str | None = None,
         preset: str | None = None,
@@ -244,6 +254,7 @@ class CasedSearch:
             if database.kind == "captions"
             else None
         )
+        self.pos_filter = self.extractor.pos_filter_name if self.extractor else "concepts"
         self.logit_scale = float(logit_scale if logit_scale is not None else backbone.logit_scale)
         self.batch_size = max(1, int(batch_size))
         self._text_cache: dict[str, torch.Tensor] = {}
@@ -338,6 +349,7 @@ class CasedSearch:
             scores=scores[order].astype(np.float32),
             retrieved=list(texts),
             similarities=[float(s) for s in similarities],
+            pos_filter=self.pos_filter,
         )
 
     def search_embeddings(self, embeddings: torch.Tensor | np.ndarray) -> list[SearchResult]:

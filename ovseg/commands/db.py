@@ -50,13 +50,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         shlex.quote(a) for a in [
             "--texts", args.texts, "--preset", args.preset, "--out", args.out,
             "--kind", args.kind, "--index", args.index, "--batch-size", str(args.batch_size),
-            *(["--column", args.column] if args.column else []), "--overwrite", *args.overrides,
+            *(["--column", args.column] if args.column else []),
+            *(["--field", args.field] if args.field else []), "--overwrite", *args.overrides,
         ]
     )  # fmt: skip
     out = build_database(
         args.texts, backbone, args.out, pretrained=pretrained, kind=args.kind, index=args.index,
         batch_size=args.batch_size, chunk_batches=args.chunk_batches, column=args.column,
-        resume=args.resume, overwrite=args.overwrite, rank=args.rank, world_size=args.world_size,
+        field=args.field, resume=args.resume, overwrite=args.overwrite, rank=args.rank, world_size=args.world_size,
         merge=not args.no_merge, keep_shards=args.keep_shards, progress=not args.quiet,
         build_command=command,
     )  # fmt: skip
@@ -78,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--texts", required=True,
-                   help="text file (one text per line), CSV/TSV with a caption column, or a "
-                   "folder of .txt files")  # fmt: skip
+                   help="caption or concept list: a text file (one per line), CSV/TSV "
+                   "(--column), JSON Lines (--field), Parquet (needs pyarrow; --column), a "
+                   "Hugging Face datasets folder from save_to_disk (needs datasets; --column), "
+                   "or a folder of such files; read streamed")  # fmt: skip
     p.add_argument("--preset", default=DEFAULT_PRESET, help="preset or config whose CLIP encodes")
     p.add_argument("--out", required=True, help="database folder")
     p.add_argument("--kind", default="captions", choices=["captions", "concepts"],
@@ -88,7 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "ivfpq"])
     p.add_argument("--batch-size", type=int, default=256, help="texts per encoder call")
     p.add_argument("--chunk-batches", type=int, default=16, help="batches per checkpoint file")
-    p.add_argument("--column", help="CSV column holding the texts (default: caption/title/text)")
+    p.add_argument(
+        "--column",
+        help="CSV / Parquet / datasets column holding the texts "
+        "(default: the first of caption, title, text, sentence, name, concept)",
+    )
+    p.add_argument("--field", help="JSON Lines field holding the texts (a.b for nested; "
+                   "default: as --column)")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue an interrupted build")
     p.add_argument("--overwrite", action="store_true", help="replace an existing database")
     p.add_argument("--device", help="cpu, cuda (cuda:LOCAL_RANK under torchrun), cuda:1 ...")
@@ -190,13 +199,18 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.preset} names no database; pass --db DIR.")
     options = {
         **section,
-        **{k: v for k, v in (("k", args.k), ("alpha", args.alpha)) if v is not None},
+        **{
+            k: v
+            for k, v in (("k", args.k), ("alpha", args.alpha), ("pos_filter", args.pos_filter))
+            if v is not None
+        },
     }
     search = CasedSearch(backbone, path, pretrained=pretrained, preset=args.preset, **options)
     result = search.search(args.image, box=box)
     if args.json:
         print(json.dumps(result.to_dict(top=args.top), indent=2))
     else:
+        print(f"pos filter: {result.pos_filter}")
         for name, score in result.top(args.top):
             print(f"{score:7.4f}  {name}")
     return 0
@@ -214,6 +228,9 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="names to print")
     p.add_argument("--k", type=int, help="texts retrieved (default 10)")
     p.add_argument("--alpha", type=float, help="weight of the image term (default 0.7)")
+    p.add_argument("--pos-filter", choices=["wordnet", "nltk", "none"],
+                   help="candidate words kept: WordNet nouns/adjectives (default, offline), "
+                   "nltk's tagger (needs its data), or all")  # fmt: skip
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)

@@ -37,7 +37,7 @@ import open_clip
 import torch
 from torch import Tensor, nn
 
-from ovseg.errors import ConfigError
+from ovseg.errors import ConfigError, VocabularyError
 from ovseg.models import necks as _necks  # noqa: F401  (registers the decode heads)
 from ovseg.models.backbones.clip_pyramid import ClipPyramid, PyramidOutput
 from ovseg.models.heads.denseclip import (
@@ -119,6 +119,18 @@ def build_clip(
     return model.float().train(), tuple(mean), tuple(std)
 
 
+def _cut_text_positions(clip: nn.Module, length: int) -> None:
+    """Keep the first ``length`` text positions of an open_clip model (embedding and causal
+    mask), as the reference's text encoder stores them."""
+    stored = clip.positional_embedding
+    if not 2 < length <= stored.shape[0]:
+        raise ConfigError(f"context_length must lie in 3..{stored.shape[0]}, got {length}.")
+    clip.positional_embedding = nn.Parameter(stored.detach()[:length].clone())
+    mask = getattr(clip, "attn_mask", None)
+    if mask is not None:
+        clip.register_buffer("attn_mask", mask[:length, :length].clone(), persistent=False)
+
+
 class DenseCLIPSegmentor(nn.Module):
     """CLIP pyramid backbone + context-aware prompting + pixel-text score map + decode head.
 
@@ -141,6 +153,9 @@ class DenseCLIPSegmentor(nn.Module):
             dense-token grid: 3 for ResNets, 2 for ViT-B/16, as the reference).
         input_resolution, out_indices, drop_path_rate, cls_pos_includes_class_embedding: see
             :class:`~ovseg.models.backbones.clip_pyramid.ClipPyramid`.
+        num_classes: None (open vocabulary, default) or ``K``: the reference's closed-set layout
+            (``K`` raw score channels, a ``K``-way classifier; ``SemanticFPN`` only).
+        context_length: text positions kept (None: all of CLIP's; the reference: 13).
 
     Buffers ``pixel_mean`` / ``pixel_std`` ``(1, 3, 1, 1)`` hold the model's normalisation (RGB,
     [0, 1] units) and travel with the state dict. :attr:`config` holds the keyword arguments that
@@ -166,6 +181,8 @@ class DenseCLIPSegmentor(nn.Module):
         out_indices: Sequence[int] | None = None,
         drop_path_rate: float = 0.0,
         cls_pos_includes_class_embedding: bool = False,
+        num_classes: int | None = None,
+        context_length: int | None = None,
     ) -> None:
         super().__init__()
         quick_gelu = _resolve_quick_gelu(model_name, pretrained, quick_gelu)
@@ -189,10 +206,19 @@ class DenseCLIPSegmentor(nn.Module):
             "out_indices": list(out_indices) if out_indices is not None else None,
             "drop_path_rate": float(drop_path_rate),
             "cls_pos_includes_class_embedding": bool(cls_pos_includes_class_embedding),
+            "num_classes": None if num_classes is None else int(num_classes),
+            "context_length": None if context_length is None else int(context_length),
         }
+        if num_classes is not None and (int(num_classes) < 1 or neck != DEFAULT_NECK):
+            raise ConfigError(
+                f"num_classes (the closed-set layout) needs a positive count and the "
+                f"{DEFAULT_NECK} head; got {num_classes!r} with {neck!r}."
+            )
         clip, mean, std = build_clip(
             model_name, pretrained, checkpoint, quick_gelu, cache_dir, load_clip_weights
         )
+        if context_length is not None:
+            _cut_text_positions(clip, int(context_length))
         self.backbone = ClipPyramid(
             clip.visual,
             input_resolution=input_resolution,
@@ -214,8 +240,11 @@ class DenseCLIPSegmentor(nn.Module):
         if not 0 <= level < 4:
             raise ConfigError(f"score_concat_index must be 0..3, got {score_concat_index}.")
         self.score_level = level
+        self.num_classes = None if num_classes is None else int(num_classes)
         in_channels = list(self.backbone.out_channels)
-        in_channels[level] += embed_dim
+        in_channels[level] += embed_dim if self.num_classes is None else self.num_classes
+        if self.num_classes is not None:
+            neck_cfg["num_classes"] = self.num_classes
         self.decode_head = NECKS.build(neck_cfg, in_channels=in_channels, text_dim=embed_dim)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1))
@@ -251,7 +280,16 @@ class DenseCLIPSegmentor(nn.Module):
         score_map = pixel_text_score_map(pyramid.dense, text)
         features = list(pyramid.features)
         level = features[self.score_level]
-        score_features = score_text_features(score_map, text)
+        if self.num_classes is None:
+            score_features = score_text_features(score_map, text)
+        elif score_map.shape[1] != self.num_classes:
+            raise VocabularyError(
+                f"This DenseCLIP model is closed-set: it scores exactly its {self.num_classes} "
+                f"training classes, in order, not {score_map.shape[1]} names; use its class list "
+                "(the preset's vocabulary)."
+            )
+        else:
+            score_features = score_map
         if score_features.shape[-2:] != level.shape[-2:]:
             raise ConfigError(
                 f"Score map grid {tuple(score_features.shape[-2:])} differs from pyramid level "

@@ -95,6 +95,10 @@ class DenseCLIPSegmenter(DenseSemanticPipeline):
         model: :class:`~ovseg.models.denseclip.DenseCLIPSegmentor` keyword arguments; None
             reads the architecture stored in ``weights``.
         pretrained: tag of packaged weights for ``model["model_name"]`` (e.g. ``shapes``).
+        release: the authors' released ADE20K checkpoint (``res50``, ``res101``, ``vit-b``;
+            :mod:`ovseg.models.denseclip_release`): the closed-set architecture of that config,
+            weights from ``weights`` or, by default, the release's file in torch hub's
+            checkpoint folder. It scores exactly the 150 ADE20K names it was trained with.
         device: where the model runs.
         backbone: accepted so ``create_pipeline(device=...)`` works; only its ``device`` key is
             read.
@@ -112,6 +116,7 @@ class DenseCLIPSegmenter(DenseSemanticPipeline):
         weights: str | None = None,
         model: Mapping[str, Any] | None = None,
         pretrained: str | None = None,
+        release: str | None = None,
         device: str = "cpu",
         backbone: Mapping[str, Any] | None = None,
         inference: Mapping[str, Any] | None = None,
@@ -126,15 +131,22 @@ class DenseCLIPSegmenter(DenseSemanticPipeline):
                     "architecture under pipeline.model."
                 )
             device = backbone.get("device", device) or device
-        if not weights and pretrained:
-            weights = embedded_denseclip_weights(model, pretrained)
-        if not weights:
-            raise WeightsNotFoundError(
-                "DenseCLIPSegmenter needs trained weights: train a DenseCLIP config (e.g. "
-                "`ovseg train configs/shapes/shapes_tiny_denseclip.yaml`) and pass "
-                "pipeline.weights=WORK_DIR/model_final.safetensors."
-            )
-        self.model: DenseCLIPSegmentor = build_from_export(weights, model).to(device).eval()
+        if release:
+            from ovseg.models.denseclip_release import build_from_release
+
+            built = build_from_release(release, weights or None, model)
+        else:
+            if not weights and pretrained:
+                weights = embedded_denseclip_weights(model, pretrained)
+            if not weights:
+                raise WeightsNotFoundError(
+                    "DenseCLIPSegmenter needs trained weights: train a DenseCLIP config (e.g. "
+                    "`ovseg train configs/shapes/shapes_tiny_denseclip.yaml`) and pass "
+                    "pipeline.weights=WORK_DIR/model_final.safetensors, or use the authors' "
+                    "released checkpoints with pipeline.release=res50|res101|vit-b."
+                )
+            built = build_from_export(weights, model)
+        self.model: DenseCLIPSegmentor = built.to(device).eval()
         self.inference = check_window_settings(
             merge_settings(_INFERENCE_DEFAULTS, inference, "inference"), 1
         )

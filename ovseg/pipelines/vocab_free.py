@@ -229,6 +229,7 @@ class VocabFreeSegmenter(PromptablePipeline):
         return {
             "mode": self.mode,
             "database": str(self.search.database.path),
+            "pos_filter": self.search.pos_filter,
             "names": [{"name": name, "score": round(score, 6)} for name, score in chosen],
         }
 

@@ -28,13 +28,14 @@ from ovseg.registry import PIPELINES
 from ovseg.structures import Instances
 
 
-def _empty(height: int, width: int) -> Instances:
+def _empty(height: int, width: int, meta: dict[str, Any]) -> Instances:
     return Instances(
         masks=np.zeros((0, height, width), dtype=bool),
         boxes=np.zeros((0, 4), dtype=np.float32),
         scores=np.zeros(0, dtype=np.float32),
         labels=np.zeros(0, dtype=np.int64),
         class_names=[],
+        meta=meta,
     )
 
 
@@ -75,13 +76,19 @@ class VocabFreeInstanceSegmenter(PromptablePipeline):
         image = encoded.image
         height, width = image.shape[:2]
         post = settings
+        meta = {
+            "vocab_free": {
+                "database": str(self.search.database.path),
+                "pos_filter": self.search.pos_filter,
+            }
+        }
         proposals = self.instance.proposals(encoded)
         masks = torch.as_tensor(proposals.masks).bool().cpu()
         ious = torch.as_tensor(proposals.iou_scores).float().cpu().reshape(-1)
         keep = masks.flatten(1).sum(dim=1) >= max(1, int(post["min_area"]))
         masks, ious = masks[keep], ious[keep]
         if not len(masks):
-            return _empty(height, width)
+            return _empty(height, width, meta)
         found = self.search.name_regions(self.search.embed_regions(image, masks=masks.numpy()))
         names = [result.best for result in found]
         name_scores = torch.tensor([float(result.scores[0]) for result in found])
@@ -91,7 +98,7 @@ class VocabFreeInstanceSegmenter(PromptablePipeline):
         keep = scores >= float(post["score_threshold"])
         masks, scores, labels = masks[keep], scores[keep], labels[keep]
         if not len(masks):
-            return _empty(height, width)
+            return _empty(height, width, meta)
         boxes = boxes_from_masks(masks)
         order = class_wise_nms(
             scores, labels, boxes=boxes, iou_threshold=float(post["nms_threshold"]), mode="box"
@@ -104,4 +111,5 @@ class VocabFreeInstanceSegmenter(PromptablePipeline):
             scores=scores[order_t].numpy(),
             labels=np.array([used.index(int(label)) for label in labels[order_t]]),
             class_names=[vocabulary[index] for index in used],
+            meta=meta,
         )

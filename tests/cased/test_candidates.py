@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from ovseg.cased import candidates
@@ -98,7 +96,7 @@ def test_token_cleaning_matches_the_joined_text():
     assert clean_tokens("a red star on sand") == [None, "red", "star", None, "sand"]
 
 
-def test_missing_tagger_data_skips_the_filter_with_a_note(monkeypatch, caplog):
+def test_missing_nltk_data_is_an_error_not_a_skip(monkeypatch):
     import nltk
 
     def no_data(words):
@@ -107,28 +105,36 @@ def test_missing_tagger_data_skips_the_filter_with_a_note(monkeypatch, caplog):
     monkeypatch.setattr(nltk, "pos_tag", no_data)
     candidates.nltk_tagger.cache_clear()
     try:
-        with caplog.at_level(logging.INFO, logger="ovseg.cased.candidates"):
-            assert resolve_tagger("auto") is None
-        assert "POS filter skipped" in caplog.text
-        assert CandidateExtractor()(CAPTIONS) == ["dog", "the", "park"]
         with pytest.raises(MissingDependencyError, match="averaged_perceptron_tagger_eng"):
-            resolve_tagger(True)
+            CandidateExtractor(pos_filter="nltk")
+        with pytest.raises(MissingDependencyError, match="'wordnet'"):
+            resolve_tagger("nltk")
     finally:
         candidates.nltk_tagger.cache_clear()
 
 
-def test_present_tagger_is_used(monkeypatch):
+def test_present_nltk_tagger_is_used_when_asked(monkeypatch):
     import nltk
 
     monkeypatch.setattr(nltk, "pos_tag", lambda ws: [(w, "NN" if w == "park" else "DT")
                                                      for w in ws])  # fmt: skip
     candidates.nltk_tagger.cache_clear()
     try:
-        assert CandidateExtractor(pos_filter="auto")(CAPTIONS) == ["park"]
+        extractor = CandidateExtractor(pos_filter="nltk")
+        assert extractor(CAPTIONS) == ["park"] and extractor.pos_filter_name == "nltk"
     finally:
         candidates.nltk_tagger.cache_clear()
-    with pytest.raises(ConfigError, match="pos_filter"):
-        resolve_tagger("sometimes")
+    for wrong in ("sometimes", "auto", True):
+        with pytest.raises(ConfigError, match="pos_filter"):
+            resolve_tagger(wrong)
+
+
+def test_default_filter_is_the_offline_wordnet_lexicon():
+    extractor = CandidateExtractor()
+    assert extractor.pos_filter_name == "wordnet"
+    assert extractor(CAPTIONS) == ["dog", "park"]  # "the" is dropped without any tagger data
+    assert CandidateExtractor(pos_filter="none").pos_filter_name == "none"
+    assert CandidateExtractor(pos_filter=lambda ws: ws).pos_filter_name == "custom"
 
 
 def test_concept_entries_are_the_candidates():

@@ -190,6 +190,11 @@ def test_caption_search_by_hand(tmp_path):
     assert result.names == ["star", "red"]
     np.testing.assert_allclose(result.scores, [expected[1], expected[0]], rtol=1e-5)
     assert result.best == "star" and result.top(1) == [("star", pytest.approx(expected[1]))]
+    assert result.pos_filter == "none" and result.to_dict()["pos_filter"] == "none"
+    # the default filter, the WordNet lexicon, keeps the noun / adjective candidates
+    default = CasedSearch(backbone, db, k=2, alpha=0.6)
+    found = default.search(embedding=torch.tensor(unit(5)))
+    assert found.pos_filter == "wordnet" and set(found.names) == {"red", "star"}
 
 
 def test_registered_and_buildable(tmp_path):

@@ -10,6 +10,7 @@ import yaml
 
 from ovseg.cased.build import build_database
 from ovseg.cased.database import MANIFEST_NAME, load_database
+from ovseg.cased.pos_lexicon import wordnet_tag
 from ovseg.commands.db import build_parser, info_parser, merge_parser, search_parser
 from ovseg.errors import ConfigError, DatabaseError
 from tests.cased.corpus import CORPUS, backbone, corpus  # noqa: F401  (fixtures)
@@ -84,6 +85,7 @@ def test_db_commands(tmp_path, corpus, tiny_preset, capsys, one_torch_thread):
     torch.manual_seed(0)
     assert args.func(args) == 0
     found = json.loads(capsys.readouterr().out)
+    assert found["pos_filter"] == "concepts"  # a concept database's entries are the names
     assert 1 <= len(found["names"]) <= 2
     assert all(entry["name"] in CORPUS for entry in found["names"])
     with pytest.raises(ConfigError, match="x1,y1,x2,y2"):
@@ -114,6 +116,49 @@ def test_db_commands(tmp_path, corpus, tiny_preset, capsys, one_torch_thread):
     args = merge_parser().parse_intermixed_args(["--out", str(sharded), "--quiet"])
     assert args.func(args) == 0
     assert len(load_database(sharded)) == len(CORPUS)
+
+
+def test_build_from_jsonl_with_a_field_then_search_captions(
+    tmp_path, tiny_preset, capsys, one_torch_thread
+):
+    import torch
+
+    source = tmp_path / "captions.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "meta": {"cap": c}}) + "\n"
+                              for i, c in enumerate(CORPUS + CORPUS[:5])))  # fmt: skip
+    out = tmp_path / "db"
+    argv = ["--texts", str(source), "--preset", str(tiny_preset), "--out", str(out),
+            "--field", "meta.cap", "--batch-size", "32", "--quiet"]  # fmt: skip
+    torch.manual_seed(0)
+    args = build_parser().parse_intermixed_args(argv)
+    assert args.func(args) == 0
+    db = load_database(out)
+    assert db.texts.all() == CORPUS  # duplicates dropped, corpus order kept
+    assert "--field meta.cap" in json.loads((out / MANIFEST_NAME).read_text())["build_command"]
+    image = tmp_path / "image.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(image)
+    for pos_filter in ("none", "wordnet"):
+        args = search_parser().parse_intermixed_args(
+            [
+                str(image),
+                "--db",
+                str(out),
+                "--preset",
+                str(tiny_preset),
+                "--json",
+                "--pos-filter",
+                pos_filter,
+            ]  # fmt: skip
+        )
+        torch.manual_seed(0)
+        assert args.func(args) == 0
+        found = json.loads(capsys.readouterr().out)
+        assert found["pos_filter"] == pos_filter
+        names = {entry["name"] for entry in found["names"]}
+        if pos_filter == "wordnet":  # every name is a WordNet noun or adjective
+            assert names and all(wordnet_tag(name) in {"NN", "JJ"} for name in names)
 
 
 def test_db_commands_through_the_ovseg_command(tmp_path, corpus, tiny_preset, monkeypatch,

@@ -96,7 +96,9 @@ SCCLIP_PRESETS = {p.stem for p in PRESETS.glob("scclip-*.yaml")}
 DETECTION_PRESETS = {"owlv2-b16-sam-vith", "grounding-dino-t-sam-vith"}
 # READ reasoning presets (a released multimodal model) are tested in tests/pipelines/test_reasoning.py
 READ_PRESETS = {p.stem for p in PRESETS.glob("read-*.yaml")}
-OWN_TESTS = SCCLIP_PRESETS | DETECTION_PRESETS | READ_PRESETS
+# CLIP + SAM presets for every task are tested in test_clipsam_presets.py
+CLIPSAM_PRESETS = {p.stem for p in PRESETS.glob("clipsam-*.yaml")}
+OWN_TESTS = SCCLIP_PRESETS | DETECTION_PRESETS | READ_PRESETS | CLIPSAM_PRESETS
 ALL_PRESETS = sorted(
     p
     for p in PRESETS.glob("*.yaml")

@@ -118,13 +118,16 @@ def test_create_pipeline_and_errors(weights, image):
 
 
 @pytest.mark.parametrize(
-    "arch, crop, stride", [("r50", 512, 341), ("r101", 512, 341), ("vitb16", 640, 426)]
+    "arch, release, crop, stride",
+    [("r50", "res50", 512, 341), ("r101", "res101", 512, 341), ("vitb16", "vit-b", 640, 426)],
 )
-def test_presets(arch, crop, stride):
+def test_presets(arch, release, crop, stride, tmp_path, monkeypatch):
     preset = yaml.safe_load((PRESETS / f"denseclip-{arch}-ade.yaml").read_text())
     pipe = preset["pipeline"]
-    assert pipe["type"] == "DenseCLIPSegmenter" and preset["vocabulary"] == {"file": "ade.txt"}
-    assert pipe["weights"].endswith(f"denseclip_{arch}_fpn_ade20k/model_final.safetensors")
+    assert pipe["type"] == "DenseCLIPSegmenter" and preset["vocabulary"] == {
+        "file": "ade_mmseg.txt"
+    }
+    assert pipe["release"] == release and pipe["weights"] is None  # the authors' checkpoint
     assert pipe["inference"] == {
         "short_side": crop,
         "max_long_side": 2048,
@@ -133,12 +136,21 @@ def test_presets(arch, crop, stride):
         "stride": stride,
         "batch_size": 8,
     }
+    # the eval config scores this repository's own training run of the recipe
+    eval_cfg = yaml.safe_load(
+        (ROOT / "configs" / "denseclip" / f"denseclip_{arch}_fpn_ade20k_eval.yaml").read_text()
+    )
     train_cfg = ROOT / "configs" / "denseclip" / f"denseclip_{arch}_fpn_ade20k.yaml"
-    assert yaml.safe_load(train_cfg.read_text())["work_dir"] in pipe["weights"]
-    with pytest.raises(WeightsNotFoundError):  # until trained, the preset says what to do
-        ovseg.create_pipeline(
-            f"denseclip-{arch}-ade", overrides=["pipeline.weights=/nonexistent.safetensors"]
-        )
+    assert eval_cfg["pipeline"]["release"] is None
+    assert yaml.safe_load(train_cfg.read_text())["work_dir"] in eval_cfg["pipeline"]["weights"]
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(WeightsNotFoundError) as err:  # the message names the file and address
+        ovseg.create_pipeline(f"denseclip-{arch}-ade")
+    from ovseg.model_zoo.denseclip_files import DENSECLIP_RELEASES
+
+    entry = DENSECLIP_RELEASES[release]
+    assert entry["file"] in str(err.value) and entry["url"] in str(err.value)
+    assert str(tmp_path / "hub" / "checkpoints") in str(err.value)
 
 
 def test_ovseg_eval_reports_seen_and_unseen(weights, tmp_path):

@@ -101,6 +101,7 @@ def test_fast_route_segments_with_names_from_the_database(seg, db, image, monkey
     assert result.sem_seg.shape == (40, 56) and result.probs.shape[0] == len(result.class_names)
     found = result.meta["vocab_free"]
     assert [n["name"] for n in found["names"]] == result.class_names and found["mode"] == "fast"
+    assert found["pos_filter"] == search.pos_filter
     scores = [n["score"] for n in found["names"]]
     assert scores == sorted(scores, reverse=True)
     direct = seg(image, result.class_names)  # the same as a user giving these names

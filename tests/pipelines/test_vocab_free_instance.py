@@ -57,6 +57,9 @@ def test_every_mask_takes_the_best_name_of_its_own_search(pipeline):
     assert len(found) > 0 and found.masks.shape[1:] == (40, 48)
     assert set(found.class_names) <= set(CONCEPTS)
     assert sorted(set(found.labels.tolist())) == list(range(len(found.class_names)))
+    # the result says how its names were found (a concept database: no POS filter applies)
+    assert found.meta["vocab_free"]["pos_filter"] == "concepts"
+    assert found.to_dict()["meta"] == found.meta
     again = pipeline.search.name_regions(pipeline.search.embed_regions(image, masks=found.masks))
     assert [found.class_names[label] for label in found.labels] == [r.best for r in again]
     name_scores = np.array([r.scores[0] for r in again], dtype=np.float32)

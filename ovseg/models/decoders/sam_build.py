@@ -159,7 +159,7 @@ SAM_ARCHITECTURES: dict[str, SamArchitecture] = {
 }
 SAM_ALIASES = {"default": "vit_h"}
 
-
+#: The checkpoints of the official release: file name and where it is published.
 SamSpec = str | os.PathLike | Mapping[str, Any] | SamArchitecture
 
 

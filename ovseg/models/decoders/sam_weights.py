@@ -20,17 +20,13 @@ import torch
 from ovseg.errors import ConfigError, WeightsNotFoundError
 from ovseg.hub import download_url
 from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, embedded_checkpoint
-from ovseg.model_zoo.sam_release import OFFICIAL_TAG
+from ovseg.model_zoo.sam_release import OFFICIAL_TAG, official_checkpoint_path
 from ovseg.models.decoders.sam_build import (
     OFFICIAL_CHECKPOINTS,
     missing_official_checkpoint,
 )
 
-
-def official_checkpoint_path(model_type: str) -> Path:
-    """Where the official checkpoint of ``model_type`` is cached (it may not exist yet)."""
-    entry = OFFICIAL_CHECKPOINTS[model_type]
-    return Path(torch.hub.get_dir()) / "checkpoints" / entry["file"]
+__all__ = ["OFFICIAL_TAG", "official_checkpoint_path", "resolve_sam_checkpoint"]
 
 
 def find_cached_checkpoint(

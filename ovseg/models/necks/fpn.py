@@ -8,7 +8,9 @@
   level outputs are resized (bilinear) to the finest level and summed.
 * :class:`SemanticFPN` (registered in ``NECKS``): both, then the vocabulary-agnostic
   :class:`~ovseg.models.necks.text_classifier.TextClassifier` instead of a fixed-size
-  classifier. Output logits ``(B, K, H/4, W/4)`` for stride-4 finest features.
+  classifier; or, with ``num_classes``, mmseg's fixed ``K``-way classifier
+  (:class:`FixedClassifier`: Dropout2d + 1x1 convolution, the layout of released closed-set
+  checkpoints). Output logits ``(B, K, H/4, W/4)`` for stride-4 finest features.
 
 Defaults follow DenseCLIP's ADE20K recipes: 256 FPN channels, 256 head channels, dropout 0.1.
 """
@@ -100,6 +102,21 @@ class _Upsample2x(nn.Module):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+class FixedClassifier(nn.Module):
+    """mmseg's ``conv_seg``: ``(B, C, H, W)`` -> ``(B, K, H, W)`` for a fixed list of ``K``
+    classes (the class embeddings are not read); Dropout2d first, as ``BaseDecodeHead``."""
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.conv = nn.Conv2d(in_channels, num_classes, kernel_size=1)
+        nn.init.normal_(self.conv.weight, std=0.01)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, features: Tensor, text: Tensor) -> Tensor:
+        return self.conv(self.dropout(features))
+
+
 @NECKS.register()
 class SemanticFPN(nn.Module):
     """FPN neck + FPN head + text classifier: pyramid features and class embeddings -> logits.
@@ -111,6 +128,8 @@ class SemanticFPN(nn.Module):
         channels: head channels (256).
         feature_strides: strides of the inputs (4, 8, 16, 32).
         dropout: Dropout2d before the classifier (0.1).
+        num_classes: None (default): the open-vocabulary :class:`TextClassifier`; an integer
+            ``K``: the fixed ``K``-way :class:`FixedClassifier` of closed-set checkpoints.
 
     ``forward(features, text)``: ``features`` as above, ``text (B, K, D)`` -> ``(B, K, H/s_0,
     W/s_0)`` logits (see :class:`TextClassifier` for the open-vocabulary classifier).
@@ -124,11 +143,16 @@ class SemanticFPN(nn.Module):
         channels: int = 256,
         feature_strides: Sequence[int] = (4, 8, 16, 32),
         dropout: float = 0.1,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.neck = FPN(in_channels, fpn_channels)
         self.head = FPNHead([fpn_channels] * len(in_channels), channels, feature_strides)
-        self.classifier = TextClassifier(channels, text_dim, dropout)
+        self.classifier: nn.Module = (
+            TextClassifier(channels, text_dim, dropout)
+            if num_classes is None
+            else FixedClassifier(channels, int(num_classes), dropout)
+        )
 
     def forward(self, features: Sequence[Tensor], text: Tensor) -> Tensor:
         return self.classifier(self.head(self.neck(features)), text)
