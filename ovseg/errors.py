@@ -68,3 +68,11 @@ class DatabaseMismatchError(DatabaseError):
 
 class PromptError(OVSegError, ValueError):
     """Prompts for a mask decoder are malformed, or no image was set before predicting."""
+
+
+class VideoReadError(OVSegError, ValueError):
+    """A video or frame folder could not be read (missing, damaged, unsupported or empty)."""
+
+
+class VideoTooLargeError(VideoReadError):
+    """A video has larger frames, or more frames to process, than the configured budget."""
