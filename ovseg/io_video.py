@@ -49,6 +49,7 @@ __all__ = [
     "VideoWriter",
     "is_video_input",
     "open_video",
+    "selected_count",
 ]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
@@ -96,7 +97,8 @@ def _check_range(start: int, stop: int | None, step: int) -> None:
         raise ConfigError(f"The frame step must be an integer >= 1, got {step!r}.")
 
 
-def _selected_count(num_frames: int | None, start: int, stop: int | None, step: int) -> int | None:
+def selected_count(num_frames: int | None, start: int, stop: int | None, step: int) -> int | None:
+    """How many frames ``frames(start, stop, step)`` yields (None when the length is unknown)."""
     end = stop if num_frames is None else (num_frames if stop is None else min(stop, num_frames))
     if end is None:
         return None
@@ -118,7 +120,7 @@ class FrameSource:
                 f"{info.width * info.height:,} pixels, more than the cap of {self.max_pixels:,}. "
                 "Resize the video first, or raise max_pixels if you trust it."
             )
-        count = _selected_count(info.num_frames, start, stop, step)
+        count = selected_count(info.num_frames, start, stop, step)
         if self.max_frames is not None and count is not None and count > self.max_frames:
             raise VideoTooLargeError(
                 f"{info.path}: the selection has {count:,} frames, more than the cap of "

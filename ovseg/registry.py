@@ -163,6 +163,7 @@ PIPELINES = Registry(
         "instance",
         "vocab_free",
         "vocab_free_instance",
+        "video",
     ),
 )
 DATASETS = Registry(
