@@ -483,6 +483,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
+    if args.video:
+        from ovseg.data.synthetic_video import write_synthetic_videos
+
+        summary = write_synthetic_videos(
+            args.out,
+            num_train=args.num,
+            num_val=args.num if args.num_val is None else args.num_val,
+            seed=args.seed,
+            num_frames=args.frames,
+            image_size=args.image_size or 64,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
     from ovseg.data.writers import write_synthetic_world
 
     summary = write_synthetic_world(
@@ -490,7 +505,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         num_train=args.num,
         num_val=args.num_val,
         seed=args.seed,
-        image_size=args.image_size,
+        image_size=args.image_size or 128,
         crop_size=args.crop_size,
         formats=tuple(args.formats.split(",")),
         progress=not args.quiet,
@@ -605,10 +620,21 @@ def _synth_parser() -> argparse.ArgumentParser:
         prog="ovseg data synth", description="Write the synthetic open-vocabulary world."
     )
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--num", type=int, required=True, help="number of training scenes")
-    s.add_argument("--num-val", type=int, help="validation scenes (default max(50, num/10))")
+    s.add_argument("--num", type=int, required=True, help="number of training scenes (clips)")
+    s.add_argument(
+        "--num-val",
+        type=int,
+        help="validation scenes (default max(50, num/10)); with --video validation clips "
+        "(default: --num)",
+    )
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--image-size", type=int, default=128)
+    s.add_argument("--image-size", type=int, help="side in pixels (default 128; videos 64)")
+    s.add_argument(
+        "--video",
+        action="store_true",
+        help="write video clips of moving shapes with YouTube-VIS ground truth instead",
+    )
+    s.add_argument("--frames", type=int, default=12, help="with --video: frames per clip")
     s.add_argument("--crop-size", type=int, default=64, help="caption crop size")
     s.add_argument("--formats", default="ade20k,coco,captions")
     s.add_argument("--overwrite", action="store_true", help="replace existing format folders")
