@@ -13,13 +13,15 @@ Schema (``format: "ovseg.video_tracks"``, ``version: 1``)::
       "tracks": [
         {"id": int (>= 1, unique), "label": int, "class": str, "score": float (mean),
          "first_frame": int, "last_frame": int,
-         "frames": [{"index": int, "score": float, "box": [x0, y0, x1, y1],
+         "frames": [{"index": int, "label": int, "score": float, "box": [x0, y0, x1, y1],
                      "segmentation": {"size": [H, W], "counts": str}}, ...]},
         ...
       ]
     }
 
-Frame ``index`` is the frame's position in the video (decoding order / sorted frame names);
+A track's ``label`` is its score-weighted class vote: the label whose frames' scores sum
+highest (ties: the lower label); each frame keeps the label detected there. Frame ``index`` is
+the frame's position in the video (decoding order / sorted frame names);
 ``video.frames`` lists the processed frames in order (with a step or a range, a subset).
 Boxes are XYXY in input pixels with exclusive ``x1, y1``; masks are COCO compressed RLE
 (column-major, as ``pycocotools.mask.encode``). :func:`read_tracks` checks a file against this
@@ -49,6 +51,7 @@ __all__ = [
     "encode_mask",
     "mask_box",
     "read_tracks",
+    "vote_label",
 ]
 
 TRACKS_FORMAT = "ovseg.video_tracks"
@@ -80,6 +83,14 @@ def mask_box(mask: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
+def vote_label(frames: Sequence[dict[str, Any]]) -> int:
+    """The label whose frames' ``score`` values sum highest (ties: the lower label)."""
+    totals: dict[int, float] = {}
+    for frame in frames:
+        totals[int(frame["label"])] = totals.get(int(frame["label"]), 0.0) + float(frame["score"])
+    return min(totals, key=lambda label: (-totals[label], label))
+
+
 @dataclass
 class TrackRecorder:
     """Collects per-frame track masks (as RLE) and writes the tracks file.
@@ -101,18 +112,11 @@ class TrackRecorder:
         self.frames.append({"index": int(index), "time": time, "name": str(name)})
 
     def add(self, frame: int, track_id: int, label: int, score: float, mask: np.ndarray) -> None:
-        track = self.tracks.setdefault(
-            int(track_id),
-            {
-                "id": int(track_id),
-                "label": int(label),
-                "class": str(self.class_names[int(label)]),
-                "frames": [],
-            },
-        )
+        track = self.tracks.setdefault(int(track_id), {"id": int(track_id), "frames": []})
         track["frames"].append(
             {
                 "index": int(frame),
+                "label": int(label),
                 "score": float(score),
                 "box": mask_box(mask),
                 "segmentation": encode_mask(mask),
@@ -124,6 +128,8 @@ class TrackRecorder:
         for track_id in sorted(self.tracks):
             track = dict(self.tracks[track_id])
             frames = track["frames"]
+            track["label"] = vote_label(frames)
+            track["class"] = str(self.class_names[track["label"]])
             track["score"] = float(np.mean([f["score"] for f in frames]))
             track["first_frame"] = frames[0]["index"]
             track["last_frame"] = frames[-1]["index"]

@@ -121,7 +121,10 @@ class VideoSegmenter:
         match_threshold: mask IoU a detection needs to continue a track.
         matching: ``hungarian`` or ``greedy``.
         patience: absent frames a track survives before it ends.
-        class_aware: match only detections of the track's class.
+        class_aware: match only detections of the track's class (default off: the class of
+            an object may flicker between frames; the tracks file names a track by its
+            score-weighted class vote).
+        score_threshold: detections scored lower are ignored.
         min_area: pixels a mask needs to count as present.
         fill_hole_area: SAM 2's hole filling of low-resolution masks (its video predictor: 8).
         max_pixels, max_frames: the video budget (frame size; frames one run processes).
@@ -135,7 +138,8 @@ class VideoSegmenter:
         match_threshold: float = 0.5,
         matching: str = "hungarian",
         patience: int = 0,
-        class_aware: bool = True,
+        class_aware: bool = False,
+        score_threshold: float = 0.0,
         min_area: int = 1,
         fill_hole_area: float = 8.0,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -163,6 +167,7 @@ class VideoSegmenter:
         self.matching = matching
         self.patience = int(patience)
         self.class_aware = bool(class_aware)
+        self.score_threshold = float(score_threshold)
         self.min_area = max(1, int(min_area))
         self.fill_hole_area = float(fill_hole_area)
         self.max_pixels = max_pixels
@@ -199,7 +204,7 @@ class VideoSegmenter:
         result = self.detector(image, query)
         if self.task == "referring":
             mask = np.asarray(result.mask, dtype=bool)
-            if mask.sum() < self.min_area:
+            if mask.sum() < self.min_area or float(result.score) < self.score_threshold:
                 mask = mask[None][:0]
             else:
                 mask = mask[None]
@@ -210,6 +215,7 @@ class VideoSegmenter:
             )
         masks = np.asarray(result.masks, dtype=bool).reshape(-1, height, width)
         keep = masks.reshape(len(masks), -1).sum(1) >= self.min_area
+        keep &= np.asarray(result.scores, np.float32) >= self.score_threshold
         return _Detections(
             masks[keep],
             np.asarray(result.scores, np.float32)[keep],
