@@ -90,10 +90,12 @@ EMBEDDED_PRESETS = {"shapes-tiny", "shapes-tiny-denseclip"}  # tested in tests/m
 TRAINED_PRESETS = {p.stem for p in PRESETS.glob("denseclip-*.yaml")}
 # ProxyCLIP presets (CLIP plus a proxy model) are tested in test_proxyclip_presets.py
 PROXY_PRESETS = {p.stem for p in PRESETS.glob("proxyclip-*.yaml")}
+# SAM 2.1 + CLIP presets (referring / instance / video) are tested in test_sam2_presets.py
+SAM2_PRESETS = {p.stem for p in PRESETS.glob("sam2.1-*.yaml")}
 ALL_PRESETS = sorted(
     p
     for p in PRESETS.glob("*.yaml")
-    if p.stem not in EMBEDDED_PRESETS | TRAINED_PRESETS | PROXY_PRESETS
+    if p.stem not in EMBEDDED_PRESETS | TRAINED_PRESETS | PROXY_PRESETS | SAM2_PRESETS
 )
 
 
