@@ -19,6 +19,7 @@ CORE = (
     "ovseg.config",
     "ovseg.io",
     "ovseg.io_video",
+    "ovseg.tracks",
     "ovseg.weights",
     "ovseg.plugins",
 )
@@ -43,7 +44,7 @@ RULES = [
         ("ovseg/registry.py", "ovseg/config.py", "ovseg/io.py", "ovseg/io_video.py"),
         None,
     ),
-    (("ovseg/weights.py",), None),
+    (("ovseg/weights.py", "ovseg/tracks.py"), None),
     (("ovseg/vocab",), ("ovseg.models", "ovseg.inference", "ovseg.cased", *ABOVE_MODELS)),
     (("ovseg/cased",), ("ovseg.models", "ovseg.inference", *ABOVE_MODELS)),
     (("ovseg/models",), (*ABOVE_MODELS, "ovseg.cased")),
