@@ -214,7 +214,7 @@ class VideoSegmenter:
                 np.zeros(len(mask), np.int64),
             )
         masks = np.asarray(result.masks, dtype=bool).reshape(-1, height, width)
-        keep = masks.reshape(len(masks), -1).sum(1) >= self.min_area
+        keep = masks.reshape(len(masks), height * width).sum(1) >= self.min_area
         keep &= np.asarray(result.scores, np.float32) >= self.score_threshold
         return _Detections(
             masks[keep],

@@ -103,6 +103,14 @@ def test_redetect_keeps_ids_starts_new_ones_and_ends_lost_ones(clip_folder):
     assert _ids(strict(folder))[:3] == [[1], [2], [3, 4]]
 
 
+def test_frames_without_detections(clip_folder):
+    folder, frames, _ = clip_folder
+    nothing = OracleDetector(frames, [[] for _ in frames])
+    results = VideoSegmenter(nothing)(folder)
+    assert [len(r) for r in results] == [0] * 7
+    assert results[0].masks.shape == (0, SIZE, SIZE)
+
+
 def test_frame_range_and_step(clip_folder):
     folder, frames, truth = clip_folder
     pipeline = VideoSegmenter(OracleDetector(frames, truth))
