@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -84,3 +86,13 @@ def test_video_referring_on_a_tiny_stand_in(tiny_model_names, tmp_path, one_torc
     for result in results:
         assert result.masks.shape[1:] == (32, 40) and result.class_names == ["a red square"]
         assert len(set(result.track_ids.tolist())) == len(result)
+
+
+def test_hub_folder_without_torch_is_torchs(tmp_path, monkeypatch):
+    from ovseg.preset_status import torch_hub_dir
+
+    monkeypatch.delenv("TORCH_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert torch_hub_dir() == Path(torch.hub.get_dir())
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    assert torch_hub_dir() == Path(torch.hub.get_dir())
