@@ -107,12 +107,11 @@ class TrackManager:
 
     def update(
         self, masks: np.ndarray, scores: Sequence[float], labels: Sequence[int]
-    ) -> list[tuple[Track, int | None]]:
+    ) -> list[tuple[Track, int]]:
         """Match detections to tracks; returns ``(track, detection index)`` of every track seen
-        on this frame (matched or new), the detection index None never. Ended tracks are
-        dropped from :attr:`tracks`."""
+        on this frame (matched or new). Ended tracks are dropped from :attr:`tracks`."""
         masks = np.asarray(masks, dtype=bool)
-        live = [t for t in self.tracks]
+        live = list(self.tracks)
         if live and len(masks):
             iou = mask_iou_matrix(np.stack([t.mask for t in live]), masks)
             if self.class_aware:
@@ -121,7 +120,7 @@ class TrackManager:
             pairs = match_by_iou(iou, self.iou_threshold, self.matching)
         else:
             pairs = []
-        seen: list[tuple[Track, int | None]] = []
+        seen: list[tuple[Track, int]] = []
         matched_tracks = {r for r, _ in pairs}
         matched_dets = {c for _, c in pairs}
         for r, c in pairs:
