@@ -2,7 +2,8 @@
 
 A clip is ``num_frames`` square frames of one static textured background (the world's stuff,
 fresh pixel noise per frame) with 1-3 objects of distinct "<colour> <shape>" classes moving along
-straight lines at constant speed. Objects are drawn in a fixed order (later ones on top), so
+straight lines at constant speed, slowly turning (objects inside the frame move 0.5-2 px per
+frame at 64 px, so consecutive masks overlap as in real video). Objects are drawn in a fixed order (later ones on top), so
 paths that cross make occlusions; with probability ``p_cross`` the top object's path passes over
 the first object's mid-clip position. An object may enter (start fully outside the frame) or
 exit (end fully outside) with probability ``p_enter`` / ``p_exit``. Ground truth is each
@@ -68,34 +69,53 @@ def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), SPLIT_CODES[split], int(index), 0x5649])
 
 
-def _outside(rng: np.random.Generator, size: int, r: float) -> np.ndarray:
-    """A centre just beyond a random edge, so the whole shape is out of the frame."""
-    along = rng.uniform(r, size - r)
+def _unit(rng: np.random.Generator) -> np.ndarray:
+    angle = rng.uniform(0.0, 2 * np.pi)
+    return np.array([np.cos(angle), np.sin(angle)])
+
+
+def _edge_path(
+    rng: np.random.Generator, size: int, r: float, num_frames: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(outside, inside)``: a centre just beyond a random edge (the whole shape out of the
+    frame) and one up to ``2 r`` inside that edge, straight across it."""
     side = int(rng.integers(4))
-    out = -r - 1.0 if side in (0, 1) else size + r + 1.0
-    return np.array([out, along] if side in (0, 2) else [along, out], dtype=np.float64)
+    along = rng.uniform(r, size - r)
+    depth = rng.uniform(r, 2 * r)  # how far inside the inner point lies
+    out_pos, in_pos = -r - 1.0, depth
+    if side >= 2:  # right / bottom edges
+        out_pos, in_pos = size + r + 1.0, size - depth
+    if side % 2 == 0:  # left / right: x changes
+        return np.array([out_pos, along]), np.array([in_pos, along])
+    return np.array([along, out_pos]), np.array([along, in_pos])
 
 
 def _paths(
     rng: np.random.Generator, count: int, size: int, diameters: list[float], num_frames: int,
     p_enter: float, p_exit: float, p_cross: float,
 ) -> tuple[list[np.ndarray], list[str]]:  # fmt: skip
+    """Straight paths, slow enough for frame-to-frame overlap: objects inside the frame move
+    0.5-2 px per frame (at 64 px; scaled with the size), entering and exiting ones cross the
+    edge over the clip, and a crossing occluder travels 0.6 of its diameter."""
     paths, kinds = [], []
     t = np.linspace(0.0, 1.0, num_frames)[:, None]
+    scale = size / 64.0
     for i in range(count):
         r = diameters[i] / 2
         start = rng.uniform(r, size - r, 2)
-        end = rng.uniform(r, size - r, 2)
+        speed = rng.uniform(0.5, 2.0) * scale
+        end = np.clip(start + _unit(rng) * speed * (num_frames - 1), r, size - r)
         kind = "stay"
         roll = rng.random()
         if roll < p_enter:
-            start, kind = _outside(rng, size, r), "enter"
+            start, end = _edge_path(rng, size, r, num_frames)
+            kind = "enter"
         elif roll < p_enter + p_exit:
-            end, kind = _outside(rng, size, r), "exit"
+            end, start = _edge_path(rng, size, r, num_frames)
+            kind = "exit"
         if i == count - 1 and i > 0 and kind == "stay" and rng.random() < p_cross:
             middle = paths[0][num_frames // 2]
-            offset = rng.normal(size=2)
-            offset *= diameters[i] * 0.6 / max(np.linalg.norm(offset), 1e-6)
+            offset = _unit(rng) * diameters[i] * 0.3
             start, end = middle - offset, middle + offset
         paths.append(start[None] + t * (end - start)[None])
         kinds.append(kind)
