@@ -74,9 +74,7 @@ def _unit(rng: np.random.Generator) -> np.ndarray:
     return np.array([np.cos(angle), np.sin(angle)])
 
 
-def _edge_path(
-    rng: np.random.Generator, size: int, r: float, num_frames: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _edge_path(rng: np.random.Generator, size: int, r: float) -> tuple[np.ndarray, np.ndarray]:
     """``(outside, inside)``: a centre just beyond a random edge (the whole shape out of the
     frame) and one up to ``2 r`` inside that edge, straight across it."""
     side = int(rng.integers(4))
@@ -108,10 +106,10 @@ def _paths(
         kind = "stay"
         roll = rng.random()
         if roll < p_enter:
-            start, end = _edge_path(rng, size, r, num_frames)
+            start, end = _edge_path(rng, size, r)
             kind = "enter"
         elif roll < p_enter + p_exit:
-            end, start = _edge_path(rng, size, r, num_frames)
+            end, start = _edge_path(rng, size, r)
             kind = "exit"
         if i == count - 1 and i > 0 and kind == "stay" and rng.random() < p_cross:
             middle = paths[0][num_frames // 2]
