@@ -13,8 +13,8 @@ frame folder, read by :mod:`ovseg.io_video`, one frame at a time):
   ``class_aware``); a matched track keeps its propagated mask and takes the detection's score,
   an unmatched detection starts a new track (new id, prompted into SAM 2 with its mask).
   Needs a SAM 2 mask decoder (``Sam2Decoder``), e.g. the ``sam2.1-hiera-*`` presets.
-* ``propagation: redetect``: the detector runs on every processed frame and the detections are
-  linked to the live tracks by the same mask-IoU matching
+* ``propagation: redetect``: the detector runs on every processed frame and the detections
+  (after a class-agnostic mask NMS, ``detection_nms``) are linked to the live tracks by the same mask-IoU matching
   (:class:`~ovseg.inference.tracking.TrackManager`). Works with any SAM (the embedded
   ``shapes-tiny`` SAM has no video memory, so this is its video mode).
 
@@ -125,6 +125,10 @@ class VideoSegmenter:
             an object may flicker between frames; the tracks file names a track by its
             score-weighted class vote).
         score_threshold: detections scored lower are ignored.
+        detection_nms: class-agnostic mask NMS of a frame's detections before matching: a
+            detection whose mask IoU with a higher-scored one exceeds this is dropped (the
+            instance pipeline's NMS is per class, so one object can come back under several
+            names); None keeps them all.
         min_area: pixels a mask needs to count as present.
         fill_hole_area: SAM 2's hole filling of low-resolution masks (its video predictor: 8).
         max_pixels, max_frames: the video budget (frame size; frames one run processes).
@@ -140,6 +144,7 @@ class VideoSegmenter:
         patience: int = 0,
         class_aware: bool = False,
         score_threshold: float = 0.0,
+        detection_nms: float | None = 0.5,
         min_area: int = 1,
         fill_hole_area: float = 8.0,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -168,6 +173,9 @@ class VideoSegmenter:
         self.patience = int(patience)
         self.class_aware = bool(class_aware)
         self.score_threshold = float(score_threshold)
+        if detection_nms is not None and not 0.0 < float(detection_nms) <= 1.0:
+            raise ConfigError(f"detection_nms must lie in (0, 1] or be null, got {detection_nms}.")
+        self.detection_nms = None if detection_nms is None else float(detection_nms)
         self.min_area = max(1, int(min_area))
         self.fill_hole_area = float(fill_hole_area)
         self.max_pixels = max_pixels
@@ -216,11 +224,19 @@ class VideoSegmenter:
         masks = np.asarray(result.masks, dtype=bool).reshape(-1, height, width)
         keep = masks.reshape(len(masks), height * width).sum(1) >= self.min_area
         keep &= np.asarray(result.scores, np.float32) >= self.score_threshold
-        return _Detections(
-            masks[keep],
-            np.asarray(result.scores, np.float32)[keep],
-            np.asarray(result.labels, np.int64)[keep],
-        )
+        masks = masks[keep]
+        scores = np.asarray(result.scores, np.float32)[keep]
+        labels = np.asarray(result.labels, np.int64)[keep]
+        if self.detection_nms is not None and len(masks) > 1:
+            order = np.argsort(-scores, kind="stable")
+            iou = mask_iou_matrix(masks[order], masks[order])
+            kept: list[int] = []
+            for i in range(len(order)):
+                if all(iou[i, j] <= self.detection_nms for j in kept):
+                    kept.append(i)
+            chosen = order[kept]
+            masks, scores, labels = masks[chosen], scores[chosen], labels[chosen]
+        return _Detections(masks, scores, labels)
 
     def open(
         self,

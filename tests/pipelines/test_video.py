@@ -103,6 +103,23 @@ def test_redetect_keeps_ids_starts_new_ones_and_ends_lost_ones(clip_folder):
     assert _ids(strict(folder))[:3] == [[1], [2], [3, 4]]
 
 
+def test_duplicate_detections_under_other_names_are_suppressed(clip_folder):
+    folder, frames, truth = clip_folder
+    doubled = [[*objects, *((1 - label, m) for label, m in objects)] for objects in truth]
+
+    class Doubled(OracleDetector):
+        def __call__(self, image, query=None):
+            found = super().__call__(image, query)
+            found.scores[len(found) // 2 :] = 0.5  # the copies score lower
+            return found
+
+    kept = VideoSegmenter(Doubled(frames, doubled))(folder)
+    assert _ids(kept)[:4] == [[1], [1], [1, 2], [1, 2]]
+    assert kept[0].labels.tolist() == [0]
+    every = VideoSegmenter(Doubled(frames, doubled), detection_nms=None)(folder)
+    assert len(every[0]) == 2
+
+
 def test_frames_without_detections(clip_folder):
     folder, frames, _ = clip_folder
     nothing = OracleDetector(frames, [[] for _ in frames])
