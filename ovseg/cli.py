@@ -655,6 +655,11 @@ def _eval_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--frames", help="folder of the clip folders (default: <json stem>/JPEGImages)")
     v.add_argument("--task", choices=("instance", "referring"), help="default: instance")
+    v.add_argument(
+        "--class-agnostic",
+        action="store_true",
+        help="instance task: score the tracks as one class (masks and tracking alone)",
+    )
     v.add_argument("--propagation", choices=("sam2", "redetect"))
     v.add_argument("--redetect-every", type=int)
     v.add_argument("--match-threshold", type=float)

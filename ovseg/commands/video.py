@@ -100,7 +100,12 @@ def evaluate_video_command(args: argparse.Namespace, overrides) -> int:
         **_video_settings(args),
     )
     metrics = evaluate_video(
-        pipeline, args.video, args.frames, limit=args.limit, progress=not args.quiet
+        pipeline,
+        args.video,
+        args.frames,
+        limit=args.limit,
+        progress=not args.quiet,
+        class_agnostic=args.class_agnostic,
     )
     text = json.dumps(metrics, indent=2)
     if args.work_dir:

@@ -216,9 +216,11 @@ def write_synthetic_videos(
     image_size: int = 64,
     overwrite: bool = False,
     progress: bool = False,
+    **clip_options: Any,
 ) -> dict[str, Any]:
     """Write ``num_train`` / ``num_val`` clips (module docstring); returns a summary, also in
-    ``<out>/synthetic_videos.json``."""
+    ``<out>/synthetic_videos.json``. ``clip_options`` go to :func:`generate_clip`
+    (``num_objects``, ``p_enter``, ``p_exit``, ``p_cross`` ...)."""
     out = Path(out_dir)
     if num_train < 0 or num_val < 0 or num_train + num_val == 0:
         raise ConfigError("Give a positive number of clips (--num / --num-val).")
@@ -246,6 +248,7 @@ def write_synthetic_videos(
                 num_frames=num_frames,
                 image_size=image_size,
                 split=split,
+                **clip_options,
             )
             clip_name = f"clip{index:05d}"
             names = []

@@ -37,8 +37,13 @@ def evaluate_video(
     *,
     limit: int | None = None,
     progress: bool = False,
+    class_agnostic: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of ``pipeline`` (a ``VideoSegmenter``) on the clips of ``data_json``."""
+    """Metrics of ``pipeline`` (a ``VideoSegmenter``) on the clips of ``data_json``.
+
+    ``class_agnostic`` (instance task): every track, predicted or true, counts as one class
+    ``object``, so the AP measures the masks and the tracking alone (a diagnostic, not the
+    YouTube-VIS metric)."""
     videos, categories = read_ytvis(data_json, frames_root)
     videos = videos[:limit] if limit else videos
     iterator: Any = videos
@@ -78,8 +83,13 @@ def evaluate_video(
                             float(np.mean(entry["s"])),
                         )
                     )
+        if class_agnostic:
+            predictions = [VideoTrack(t.video, 0, t.masks, t.score) for t in predictions]
+            truth = [VideoTrack(t.video, 0, t.masks) for t in truth]
+            categories = {0: "object", **categories}
         metrics = track_ap(predictions, truth)
         metrics["per_category"] = {categories[c]: v for c, v in metrics["per_category"].items()}
+        metrics["class_agnostic"] = class_agnostic
         counts = {"clips": len(videos), "gt_tracks": len(truth), "pred_tracks": len(predictions)}
         return {"task": "video_instance", **settings, **counts, **metrics}
     if pipeline.task != "referring":
