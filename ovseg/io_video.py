@@ -159,7 +159,9 @@ def _import_av() -> Any:
     except ImportError as exc:  # pragma: no cover - av is a core dependency
         from ovseg.errors import MissingDependencyError
 
-        raise MissingDependencyError("Reading videos needs PyAV: `pip install av`.") from exc
+        raise MissingDependencyError(
+            "Reading and writing videos needs PyAV: `pip install ovseg[video]` (or `pip install av`)."
+        ) from exc
     return av
 
 
