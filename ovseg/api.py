@@ -24,9 +24,13 @@ TASK_NAMES = (
     "reasoning",
     "vocab_free",
     "vocab_free_instance",
+    "video_referring",
+    "video_instance",
 )
 #: vocabulary-free tasks and the task whose pipeline section they wrap
 VOCAB_FREE_TASKS = {"vocab_free": "semantic", "vocab_free_instance": "instance"}
+#: video tasks and the image task whose pipeline detects the objects they track
+VIDEO_TASKS = {"video_referring": "referring", "video_instance": "instance"}
 
 
 def _section_key(task: str) -> str:
@@ -116,9 +120,10 @@ def create_pipeline(
             ``pipelines.<task>`` section in the config (built-in: ``referring``
             (image + phrase -> ReferringResult), ``instance`` (image -> Instances),
             ``detection`` (image -> ``ovseg.structures.Detections``),
-            ``reasoning`` (image + question -> ReasoningResult, READ), or the
+            ``reasoning`` (image + question -> ReasoningResult, READ), the
             vocabulary-free ``vocab_free`` / ``vocab_free_instance`` (names found in the
-            config's text database, see :func:`build_vocab_free_pipeline`).
+            config's text database, see :func:`build_vocab_free_pipeline`), or the video tasks
+            ``video_referring`` / ``video_instance`` (see :func:`build_video_pipeline`).
         overrides: ``key=value`` strings applied to the config (``pipeline.logit_scale=50``).
         device: where the models run (``cpu``, ``cuda``, ``cuda:1``).
         **pipeline_kwargs: merged into the task's pipeline section, e.g. ``logit_scale=50`` or
@@ -144,6 +149,15 @@ def create_pipeline(
             overrides=overrides,
             device=device,
             task=VOCAB_FREE_TASKS[task],
+            **pipeline_kwargs,
+        )
+    if task in VIDEO_TASKS:
+        return build_video_pipeline(
+            preset_or_config,
+            vocabulary,
+            task=task,
+            overrides=overrides,
+            device=device,
             **pipeline_kwargs,
         )
     cfg = build_pipeline_config(preset_or_config, overrides, task=task, **pipeline_kwargs)
@@ -223,6 +237,39 @@ def build_vocab_free_pipeline(
             {"type": "VocabFreeSegmenter", "segmenter": inner, "search": searcher, **options}
         )
     cfg["database"] = {"path": str(searcher.database.path), **section}
+    pipeline.config = cfg
+    pipeline.meta = {"config": str(cfg.get("_source_", "")), "task": task}
+    return pipeline
+
+
+def build_video_pipeline(
+    preset_or_config: str | os.PathLike | Mapping[str, Any] = DEFAULT_PRESET,
+    vocabulary: Any = None,
+    *,
+    task: str = "video_instance",
+    overrides: Iterable[str] = (),
+    device: str | None = None,
+    **video_kwargs: Any,
+):
+    """A ``VideoSegmenter`` over the preset's ``referring`` or ``instance`` pipeline.
+
+    Its settings come from the config's optional ``video`` section (``propagation``,
+    ``redetect_every``, ``match_threshold``, ``matching``, ``patience`` ...), then
+    ``video_kwargs``; without a section the tracker re-detects on every frame
+    (``propagation: redetect``).
+    """
+    if task not in VIDEO_TASKS:
+        raise ConfigError(f"Video tasks are {', '.join(VIDEO_TASKS)}; got {task!r}.")
+    base = VIDEO_TASKS[task]
+    overrides = list(overrides)
+    cfg = build_pipeline_config(preset_or_config, overrides, task=base)
+    settings = {**(to_container(cfg).get("video") or {}), **video_kwargs}
+    detector = create_pipeline(
+        preset_or_config, vocabulary, task=base, overrides=overrides, device=device
+    )
+    pipeline = PIPELINES.build({"type": "VideoSegmenter", "detector": detector, **settings})
+    cfg["video"] = settings
+    cfg["task"] = task
     pipeline.config = cfg
     pipeline.meta = {"config": str(cfg.get("_source_", "")), "task": task}
     return pipeline

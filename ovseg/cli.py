@@ -427,6 +427,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _check_task_arguments(args)
     vocabulary = _vocabulary_from_args(args)
     source, out_dir = Path(inputs[0]), Path(args.out)
+    if args.video:
+        from ovseg.commands.video import check_video_arguments, predict_video
+
+        check_video_arguments(args)
+        if not source.exists():
+            raise OVSegError(f"{source} does not exist; give a video file or a frame folder.")
+        check_device(args.device)
+        _check_out_dir(out_dir)
+        return predict_video(args, source, out_dir, vocabulary, overrides)
     dataset = _dataset_dicts_input(source)
     images = dataset[1] if dataset else _collect_images(source, out_dir)
     if args.vocab_free and (vocabulary is not None or args.task in PROMPTED_TASKS):
@@ -530,6 +539,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             limit=args.limit,
         )
         return 0
+    if args.video:
+        from ovseg.commands.video import evaluate_video_command
+
+        extra, overrides = _split_overrides([*filter(None, [args.config]), *args.overrides])
+        if extra:
+            raise OVSegError(f"--video evaluates --preset on DATA.json; unexpected {extra[0]}.")
+        return evaluate_video_command(args, overrides)
     if not args.config:
         raise OVSegError(
             "Give a config with a data.test section (ovseg eval CONFIG), or run a benchmark "
@@ -546,6 +562,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
+    if args.video:
+        from ovseg.data.synthetic_video import write_synthetic_videos
+
+        summary = write_synthetic_videos(
+            args.out,
+            num_train=args.num,
+            num_val=args.num if args.num_val is None else args.num_val,
+            seed=args.seed,
+            num_frames=args.frames,
+            image_size=args.image_size or 64,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
     from ovseg.data.writers import write_synthetic_world
 
     summary = write_synthetic_world(
@@ -553,7 +584,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         num_train=args.num,
         num_val=args.num_val,
         seed=args.seed,
-        image_size=args.image_size,
+        image_size=args.image_size or 128,
         crop_size=args.crop_size,
         formats=tuple(args.formats.split(",")),
         progress=not args.quiet,
@@ -645,6 +676,26 @@ def _predict_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also show the input image left of each overlay picture (image | overlay)",
     )
+    v = p.add_argument_group("video (--video)")
+    v.add_argument(
+        "--video",
+        action="store_true",
+        help="INPUT is a video (mp4, mov, webm, mkv, avi) or a folder of frames: find the "
+        "objects (--task referring/instance) and track them; writes per-frame PNGs, an overlay "
+        "MP4 and <name>_tracks.json",
+    )
+    v.add_argument("--start-frame", type=int, default=0, help="first frame (0-based)")
+    v.add_argument("--end-frame", type=int, help="stop before this frame")
+    v.add_argument("--frame-step", type=int, default=1, help="process every N-th frame")
+    v.add_argument("--fps", type=float, help="frame folders: frame rate for timestamps")
+    v.add_argument("--max-frames", type=int, help="refuse selections of more frames")
+    v.add_argument("--propagation", choices=("sam2", "redetect"), help="default: the preset's")
+    v.add_argument("--redetect-every", type=int, help="sam2: run the detector every K frames")
+    v.add_argument("--match-threshold", type=float, help="mask IoU to continue a track")
+    v.add_argument("--matching", choices=("hungarian", "greedy"))
+    v.add_argument("--patience", type=int, help="frames a track may be missing before it ends")
+    v.add_argument("--no-overlay", action="store_true", help="no overlay MP4")
+    v.add_argument("--overwrite", action="store_true", help="replace an earlier run's results")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
     return p
@@ -667,6 +718,25 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", help="where results.json and config.yaml go")
     p.add_argument("--device", help="cpu, cuda ...")
     p.add_argument("--limit", type=int, help="evaluate only the first N images (smoke runs)")
+    v = p.add_argument_group("video (--video DATA.json)")
+    v.add_argument(
+        "--video",
+        help="YouTube-VIS JSON of video clips (ovseg data synth --video): track AP (--task "
+        "instance) or J&F (--task referring) of --preset's video pipeline",
+    )
+    v.add_argument("--frames", help="folder of the clip folders (default: <json stem>/JPEGImages)")
+    v.add_argument("--task", choices=("instance", "referring"), help="default: instance")
+    v.add_argument(
+        "--class-agnostic",
+        action="store_true",
+        help="instance task: score the tracks as one class (masks and tracking alone)",
+    )
+    v.add_argument("--propagation", choices=("sam2", "redetect"))
+    v.add_argument("--redetect-every", type=int)
+    v.add_argument("--match-threshold", type=float)
+    v.add_argument("--matching", choices=("hungarian", "greedy"))
+    v.add_argument("--patience", type=int)
+    v.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
     return p
 
@@ -676,10 +746,21 @@ def _synth_parser() -> argparse.ArgumentParser:
         prog="ovseg data synth", description="Write the synthetic open-vocabulary world."
     )
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--num", type=int, required=True, help="number of training scenes")
-    s.add_argument("--num-val", type=int, help="validation scenes (default max(50, num/10))")
+    s.add_argument("--num", type=int, required=True, help="number of training scenes (clips)")
+    s.add_argument(
+        "--num-val",
+        type=int,
+        help="validation scenes (default max(50, num/10)); with --video validation clips "
+        "(default: --num)",
+    )
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--image-size", type=int, default=128)
+    s.add_argument("--image-size", type=int, help="side in pixels (default 128; videos 64)")
+    s.add_argument(
+        "--video",
+        action="store_true",
+        help="write video clips of moving shapes with YouTube-VIS ground truth instead",
+    )
+    s.add_argument("--frames", type=int, default=12, help="with --video: frames per clip")
     s.add_argument("--crop-size", type=int, default=64, help="caption crop size")
     s.add_argument("--formats", default="ade20k,coco,captions")
     s.add_argument("--overwrite", action="store_true", help="replace existing format folders")

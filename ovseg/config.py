@@ -46,6 +46,7 @@ KNOWN_TOP_LEVEL_KEYS = frozenset(
         "task",
         "train",
         "vocab_free",
+        "video",
         "vocabulary",
         "work_dir",
     }

@@ -72,3 +72,11 @@ class PromptError(OVSegError, ValueError):
 
 class UnmappableConfigError(ConfigError):
     """A foreign (mmengine / mmseg) config holds a setting ovseg has no equivalent for."""
+
+
+class VideoReadError(OVSegError, ValueError):
+    """A video or frame folder could not be read (missing, damaged, unsupported or empty)."""
+
+
+class VideoTooLargeError(VideoReadError):
+    """A video has larger frames, or more frames to process, than the configured budget."""

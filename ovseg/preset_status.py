@@ -2,9 +2,10 @@
 
 A preset's sections name their weights (``ClipBackbone`` and ``ScClipBackbone``: ``pretrained``
 tag or ``checkpoint``; ``SamDecoder``: ``pretrained`` tag, ``checkpoint`` or the official
-release; ``DenseCLIPSegmenter``: ``weights`` or a packaged ``pretrained`` tag). Each is looked
-up where the model would find it (packaged files, the Hugging Face cache, torch hub's cache,
-local paths), reading no weight file. ``ovseg list`` prints the result.
+release; ``Sam2Decoder``: ``checkpoint`` or the SAM 2.1 release file in torch hub's folder;
+``DenseCLIPSegmenter``: ``weights`` or a packaged ``pretrained`` tag). Each is looked up where
+the model would find it (packaged files, the Hugging Face cache, torch hub's cache, local
+paths), reading no weight file. ``ovseg list`` prints the result.
 
 The shipped presets are checked without importing torch or open_clip (``ovseg list`` answers at
 once): :data:`CLIP_TAG_SOURCES` holds where open_clip publishes the tags they use,
@@ -145,6 +146,42 @@ def _sam(section: Mapping[str, Any]) -> WeightStatus:
     return WeightStatus(what, None, "a checkpoint (pipelines.<task>.decoder.checkpoint=PATH)")
 
 
+#: SAM 2.1 release files by model type (aliases included), as ``sam2_build.SAM2_MODELS`` names
+#: them (tests check the two agree), so ``ovseg list`` needs no torch for them
+SAM2_RELEASE_FILES: dict[str, str] = {
+    "sam2.1_hiera_t": "sam2.1_hiera_tiny.pt",
+    "sam2.1_hiera_s": "sam2.1_hiera_small.pt",
+    "sam2.1_hiera_b+": "sam2.1_hiera_base_plus.pt",
+    "sam2.1_hiera_l": "sam2.1_hiera_large.pt",
+}
+SAM2_RELEASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
+
+
+def torch_hub_dir() -> Path:
+    """``torch.hub.get_dir()`` without importing torch: ``$TORCH_HOME/hub``, else
+    ``$XDG_CACHE_HOME/torch/hub``, else ``~/.cache/torch/hub``."""
+    import os
+
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    home = os.environ.get("TORCH_HOME", os.path.join(cache, "torch"))
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def _sam2(section: Mapping[str, Any]) -> WeightStatus:
+    model = str(section.get("model_type", "sam2.1_hiera_t"))
+    if section.get("checkpoint"):
+        return _local_file(f"SAM 2 {model}", section["checkpoint"])
+    short = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
+    prefix, _, size = model.rpartition("_")
+    name = f"{prefix}_{short.get(size, size)}"
+    if name not in SAM2_RELEASE_FILES:
+        return WeightStatus(f"SAM 2 {model}", None, "a checkpoint (decoder.checkpoint=PATH)")
+    file = SAM2_RELEASE_FILES[name]
+    path = torch_hub_dir() / "checkpoints" / file
+    found = "torch hub cache" if path.is_file() else None
+    return WeightStatus(f"SAM 2 {name}", found, f"{SAM2_RELEASE_URL}/{file} -> {path}")
+
+
 def _denseclip(section: Mapping[str, Any]) -> WeightStatus:
     release = section.get("release")
     if release in DENSECLIP_RELEASES:
@@ -216,6 +253,7 @@ _CHECKS = {
     "ClipBackbone": _clip,
     "ScClipBackbone": _clip,  # CLIP alone, the same weight keys
     "SamDecoder": _sam,
+    "Sam2Decoder": _sam2,
     "DenseCLIPSegmenter": _denseclip,
     **dict.fromkeys(_DETECTOR_TYPES, _detector),
 }

@@ -165,6 +165,7 @@ PIPELINES = Registry(
         "vocab_free_instance",
         "detection",
         "reasoning",
+        "video",
     ),
 )
 DATASETS = Registry(

@@ -394,6 +394,10 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "needs a text database and a SAM",
         "tests/pipelines/test_vocab_free_instance.py",
     ),
+    ("pipeline", "VideoSegmenter"): (
+        "wraps a referring or instance pipeline and reads a video",
+        "tests/pipelines/test_video.py",
+    ),
     ("vocab_source", "CasedSearch"): ("needs a text database", "tests/cased/test_search.py"),
     ("task", "ContrastiveCLIP"): (
         "trains on a caption dataset",

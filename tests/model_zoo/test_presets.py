@@ -98,7 +98,9 @@ DETECTION_PRESETS = {"owlv2-b16-sam-vith", "grounding-dino-t-sam-vith"}
 READ_PRESETS = {p.stem for p in PRESETS.glob("read-*.yaml")}
 # CLIP + SAM presets for every task are tested in test_clipsam_presets.py
 CLIPSAM_PRESETS = {p.stem for p in PRESETS.glob("clipsam-*.yaml")}
-OWN_TESTS = SCCLIP_PRESETS | DETECTION_PRESETS | READ_PRESETS | CLIPSAM_PRESETS
+# SAM 2.1 + CLIP presets (referring / instance / video) are tested in test_sam2_presets.py
+SAM2_PRESETS = {p.stem for p in PRESETS.glob("sam2.1-*.yaml")}
+OWN_TESTS = SAM2_PRESETS | SCCLIP_PRESETS | DETECTION_PRESETS | READ_PRESETS | CLIPSAM_PRESETS
 ALL_PRESETS = sorted(
     p
     for p in PRESETS.glob("*.yaml")

@@ -17,6 +17,21 @@ SCENE = Path(__file__).resolve().parents[2] / "demo" / "examples" / "shapes_scen
 
 
 BUILT_IN = [n for n in PIPELINES.names() if PIPELINES.get(n).__module__.startswith("ovseg.")]
+# Video pipelines take a video, not an image: they wrap an image pipeline (which follows the
+# protocol) and stream frames through ``track(video, query)``.
+VIDEO = [n for n in BUILT_IN if PIPELINES.get(n).__module__ == "ovseg.pipelines.video"]
+BUILT_IN = [n for n in BUILT_IN if n not in VIDEO]
+
+
+@pytest.mark.parametrize("name", VIDEO)
+def test_video_pipelines_stream_frames_over_an_image_pipeline(name):
+    cls = PIPELINES.get(name)
+    assert "detector" in inspect.signature(cls).parameters
+    for method in ("track", "__call__", "open"):
+        assert callable(getattr(cls, method, None)), f"{name} lacks {method}"
+    assert {"video", "query", "start", "stop", "step"} <= set(
+        inspect.signature(cls.track).parameters
+    )
 
 
 @pytest.mark.parametrize("name", BUILT_IN)

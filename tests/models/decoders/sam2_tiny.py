@@ -41,11 +41,18 @@ TINY_SAM2 = {
     "model.memory_encoder.fuser.num_layers": 1,
 }
 
+#: ``TINY_SAM2`` with a memory encoder that runs (its input width is the 32-d FPN's), for video
+TINY_SAM2_VIDEO = {
+    **TINY_SAM2,
+    "model.memory_encoder.in_dim": 32,
+    "model.memory_encoder.mask_downsampler.embed_dim": 32,
+}
 
-def tiny_sam2(seed: int = 1) -> torch.nn.Module:
+
+def tiny_sam2(seed: int = 1, overrides: dict | None = None) -> torch.nn.Module:
     """A random tiny SAM 2.1 (``SAM2Base``) with varied masks and scores, in eval mode."""
     torch.manual_seed(seed)
-    model = build_sam2_model("sam2.1_hiera_t", overrides=TINY_SAM2, random_init=True)
+    model = build_sam2_model("sam2.1_hiera_t", overrides=overrides or TINY_SAM2, random_init=True)
     decoder = model.sam_mask_decoder
     with torch.no_grad():
         for mlp in decoder.output_hypernetworks_mlps:
