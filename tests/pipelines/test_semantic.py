@@ -108,6 +108,34 @@ def test_predict_batch_equals_single_images(seg, image):
         np.testing.assert_allclose(batched.probs, single.probs, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_predict_batch_streams_files_in_order_and_raises_a_bad_one(seg, image, tmp_path, workers):
+    from PIL import Image
+
+    paths = []
+    for index in range(5):
+        path = tmp_path / f"{index}.png"
+        Image.fromarray(np.ascontiguousarray(np.roll(image, 7 * index, axis=1))).save(path)
+        paths.append(path)
+    seg.encode_group = 2  # groups of two images and a last one alone
+    batch = seg.predict_batch(paths, workers=workers, prefetch_depth=2)
+    for path, batched in zip(paths, batch, strict=True):
+        single = seg(path)
+        np.testing.assert_allclose(batched.probs, single.probs, rtol=0, atol=1e-5)
+    (tmp_path / "bad.png").write_bytes(b"not a picture")
+    with pytest.raises(ImageReadError):
+        seg.predict_batch([paths[0], tmp_path / "bad.png"], workers=workers)
+
+
+def test_load_image_resizes_ahead_and_encode_takes_it(seg, image):
+    prepared = seg.load_image(image)
+    assert prepared.array is not None and prepared.original == image.shape[:2]
+    assert prepared.tensor.device == seg.backbone.device and prepared.tensor.dtype == torch.float32
+    direct, loaded = seg(image), seg(prepared)
+    assert np.array_equal(direct.sem_seg, loaded.sem_seg)
+    np.testing.assert_array_equal(direct.probs, loaded.probs)
+
+
 def test_background_threshold_and_unlabelled(tiny_model_names, image):
     cfg = tiny_config(tiny_model_names["vit"])
     cfg["pipeline"]["postprocess"] = {"prob_threshold": 0.99}
