@@ -393,8 +393,22 @@ class SamClipPipeline(PromptablePipeline):
 
     def encode(self, image: Any) -> SamClipImage:
         """Decode ``image`` (path, bytes, PIL, HWC uint8 array) and embed it for SAM."""
-        array = decode_image(image, self.inference["max_pixels"])
-        return SamClipImage(image=array, embedding=self.decoder.embed(array))
+        return self.encode_batch([image])[0]
+
+    @property
+    def encode_group(self) -> int:  # type: ignore[override]
+        """Images per SAM image-encoder call in :meth:`predict_stream`."""
+        return int(getattr(self.decoder, "image_batch_size", 1))
+
+    def encode_batch(self, images: Sequence[Any]) -> list[SamClipImage]:
+        """Decode and embed several images, the SAM image encoder batching them
+        (``decoder.image_batch_size`` per call)."""
+        arrays = [decode_image(image, self.inference["max_pixels"]) for image in images]
+        embeddings = self.decoder.embed_batch(arrays)
+        return [
+            SamClipImage(image=array, embedding=embedding)
+            for array, embedding in zip(arrays, embeddings, strict=True)
+        ]
 
     def dense_tokens(self, encoded: SamClipImage) -> Any:
         """``(D, h, w)`` L2-normalised CLIP tokens of the whole image (computed once per image)."""
