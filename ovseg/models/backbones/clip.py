@@ -235,6 +235,7 @@ class ClipBackbone(nn.Module):
                 self.naclip_std,
                 self.keep_residual,
                 self.keep_ffn,
+                fused=True,
             )
         else:
             global_embed, dense = resnet_dense_tokens(self.model.visual, images)
