@@ -21,7 +21,7 @@ from ovseg.benchmarks.inputs import (
     synthetic_images,
     vocabulary_names,
 )
-from ovseg.benchmarks.machine import machine_info, peak_rss_mb
+from ovseg.benchmarks.machine import benchmark_device, machine_info, peak_rss_mb
 from ovseg.errors import ConfigError
 from ovseg.inference.resize import rescale_size
 from ovseg.inference.sliding import sliding_windows
@@ -154,7 +154,7 @@ def run_benchmark(
 def _run(cfg: BenchmarkSettings, say: Callable[[str], None]) -> dict[str, Any]:
     from ovseg.api import create_pipeline  # deferred: ovseg.api imports every component
 
-    device = torch.device(cfg.device)
+    device = benchmark_device(cfg.device)
     images = synthetic_images(cfg.num_images, cfg.sizes, cfg.seed)
     vocab = Vocabulary.create(vocabulary_names(cfg.num_classes))
     config = benchmark_config(
