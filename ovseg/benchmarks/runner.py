@@ -65,7 +65,7 @@ class BenchmarkSettings:
     stride: int = 112
     batch_size: int = 16
     num_classes: int = 21
-    templates: str = "imagenet80"
+    templates: str = "photo"
     logit_scale: float = 40.0
     device: str = "cpu"
     repeats: int = 3
