@@ -157,3 +157,18 @@ def test_compile_with_inductor_keeps_the_masks(sam):
 def test_bad_speed_settings_are_config_errors(sam, options, message):
     with pytest.raises(ConfigError, match=message):
         SamDecoder.from_model(sam, **options)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_on_each_device_masks_match_the_cpu(device, precision):
+    image = random_image(40, 48, seed=1)
+    coords, labels = _prompts(8)
+    cpu = SamDecoder.from_model(tiny_sam(seed=2))
+    here = SamDecoder.from_model(tiny_sam(seed=2).to(device), precision=precision)
+    assert here.device.type == device.type
+    want = cpu.predict(coords, labels, embedding=cpu.embed(image))
+    got = here.predict(coords, labels, embedding=here.embed(image))
+    assert got.masks.device.type == device.type
+    _, pooled = _ious(want.masks, got.masks.cpu())
+    # fp32 on CUDA: other summation orders only; bf16: see test_low_precision_masks_match_fp32
+    assert pooled >= (0.999 if precision == "fp32" else 0.99)
