@@ -226,10 +226,17 @@ def _check_task_arguments(args: argparse.Namespace) -> None:
         )
 
 
-def _predict_one(
-    pipeline, task: str, image, args: argparse.Namespace, out_dir: Path, stem: str, source: str
+def _infer(pipeline, task: str, image, args: argparse.Namespace):
+    """The model's result for one image (decoded array, or what ``pipeline.load_image`` made)."""
+    if task in PROMPTED_TASKS:
+        return pipeline(image, args.prompt)
+    return pipeline(image)
+
+
+def _write_result(
+    task: str, result, image, args: argparse.Namespace, out_dir: Path, stem: str, source: str
 ):
-    """Run one image; returns (files written, one-line summary, result). Each JSON names
+    """Write one image's outputs; returns (files written, one-line summary). Each JSON names
     ``source``."""
     from ovseg.outputs import (
         write_detection_outputs,
@@ -241,24 +248,15 @@ def _predict_one(
 
     options = {"source": source, "side_by_side": bool(getattr(args, "side_by_side", False))}
     if task == "referring":
-        result = pipeline(image, args.prompt)
-        written = write_referring_outputs(
-            result,
-            image,
-            out_dir,
-            stem,
-            **options,
-        )
+        written = write_referring_outputs(result, image, out_dir, stem, **options)
         line = (
             f"'{result.phrase}': {100 * result.mask.mean():.1f}% of the image, "
             f"predicted IoU {result.score:.2f}"
         )
-        return written, line, result
+        return written, line
     if task == "reasoning":
-        result = pipeline(image, args.prompt)
         written = write_reasoning_outputs(result, image, out_dir, stem, **options)
-        return written, f"'{result.answer}' ({len(result)} mask(s))", result
-    result = pipeline(image)
+        return written, f"'{result.answer}' ({len(result)} mask(s))"
     if task == "detection":
         written = write_detection_outputs(result, image, out_dir, stem, **options)
         found = [
@@ -266,28 +264,32 @@ def _predict_one(
             for label, score in zip(result.labels[:10], result.scores[:10], strict=True)
         ]
         more = f" (+{len(result) - 10} more)" if len(result) > 10 else ""
-        return written, (", ".join(found) + more) if found else "no detection", result
+        return written, (", ".join(found) + more) if found else "no detection"
     if task == "instance":
-        written = write_instance_outputs(
-            result,
-            image,
-            out_dir,
-            stem,
-            **options,
-        )
+        written = write_instance_outputs(result, image, out_dir, stem, **options)
         found = [
             f"{result.class_names[int(label)]} {score:.2f}"
             for label, score in zip(result.labels[:10], result.scores[:10], strict=True)
         ]
         more = f" (+{len(result) - 10} more)" if len(result) > 10 else ""
-        return written, (", ".join(found) + more) if found else "no instance", result
+        return written, (", ".join(found) + more) if found else "no instance"
     written = write_semantic_outputs(result, image, out_dir, stem, **options)
     present = [
         f"{c['name']} {100 * c['area_fraction']:.1f}%"
         for c in sorted(result.to_dict()["classes"], key=lambda c: -c["area"])
         if c["area"] > 0
     ]
-    return written, ", ".join(present), result
+    return written, ", ".join(present)
+
+
+def _predict_one(
+    pipeline, task: str, image, args: argparse.Namespace, out_dir: Path, stem: str, source: str
+):
+    """Run one image; returns (files written, one-line summary, result). Each JSON names
+    ``source``."""
+    result = _infer(pipeline, task, image, args)
+    written, line = _write_result(task, result, image, args, out_dir, stem, source)
+    return written, line, result
 
 
 def _export_session(
@@ -310,83 +312,153 @@ def _export_session(
     )
 
 
+def _load_for(pipeline):
+    """``path -> (decoded HWC uint8 image, model input)``: what folder runs do in worker
+    threads (the pipeline's ``load_image`` resizes there where it can)."""
+    from ovseg.io import read_image
+
+    load_image = getattr(pipeline, "load_image", None)
+
+    def load(path: Path):
+        image = read_image(path)
+        return image, (load_image(image) if load_image is not None else image)
+
+    return load
+
+
+def _progress(items: list, args: argparse.Namespace, shard: Shard):
+    """A progress bar with images/s on stderr: only on a terminal, not with --quiet, and only
+    in the first process of a torchrun job."""
+    from tqdm import tqdm
+
+    quiet = args.quiet or shard.rank != 0
+    return tqdm(items, desc="predict", unit="img", disable=True if quiet else None, file=sys.stderr)
+
+
 def _run_folder(
-    pipeline, args, source: Path, images: list[Path], out_dir: Path, image_ids=None
+    pipeline,
+    args,
+    source: Path,
+    images: list[Path],
+    out_dir: Path,
+    shard: Shard | None = None,
+    image_ids: dict | None = None,
 ) -> int:
     """Predict every image under ``source``; a bad image is reported, not fatal.
 
-    Writes ``report.json`` (atomically, also after an interruption) and returns 1 when an image
-    failed, else 0.
+    Images are decoded (and resized, see ``load_image``) in ``--workers`` threads, at most
+    a few ahead of the model; outputs are written by a writer thread behind it (atomic files,
+    a failed write reported for its image). Under torchrun each process takes every
+    ``world``-th image and the first one writes the merged report. Writes ``report.json``
+    (atomically, also after an interruption) and returns 1 when an image failed, else 0.
     """
     from tqdm import tqdm
 
     from ovseg.fileio import atomic_write_json
-    from ovseg.io import read_image
+    from ovseg.inference.streaming import BackgroundWriter, prefetch
 
+    shard = shard or Shard()
     relatives = [path.relative_to(source) for path in images]
     stems = output_stems(relatives)
-    done: list[dict] = []
-    failed: list[dict] = []
-    skipped: list[dict] = []
+    entries = list(enumerate(zip(images, relatives, strict=True)))[shard.rank :: shard.world]
+    done: list[tuple[int, dict]] = []
+    failed: list[tuple[int, dict]] = []
+    skipped: list[tuple[int, dict]] = []
     export = _export_session(args, out_dir, source, image_ids)
-    interrupted = True
-    try:
-        for path, rel in tqdm(
-            list(zip(images, relatives, strict=True)), desc="predict", disable=args.quiet
-        ):
-            name, stem = rel.as_posix(), stems[rel]
-            target = out_dir / stem.parent
-            if (
-                args.skip_existing
-                and _done_before(out_dir / f"{stem}.json", name)
-                and (export is None or export.has(name, stem.as_posix()))
-            ):
-                skipped.append({"source": name, "json": f"{stem.as_posix()}.json"})
-                continue
-            try:
-                image = read_image(path)
-                target.mkdir(parents=True, exist_ok=True)
-                written, line, result = _predict_one(
-                    pipeline, args.task, image, args, target, stem.name, name
-                )
-                if export is not None:
-                    export.add(name, stem.as_posix(), image.shape[:2], result)
-            except OVSegError as exc:
-                failed.append({"source": name, "reason": str(exc)})
-                if not args.quiet:
-                    tqdm.write(f"{name}: failed (see the summary at the end)", file=sys.stderr)
-                continue
+    workers = max(0, int(args.workers))
+    say = (lambda line: None) if args.quiet else (lambda line: tqdm.write(line))
+
+    def is_done(entry) -> bool:
+        _, (_, rel) = entry
+        stem = stems[rel]
+        return (
+            args.skip_existing
+            and _done_before(out_dir / f"{stem}.json", rel.as_posix())
+            and (export is None or export.has(rel.as_posix(), stem.as_posix()))
+        )
+
+    todo = []
+    for entry in entries:
+        if is_done(entry):
+            index, (_, rel) = entry
+            skipped.append((index, {"source": rel.as_posix(), "json": f"{stems[rel]}.json"}))
+        else:
+            todo.append(entry)
+
+    def write_job(index: int, rel: Path, image, result):
+        name, stem = rel.as_posix(), stems[rel]
+        target = out_dir / stem.parent
+
+        def job():
+            target.mkdir(parents=True, exist_ok=True)
+            written, line = _write_result(args.task, result, image, args, target, stem.name, name)
+            if export is not None:
+                export.add(name, stem.as_posix(), image.shape[:2], result)
             outputs = {k: Path(v).relative_to(out_dir).as_posix() for k, v in written.items()}
-            done.append({"source": name, "outputs": outputs})
-            if not args.quiet:
-                tqdm.write(f"{name}: {line}")
+            done.append((index, {"source": name, "outputs": outputs}))
+            say(f"{name}: {line}")
+
+        return job
+
+    def fail(index: int, name: str, exc: Exception) -> None:
+        failed.append((index, {"source": name, "reason": str(exc) or type(exc).__name__}))
+        say(f"{name}: failed (see the summary at the end)")
+
+    load = _load_for(pipeline)
+    interrupted = True
+    writer = BackgroundWriter(depth=4, threaded=workers > 0)
+    try:
+        loaded_items = prefetch(
+            lambda entry: load(entry[1][0]), todo, workers=workers, depth=2 * max(workers, 1)
+        )
+        for loaded in _progress(loaded_items, args, shard):
+            index, (_, rel) = loaded.item
+            try:
+                image, model_input = loaded.get()
+                result = _infer(pipeline, args.task, model_input, args)
+            except OVSegError as exc:
+                fail(index, rel.as_posix(), exc)
+                continue
+            writer.submit((index, rel.as_posix()), write_job(index, rel, image, result))
+        writer.close()
         interrupted = False
     finally:
+        for (index, name), exc in writer.close():
+            fail(index, name, exc)
+        parts = {"ok": done, "failed": failed, "skipped": skipped}
+        if shard.world > 1 and not interrupted:
+            parts = shard.gather(parts)
+        merged = {key: [entry for _, entry in sorted(value)] for key, value in parts.items()}
         report = {
             "input": str(source),
             "task": args.task,
             "complete": not interrupted,
             "counts": {
                 "images": len(images),
-                "ok": len(done),
-                "failed": len(failed),
-                "skipped": len(skipped),
+                "ok": len(merged["ok"]),
+                "failed": len(merged["failed"]),
+                "skipped": len(merged["skipped"]),
             },
-            "ok": done,
-            "failed": failed,
-            "skipped": skipped,
+            **merged,
         }
-        if export is not None:
-            report["export"] = export.finish(complete=not interrupted)
-        atomic_write_json(out_dir / REPORT_NAME, report, indent=2)
+        if shard.world > 1 and interrupted:  # no merge possible: each process keeps its part
+            report["shard"] = {"rank": shard.rank, "world_size": shard.world}
+            atomic_write_json(out_dir / f"report.rank{shard.rank}.json", report, indent=2)
+        elif shard.rank == 0:
+            if export is not None:
+                report["export"] = export.finish(complete=not interrupted)
+            atomic_write_json(out_dir / REPORT_NAME, report, indent=2)
+    done_all, failed_all = merged["ok"], merged["failed"]
+    if shard.rank != 0:
+        return 1 if failed_all else 0
     if not args.quiet:
         print(
-            f"{len(done)} image(s) done, {len(skipped)} skipped (done before), {len(failed)} "
-            f"failed; results and {REPORT_NAME} in {out_dir}"
+            f"{len(done_all)} image(s) done, {len(merged['skipped'])} skipped (done before), "
+            f"{len(failed_all)} failed; results and {REPORT_NAME} in {out_dir}"
         )
-    if failed:
-        print(f"{len(failed)} image(s) failed:", file=sys.stderr)
-        for entry in failed:
+    if failed_all:
+        print(f"{len(failed_all)} image(s) failed:", file=sys.stderr)
+        for entry in failed_all:
             print(f"  {entry['source']}: {entry['reason']}", file=sys.stderr)
         return 1
     return 0
@@ -416,11 +488,44 @@ def _dataset_dicts_input(source: Path) -> tuple[Path, list[Path], dict[str, int]
     return root, images, ids
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from ovseg.api import DEFAULT_PRESET, create_pipeline
-    from ovseg.config import save_resolved_config
-    from ovseg.io import read_image
+class Shard:
+    """This process's part of a torchrun job (rank 0 of 1 without one)."""
 
+    def __init__(self, rank: int = 0, world: int = 1, owns_group: bool = False) -> None:
+        self.rank, self.world, self.owns_group = rank, world, owns_group
+
+    @classmethod
+    def from_environment(cls, device: str | None) -> Shard:
+        """Join the torchrun job named by ``WORLD_SIZE`` / ``RANK`` (Gloo on the CPU, NCCL on
+        CUDA); one process when there is none."""
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return cls()
+        from ovseg.engine.dist import init_distributed
+
+        info = init_distributed("cuda" if device and device.startswith("cuda") else "cpu")
+        return cls(info.rank, info.world_size, info.initialized_here)
+
+    def device_for(self, device: str | None) -> str | None:
+        """``--device cuda`` means this process's GPU (``LOCAL_RANK``) under torchrun."""
+        if self.world > 1 and device == "cuda":
+            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        return device
+
+    def gather(self, parts: dict[str, list]) -> dict[str, list]:
+        """Every process's lists, concatenated (the same on every process)."""
+        from ovseg.engine.dist import all_gather_object
+
+        gathered = all_gather_object(parts)
+        return {key: [item for part in gathered for item in part[key]] for key in parts}
+
+    def close(self) -> None:
+        if self.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
     inputs, overrides = _split_overrides([args.input, *args.overrides])
     if len(inputs) != 1:
         raise OVSegError(f"predict takes one image or folder, got {inputs}.")
@@ -465,6 +570,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             )
     check_device(args.device)
     _check_out_dir(out_dir)
+    if int(args.workers) < 0:
+        raise OVSegError(f"--workers is a number of threads >= 0, got {args.workers}.")
+    if args.export and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise OVSegError(
+            "--export writes one dataset from every image and cannot be split across torchrun "
+            "processes; run it in one process (python -m ovseg.cli predict ...)."
+        )
     single_done = (dataset is None and not source.is_dir()) and _done_before(
         out_dir / f"{source.stem}.json", source.name
     )
@@ -472,13 +584,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"{source.name}: done before ({out_dir / source.stem}.json); skipped")
         return 0
+    shard = Shard.from_environment(args.device)
+    try:
+        return _predict_input(args, shard, source, images, out_dir, vocabulary, overrides, dataset)
+    finally:
+        shard.close()
+
+
+def _predict_input(
+    args, shard: Shard, source: Path, images, out_dir: Path, vocabulary, overrides, dataset=None
+):
+    from ovseg.api import DEFAULT_PRESET, create_pipeline
+    from ovseg.config import save_resolved_config
+    from ovseg.io import read_image
+
+    device = shard.device_for(args.device)
     if args.vocab_free:
         from ovseg.api import build_vocab_free_pipeline
 
         pipeline = build_vocab_free_pipeline(
             args.preset or DEFAULT_PRESET,
             args.db,
-            args.device,
+            device,
             overrides=overrides,
             task=args.task,
         )
@@ -488,13 +615,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             vocabulary,
             task=args.task,
             overrides=overrides,
-            device=args.device,
+            device=device,
         )
-    save_resolved_config(pipeline.config, out_dir / "config.yaml")
+    if shard.rank == 0:
+        save_resolved_config(pipeline.config, out_dir / "config.yaml")
     if dataset is not None:
-        return _run_folder(pipeline, args, dataset[0], images, out_dir, dataset[2])
+        return _run_folder(pipeline, args, dataset[0], images, out_dir, shard, dataset[2])
     if source.is_dir():
-        return _run_folder(pipeline, args, source, images, out_dir)
+        return _run_folder(pipeline, args, source, images, out_dir, shard)
+    if shard.rank != 0:  # one image: the first process does it
+        return 0
     image = read_image(source)
     written, line, result = _predict_one(
         pipeline, args.task, image, args, out_dir, source.stem, source.name
@@ -697,6 +827,14 @@ def _predict_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-overlay", action="store_true", help="no overlay MP4")
     v.add_argument("--overwrite", action="store_true", help="replace an earlier run's results")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="folder runs: threads decoding and resizing the next images while the model runs, "
+        "and a writer thread for the outputs (default 2; 0: one image after the other)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-image lines")
     p.set_defaults(func=cmd_predict)
     return p
 

@@ -79,3 +79,12 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 @pytest.fixture
 def tmp_checkpoint_dir(tmp_path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request) -> torch.device:
+    """The devices a model test runs on: the CPU always, CUDA where this machine has a GPU
+    (``pytest -m cuda`` selects the CUDA runs; tools/gpu_check.sh runs them)."""
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine")
+    return torch.device(request.param)

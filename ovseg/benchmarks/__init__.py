@@ -22,8 +22,9 @@ JSON-ready dict; :func:`format_markdown` renders it for humans; the command line
 (``tools/benchmark.py``) is :mod:`ovseg.commands.benchmark`.
 
 Modules: ``inputs`` (images, names, config), ``baseline`` (the naive loop and the output
-comparison), ``machine``, ``runner`` (timing and agreement), ``report``; ``sam`` holds
-the SAM proposal benchmark (``tools/benchmark_sam.py``).
+comparison), ``machine``, ``runner`` (timing and agreement), ``report``; ``sam_pipelines``
+holds the SAM benchmarks of ``tools/benchmark_sam.py`` (image encoder, proposals, referring and
+instance pipelines against segment-anything), ``sam`` the proposals-only comparison.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ def format_markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"**ovseg / baseline: {result['speedup']:.2f}x** images/s.",
+        f"**ovseg / baseline: {result['speedup']:.2f}x** images/s "
+        f"({result.get('cpu_time_speedup', float('nan')):.2f}x in CPU seconds of the process).",
         "",
         f"Check: max |score difference| {check['max_abs_score_diff']:.2e} (cosine); labels "
         + (

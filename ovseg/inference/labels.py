@@ -170,13 +170,13 @@ def stream_semantic_result(
             raise ConfigError(
                 f"{name} must lie in [0, 1], got {value}; fix the preset or override."
             )
-    query_class = vocab.query_to_class.long()
     best, index, log_sum = _streamed_maxima(score_fn, num_queries, chunk, None)
     assert log_sum is not None
+    query_class = vocab.query_to_class.long().to(index.device)  # labels stay on the device
     labels = query_class[index]
     if area_threshold > 0:
         counts = torch.bincount(labels.flatten(), minlength=num_classes).double()
-        candidates = torch.ones(num_classes, dtype=torch.bool)
+        candidates = torch.ones(num_classes, dtype=torch.bool, device=counts.device)
         if background_index is not None:
             candidates[background_index] = False
         total = counts[candidates].sum()
@@ -202,10 +202,10 @@ def stream_semantic_result(
         else:
             labels = torch.where(low, UNLABELLED, labels)
     result = OVSegResult(
-        sem_seg=labels.numpy().astype(np.int64),
+        sem_seg=labels.cpu().numpy().astype(np.int64),
         class_names=vocab.names,
         probs=None,
-        label_scores=label_prob.numpy().astype(np.float32),
+        label_scores=label_prob.cpu().numpy().astype(np.float32),
         meta={**meta, "query_chunks": math.ceil(num_queries / chunk)},
     )
     return _at_image_size(result, image_size)

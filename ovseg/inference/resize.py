@@ -2,8 +2,42 @@
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+class PreparedImage(NamedTuple):
+    """One image ready for a windowed dense encoder.
+
+    Attributes:
+        array: ``(H, W, 3)`` uint8 RGB, the decoded input.
+        tensor: normalised ``(1, 3, H'', W'')`` float32 on the model's device (resized, then
+            zero-padded at the bottom / right to at least one patch).
+        resized: ``(H', W')`` the image was resized to (before padding).
+        original: ``(H, W)`` of the input.
+    """
+
+    array: Any
+    tensor: torch.Tensor
+    resized: tuple[int, int]
+    original: tuple[int, int]
+
+
+def to_device_pixels(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` float32 in [0, 1] on ``device``.
+
+    On CUDA the uint8 pixels travel (a quarter of the float bytes) from pinned memory without
+    blocking the host, and are converted on the GPU; elsewhere the conversion runs in place.
+    Both give the same values (``x / 255`` in float32).
+    """
+    device = torch.device(device)
+    pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]
+    if device.type == "cuda":
+        pixels = pixels.contiguous().pin_memory().to(device, non_blocking=True)
+    return pixels.float().div_(255.0) if device.type == "cuda" else pixels.float() / 255.0
 
 
 def rescale_size(

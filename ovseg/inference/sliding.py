@@ -59,12 +59,19 @@ def average_window_scores(
     """
     num_queries = window_scores[0].shape[0]
     total = window_scores[0].new_zeros(num_queries, height, width)
-    count = window_scores[0].new_zeros(1, height, width)
-    for scores, win in zip(window_scores, windows):
-        up = F.interpolate(scores[None], size=win.size, mode="bilinear", align_corners=False)[0]
-        total[:, win.y1 : win.y2, win.x1 : win.x2] += up
-        count[:, win.y1 : win.y2, win.x1 : win.x2] += 1
-    return total / count
+    count = torch.zeros(height, width, dtype=torch.int32)
+    # windows with the same grid and pixel size are upsampled in one call (same arithmetic)
+    groups: dict[tuple, list[int]] = {}
+    for index, (scores, win) in enumerate(zip(window_scores, windows)):
+        groups.setdefault((tuple(scores.shape), win.size), []).append(index)
+    for (_, size), members in groups.items():
+        stacked = torch.stack([window_scores[i] for i in members])
+        upsampled = F.interpolate(stacked, size=size, mode="bilinear", align_corners=False)
+        for i, up in zip(members, upsampled):
+            win = windows[i]
+            total[:, win.y1 : win.y2, win.x1 : win.x2] += up
+            count[win.y1 : win.y2, win.x1 : win.x2] += 1
+    return total.div_(count.to(device=total.device, dtype=total.dtype))
 
 
 def _integer(settings: dict, key: str, minimum: int, allow_none: bool = False) -> None:

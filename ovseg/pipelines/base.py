@@ -16,7 +16,7 @@ Images are decoded in one place, :func:`decode_image`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -31,6 +31,7 @@ from ovseg.inference.labels import (
     stream_semantic_result,
     working_size,
 )
+from ovseg.inference.streaming import prefetch
 from ovseg.io import DEFAULT_MAX_PIXELS, read_image
 from ovseg.settings import merge_settings
 from ovseg.structures import OVSegResult
@@ -163,11 +164,62 @@ class PromptablePipeline:
         encoded = self.set_image(image)
         return self.predict(encoded, query, **overrides)
 
+    #: images encoded together by :meth:`predict_stream` (pipelines that batch work across
+    #: images, such as the windows of the semantic pipeline, gain from more than one)
+    encode_group: int = 1
+
+    def load_image(self, image: Any) -> Any:
+        """The per-image work that needs no model: decoding (and, where a pipeline overrides
+        it, resizing and moving to the device). Runs in worker threads during
+        :meth:`predict_batch`; :meth:`encode` accepts what it returns."""
+        settings = getattr(self, "inference", None) or {}
+        return decode_image(image, settings.get("max_pixels", DEFAULT_MAX_PIXELS))
+
+    def predict_stream(
+        self,
+        images: Iterable[Any],
+        query: Any = None,
+        *,
+        workers: int = 2,
+        prefetch_depth: int = 4,
+        **overrides: Any,
+    ) -> Iterator[Any]:
+        """One result per image, in order, as they are ready.
+
+        :meth:`load_image` of the next images runs in ``workers`` threads (at most
+        ``prefetch_depth`` ahead) while the model runs here; ``encode_group`` loaded images
+        are encoded together. ``workers=0`` loads in this thread. A bad image raises its
+        error (:class:`ovseg.errors.ImageReadError` ...) when its turn comes.
+        """
+        group: list[Any] = []
+        for loaded in prefetch(
+            self.load_image, images, workers=workers, depth=max(prefetch_depth, 1)
+        ):
+            group.append(loaded.get())
+            if len(group) >= max(1, self.encode_group):
+                for encoded in self.encode_batch(group):
+                    yield self.predict(encoded, query, **overrides)
+                group = []
+        if group:
+            for encoded in self.encode_batch(group):
+                yield self.predict(encoded, query, **overrides)
+
     def predict_batch(
-        self, images: Sequence[Any], query: Any = None, **overrides: Any
+        self,
+        images: Sequence[Any],
+        query: Any = None,
+        *,
+        workers: int = 2,
+        prefetch_depth: int = 4,
+        **overrides: Any,
     ) -> list[Any]:
-        """One result per image (pipelines may batch the encoding)."""
-        return [self.predict(encoded, query, **overrides) for encoded in self.encode_batch(images)]
+        """One result per image (:meth:`predict_stream`: images load in worker threads while
+        the model runs; pipelines may batch the encoding)."""
+        return list(
+            self.predict_stream(
+                images, query, workers=workers, prefetch_depth=prefetch_depth, **overrides
+            )
+        )
 
     def encode_batch(self, images: Sequence[Any]) -> list[EncodedImage]:
         """:meth:`encode` of several images (pipelines may batch the work)."""
@@ -341,8 +393,22 @@ class SamClipPipeline(PromptablePipeline):
 
     def encode(self, image: Any) -> SamClipImage:
         """Decode ``image`` (path, bytes, PIL, HWC uint8 array) and embed it for SAM."""
-        array = decode_image(image, self.inference["max_pixels"])
-        return SamClipImage(image=array, embedding=self.decoder.embed(array))
+        return self.encode_batch([image])[0]
+
+    @property
+    def encode_group(self) -> int:  # type: ignore[override]
+        """Images per SAM image-encoder call in :meth:`predict_stream`."""
+        return int(getattr(self.decoder, "image_batch_size", 1))
+
+    def encode_batch(self, images: Sequence[Any]) -> list[SamClipImage]:
+        """Decode and embed several images, the SAM image encoder batching them
+        (``decoder.image_batch_size`` per call)."""
+        arrays = [decode_image(image, self.inference["max_pixels"]) for image in images]
+        embeddings = self.decoder.embed_batch(arrays)
+        return [
+            SamClipImage(image=array, embedding=embedding)
+            for array, embedding in zip(arrays, embeddings, strict=True)
+        ]
 
     def dense_tokens(self, encoded: SamClipImage) -> Any:
         """``(D, h, w)`` L2-normalised CLIP tokens of the whole image (computed once per image)."""

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ovseg.errors import ConfigError
 from ovseg.inference.pamr import PAMR
-from ovseg.inference.resize import prepare_image, resize_bilinear
+from ovseg.inference.resize import PreparedImage, prepare_image, resize_bilinear, to_device_pixels
 from ovseg.inference.sliding import (
     Window,
     average_window_scores,
@@ -111,32 +111,43 @@ class SemanticSegmenter(DenseSemanticPipeline):
         self.meta: dict[str, Any] = {}  # copied into every result (create_pipeline: the source)
         self.config: Any = None  # the resolved config this pipeline was built from, if any
 
+    #: images whose windows share backbone batches in predict_batch / predict_stream
+    encode_group = 8
+
     # ----------------------------------------------------------------- image side
     def _windows(self, height: int, width: int) -> list[Window]:
         if self.inference["mode"] == "whole":
             return whole_window(height, width)
         return sliding_windows(height, width, self.inference["crop_size"], self.inference["stride"])
 
-    def _prepare(self, image: Any) -> tuple[Any, torch.Tensor, tuple[int, int], tuple[int, int]]:
-        """``(decoded HWC uint8 or None, normalised padded (1, 3, H'', W''), resized (H', W'),
-        original (H, W))``; a ``(1, 3, H, W)`` float tensor in [0, 1] is taken as it is."""
+    def load_image(self, image: Any) -> PreparedImage:
+        """Decode, resize and normalise one image on the backbone's device (no model work):
+        what :meth:`predict_batch` runs in worker threads. :meth:`encode` takes the result."""
+        return self._prepare(image)
+
+    def _prepare(self, image: Any) -> PreparedImage:
+        """A :class:`PreparedImage`; a ``(1, 3, H, W)`` float tensor in [0, 1] is taken as it
+        is, and a :class:`PreparedImage` is passed through."""
+        if isinstance(image, PreparedImage):
+            return image
+        device = self.backbone.device
         if isinstance(image, torch.Tensor):
             if image.ndim != 4 or image.shape[:2] != (1, 3):
                 raise ConfigError("Tensor images must be (1, 3, H, W) RGB floats in [0, 1].")
             array = (image[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-            tensor = image.float()
+            tensor = image.float().to(device)
         else:
             array = decode_image(image, self.inference["max_pixels"])
-            tensor = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255.0
+            tensor = to_device_pixels(array, device)
         original = (int(tensor.shape[-2]), int(tensor.shape[-1]))
         prepared, resized = prepare_image(
-            tensor.to(self.backbone.device),
+            tensor,
             self.inference["short_side"],
             self.inference["max_long_side"],
             self.backbone.normalize,
             min_side=self.backbone.patch_size,
         )
-        return array, prepared, resized, original
+        return PreparedImage(array, prepared, resized, original)
 
     def encode(self, image: Any) -> SemanticImage:
         """Dense features of one image (path, bytes, PIL, HWC uint8 array or tensor)."""

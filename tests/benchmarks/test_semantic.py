@@ -51,6 +51,10 @@ def test_run_benchmark_tiny_vit(tiny_model_names):
     for key in ("baseline", "ovseg"):
         assert result[key]["images_per_second"] > 0
         assert len(result[key]["seconds_all"]) == 1
+        assert len(result[key]["cpu_seconds_all"]) == 1 and result[key]["cpu_seconds_median"] > 0
+    assert result["cpu_time_speedup"] == pytest.approx(
+        result["baseline"]["cpu_seconds_median"] / result["ovseg"]["cpu_seconds_median"], rel=1e-2
+    )
     assert result["speedup"] == pytest.approx(
         result["ovseg"]["images_per_second"] / result["baseline"]["images_per_second"], rel=1e-2
     )

@@ -181,3 +181,24 @@ def test_built_from_configs_with_top_k(tmp_path, one_torch_thread):
     assert (result.points.coords < 16).all()  # cells 0..1 of 4 over 32 px
     with pytest.raises(ConfigError, match="backbone"):
         segmenter.predict("cat")
+
+
+def test_predict_batch_batches_sam_encoding_and_keeps_the_masks(pipeline):
+    images = [
+        random_image(40, 48, seed=1),
+        random_image(36, 50, seed=2),
+        random_image(44, 40, seed=3),
+    ]
+    singles = [pipeline(image, "a red square") for image in images]
+    pipeline.decoder.image_batch_size = 2
+    assert pipeline.encode_group == 2
+    calls = []
+    embed_batch = pipeline.decoder.embed_batch
+    pipeline.decoder.embed_batch = lambda arrays: calls.append(len(arrays)) or embed_batch(arrays)
+    batched = pipeline.predict_batch(images, "a red square", workers=2)
+    assert calls == [2, 1]  # two images per encoder call, the last one alone
+    for single, got in zip(singles, batched, strict=True):
+        inter = np.logical_and(single.mask, got.mask).sum()
+        union = np.logical_or(single.mask, got.mask).sum()
+        assert union == 0 or inter / union >= 0.999
+        assert got.score == pytest.approx(single.score, abs=1e-4)

@@ -108,6 +108,34 @@ def test_predict_batch_equals_single_images(seg, image):
         np.testing.assert_allclose(batched.probs, single.probs, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_predict_batch_streams_files_in_order_and_raises_a_bad_one(seg, image, tmp_path, workers):
+    from PIL import Image
+
+    paths = []
+    for index in range(5):
+        path = tmp_path / f"{index}.png"
+        Image.fromarray(np.ascontiguousarray(np.roll(image, 7 * index, axis=1))).save(path)
+        paths.append(path)
+    seg.encode_group = 2  # groups of two images and a last one alone
+    batch = seg.predict_batch(paths, workers=workers, prefetch_depth=2)
+    for path, batched in zip(paths, batch, strict=True):
+        single = seg(path)
+        np.testing.assert_allclose(batched.probs, single.probs, rtol=0, atol=1e-5)
+    (tmp_path / "bad.png").write_bytes(b"not a picture")
+    with pytest.raises(ImageReadError):
+        seg.predict_batch([paths[0], tmp_path / "bad.png"], workers=workers)
+
+
+def test_load_image_resizes_ahead_and_encode_takes_it(seg, image):
+    prepared = seg.load_image(image)
+    assert prepared.array is not None and prepared.original == image.shape[:2]
+    assert prepared.tensor.device == seg.backbone.device and prepared.tensor.dtype == torch.float32
+    direct, loaded = seg(image), seg(prepared)
+    assert np.array_equal(direct.sem_seg, loaded.sem_seg)
+    np.testing.assert_array_equal(direct.probs, loaded.probs)
+
+
 def test_background_threshold_and_unlabelled(tiny_model_names, image):
     cfg = tiny_config(tiny_model_names["vit"])
     cfg["pipeline"]["postprocess"] = {"prob_threshold": 0.99}
@@ -143,3 +171,32 @@ def test_bad_inputs(seg, tiny_model_names, tmp_path):
         ovseg.create_pipeline(tiny_config(tiny_model_names["vit"], bogus=1), vocabulary=["a"])
     with pytest.raises(ConfigError, match="set_image"):
         ovseg.create_pipeline(tiny_config(tiny_model_names["vit"]), vocabulary=["a"]).predict()
+
+
+def test_on_each_device_it_matches_the_cpu_and_streams_chunks_on_the_device(
+    device, tiny_model_names, image
+):
+    names = ["cat", "dog|puppy", "sofa"]
+    torch.manual_seed(0)
+    cpu = ovseg.create_pipeline(tiny_config(tiny_model_names["vit"]), vocabulary=names)
+    torch.manual_seed(0)
+    here = ovseg.create_pipeline(
+        tiny_config(tiny_model_names["vit"]), vocabulary=names, device=str(device)
+    )
+    want, got = cpu(image), here(image)
+    # CUDA kernels sum in other orders (and cuDNN may use TF32 in the patch convolution):
+    # probabilities of softmax(40 x cosine) move by far less than 1e-2
+    np.testing.assert_allclose(got.probs, want.probs, rtol=0, atol=1e-2)
+    assert_argmax_matches(got.sem_seg, want.probs, margin=2e-2)
+    # query chunks of one (a score budget of one byte): the streamed softmax runs where the
+    # model is and gives the labels of the whole-map path
+    torch.manual_seed(0)
+    chunked = ovseg.create_pipeline(
+        tiny_config(tiny_model_names["vit"], score_bytes=1), vocabulary=names, device=str(device)
+    )
+    streamed = chunked(image)
+    assert streamed.meta["query_chunks"] == 4 and streamed.probs is None
+    assert_argmax_matches(streamed.sem_seg, got.probs, margin=1e-5)
+    np.testing.assert_allclose(
+        streamed.label_scores, np.take_along_axis(got.probs, got.sem_seg[None], 0)[0], atol=1e-5
+    )

@@ -30,18 +30,16 @@ from ovseg.models.backbones.clip_weights import (
 from ovseg.models.backbones.dense_resnet import resnet_dense_tokens
 from ovseg.models.backbones.dense_vit import check_dense_mode, vit_dense_tokens
 from ovseg.models.backbones.templates import resolve_templates
+from ovseg.models.precision import dtype_for
 from ovseg.registry import BACKBONES
 
 LOGGER = logging.getLogger(__name__)
 MODEL_CONFIG_DIR = Path(__file__).resolve().parents[2] / "model_zoo" / "model_configs"
-_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _TEXT_BATCH = 1024  # prompts per text-encoder call
 
 
 def _dtype_for(precision: str) -> torch.dtype:
-    if precision not in _PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(_PRECISIONS)}, not {precision!r}.")
-    return _PRECISIONS[precision]
+    return dtype_for(precision)
 
 
 class _QuietRandomInit(logging.Filter):
@@ -237,6 +235,7 @@ class ClipBackbone(nn.Module):
                 self.naclip_std,
                 self.keep_residual,
                 self.keep_ffn,
+                fused=True,
             )
         else:
             global_embed, dense = resnet_dense_tokens(self.model.visual, images)

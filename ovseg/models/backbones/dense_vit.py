@@ -138,6 +138,92 @@ def last_block_attention(
     return attn.out_proj(out)
 
 
+def _fusable(block: nn.Module) -> bool:
+    """Whether :func:`fused_block` computes ``block(x)``: an open_clip self-attention block
+    (pre-norm, batch-first ``nn.MultiheadAttention`` with a packed input projection)."""
+    attn = getattr(block, "attn", None)
+    return (
+        isinstance(attn, nn.MultiheadAttention)
+        and attn.batch_first
+        and attn.in_proj_weight is not None
+        and attn.bias_k is None
+        and not attn.add_zero_attn
+        and not hasattr(block, "ln_1_kv")
+        and all(hasattr(block, name) for name in ("ln_1", "ls_1", "ln_2", "mlp", "ls_2"))
+    )
+
+
+def _onednn_linear_available() -> bool:
+    ops = getattr(torch.ops, "mkldnn", None)
+    return torch.backends.mkldnn.is_available() and hasattr(ops, "_linear_pointwise")
+
+
+_ONEDNN_LINEAR = _onednn_linear_available()
+
+
+def _linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, then exact GELU when ``gelu``, for ``(..., C_in)``.
+
+    On the CPU (float32 / bfloat16) this is one oneDNN call with the bias and the GELU applied
+    inside the matrix product; PyTorch's ``addmm`` first copies the bias into the whole output
+    and GELU makes another pass over it. Elsewhere, or where the op is missing, it is
+    ``F.linear`` (+ ``F.gelu``). Same arithmetic up to float32 summation order.
+    """
+    if (
+        _ONEDNN_LINEAR
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and weight.dtype == x.dtype
+        and not torch.is_grad_enabled()
+    ):
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.ops.mkldnn._linear_pointwise(
+            flat, weight, bias, "gelu" if gelu else "none", [], "none"
+        )
+        return out.view(*x.shape[:-1], out.shape[-1])
+    out = F.linear(x, weight, bias)
+    return F.gelu(out) if gelu else out
+
+
+def _exact_gelu_mlp(mlp: nn.Module) -> bool:
+    """An open_clip MLP ``c_fc -> exact GELU -> c_proj`` (not QuickGELU or tanh GELU)."""
+    act = getattr(mlp, "gelu", None)
+    return (
+        isinstance(getattr(mlp, "c_fc", None), nn.Linear)
+        and isinstance(getattr(mlp, "c_proj", None), nn.Linear)
+        and type(act) is nn.GELU
+        and act.approximate == "none"
+        and len(mlp) == 3
+    )
+
+
+def fused_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)`` for an open_clip ``ResidualAttentionBlock`` without an attention mask,
+    with the attention as one fused :func:`F.scaled_dot_product_attention` call.
+
+    ``nn.MultiheadAttention``'s inference fast path computes ``softmax(q k^T) v`` as two
+    batched matrix products around a materialised ``(B, heads, L, L)`` score tensor; the fused
+    kernel streams it (flash attention on CPU and GPU). Same arithmetic up to float32 summation
+    order. ``x``: ``(B, L, C)``.
+    """
+    attn = block.attn
+    batch, length, width = x.shape
+    heads = attn.num_heads
+    qkv = _linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+    q, k, v = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(q, k, v)
+    out = out.transpose(1, 2).reshape(batch, length, width)
+    out = _linear(out, attn.out_proj.weight, attn.out_proj.bias)
+    x = x + block.ls_1(out)
+    mlp = block.mlp
+    if _exact_gelu_mlp(mlp):
+        hidden = _linear(block.ln_2(x), mlp.c_fc.weight, mlp.c_fc.bias, gelu=True)
+        return x + block.ls_2(_linear(hidden, mlp.c_proj.weight, mlp.c_proj.bias))
+    return x + block.ls_2(mlp(block.ln_2(x)))
+
+
 def vit_input_tokens(
     visual: nn.Module, images: torch.Tensor
 ) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -172,16 +258,17 @@ def vit_input_tokens(
 
 
 def vit_tokens_before_last_block(
-    visual: nn.Module, images: torch.Tensor
+    visual: nn.Module, images: torch.Tensor, fused: bool = False
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Run an open_clip ``VisionTransformer`` up to (not including) its last block.
 
     Returns ``(x (B, 1 + h*w, C), (h, w))`` as :func:`vit_input_tokens` does, after every
-    block but the last.
+    block but the last. ``fused`` runs the blocks through :func:`fused_block` (ovseg's path;
+    ``False`` is open_clip's own modules, as the reference code runs them).
     """
     x, grid = vit_input_tokens(visual, images)
     for block in visual.transformer.resblocks[:-1]:
-        x = block(x)
+        x = fused_block(block, x) if fused and _fusable(block) else block(x)
     return x, grid
 
 
@@ -192,6 +279,7 @@ def vit_dense_tokens(
     naclip_std: float = 5.0,
     keep_residual: bool | None = None,
     keep_ffn: bool | None = None,
+    fused: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run an open_clip ``VisionTransformer`` and return ``(global (B, D), dense (B, D, h, w))``.
 
@@ -200,10 +288,11 @@ def vit_dense_tokens(
     modes it comes from the modified last block.
     Patch size ``p``: ``h = H // p``, ``w = W // p``; inputs not divisible by ``p`` are cropped at
     the bottom/right by the patch convolution, as in CLIP. ``keep_residual`` / ``keep_ffn``
-    override the mode's defaults from the table above (``None`` keeps them).
+    override the mode's defaults from the table above (``None`` keeps them). ``fused``: see
+    :func:`vit_tokens_before_last_block`.
     """
     check_dense_mode(mode)
-    x, (h, w) = vit_tokens_before_last_block(visual, images)
+    x, (h, w) = vit_tokens_before_last_block(visual, images, fused)
     batch = x.shape[0]
     last = visual.transformer.resblocks[-1]
     pool_type = getattr(visual, "pool_type", "tok")

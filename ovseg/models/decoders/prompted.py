@@ -129,6 +129,12 @@ class PromptedMaskDecoder(nn.Module):
         """Embed an HWC uint8 RGB image without touching the decoder's image state."""
         raise NotImplementedError
 
+    def embed_batch(
+        self, images: list[np.ndarray], batch_size: int | None = None
+    ) -> list[ImageEmbedding]:
+        """:meth:`embed` of several images (families that can batch the encoder override it)."""
+        return [self.embed(image) for image in images]
+
     def prompts_to_model_frame(
         self,
         coords: torch.Tensor | None,

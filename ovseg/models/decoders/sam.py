@@ -21,6 +21,7 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
 
+from ovseg.errors import ConfigError
 from ovseg.models.decoders.prompted import (
     ArrayLike,
     ImageEmbedding,
@@ -30,6 +31,7 @@ from ovseg.models.decoders.prompted import (
 )
 from ovseg.models.decoders.sam_build import build_sam, resolve_sam_architecture
 from ovseg.models.decoders.sam_weights import resolve_sam_checkpoint
+from ovseg.models.precision import autocast_for, compile_options, dtype_for
 from ovseg.registry import MASK_DECODERS
 
 if TYPE_CHECKING:
@@ -49,6 +51,13 @@ class SamDecoder(PromptedMaskDecoder):
             for the official architectures) or a packaged tag such as ``"shapes"``.
         device: where the model runs (default CPU).
         multimask: default of ``predict``'s ``multimask`` (3 masks per prompt, else 1).
+        precision: ``fp32`` (default), ``bf16`` or ``fp16`` for the image encoder and the mask
+            decoder, through ``torch.autocast`` on any device (weights stay float32; the
+            prompt encoder and every output stay float32).
+        compile: ``true`` (or a mapping of ``torch.compile`` options) compiles the image
+            encoder; the first image of each new batch size then takes the compile time.
+        channels_last: the encoder's convolutions in channels-last memory format.
+        image_batch_size: images per image-encoder call in :meth:`embed_batch`.
     """
 
     def __init__(
@@ -58,25 +67,65 @@ class SamDecoder(PromptedMaskDecoder):
         pretrained: str | None = None,
         device: str | torch.device | None = None,
         multimask: bool = True,
+        precision: str = "fp32",
+        compile: bool | Mapping[str, Any] | None = False,
+        channels_last: bool = False,
+        image_batch_size: int = 1,
     ) -> None:
         super().__init__()
+        dtype_for(precision)  # checked before the (possibly slow) model build
         name, arch = resolve_sam_architecture(model_type)
         path = resolve_sam_checkpoint(name, checkpoint, pretrained)
-        self._setup(build_sam(arch, checkpoint=path, device=device), multimask)
+        self._setup(
+            build_sam(arch, checkpoint=path, device=device),
+            multimask,
+            precision=precision,
+            compile=compile,
+            channels_last=channels_last,
+            image_batch_size=image_batch_size,
+        )
 
     @classmethod
-    def from_model(cls, model: Sam, multimask: bool = True) -> SamDecoder:
-        """Wrap an already built ``Sam`` (its device is kept)."""
+    def from_model(cls, model: Sam, multimask: bool = True, **speed: Any) -> SamDecoder:
+        """Wrap an already built ``Sam`` (its device is kept); ``speed``: ``precision``,
+        ``compile``, ``channels_last``, ``image_batch_size`` as in the constructor."""
         decoder = cls.__new__(cls)
         nn.Module.__init__(decoder)
-        decoder._setup(model, multimask)
+        decoder._setup(model, multimask, **speed)
         return decoder
 
-    def _setup(self, model: Sam, multimask: bool) -> None:
+    def _setup(
+        self,
+        model: Sam,
+        multimask: bool,
+        *,
+        precision: str = "fp32",
+        compile: bool | Mapping[str, Any] | None = False,
+        channels_last: bool = False,
+        image_batch_size: int = 1,
+    ) -> None:
         self.model = model.eval()
         self.multimask = bool(multimask)
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        if isinstance(image_batch_size, bool) or int(image_batch_size) < 1:
+            raise ConfigError(f"image_batch_size must be >= 1, got {image_batch_size!r}.")
+        self.image_batch_size = int(image_batch_size)
+        self.set_precision(precision)
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.model.image_encoder.to(memory_format=torch.channels_last)
+        options = compile_options(compile)
+        encoder = self.model.image_encoder
+        if options is not None:
+            encoder = torch.compile(encoder, **options)
+        # kept out of the module tree: the compiled wrapper shares the encoder's parameters
+        object.__setattr__(self, "_image_encoder", encoder)
         self._reset_state()
+
+    def set_precision(self, precision: str) -> None:
+        """Run the image encoder and the mask decoder in ``fp32``, ``bf16`` or ``fp16``
+        (autocast; the weights, the prompt encoder and the outputs stay float32)."""
+        self.dtype = dtype_for(precision)
 
     # ------------------------------------------------------------------ image state
     @property
@@ -101,17 +150,53 @@ class SamDecoder(PromptedMaskDecoder):
     def num_multimask_outputs(self) -> int:
         return int(self.model.mask_decoder.num_multimask_outputs)
 
+    def _model_input(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """HWC uint8 RGB -> ``(normalised, padded (1, 3, S, S), resized (h, w))`` as
+        ``SamPredictor.set_image`` prepares it (pinned, non-blocking copy on CUDA)."""
+        resized = torch.from_numpy(np.ascontiguousarray(self.transform.apply_image(image)))
+        pixels = resized.permute(2, 0, 1).contiguous()[None]
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+        else:
+            pixels = pixels.to(self.device)
+        return self.model.preprocess(pixels), (int(pixels.shape[-2]), int(pixels.shape[-1]))
+
+    def _encoder_outputs(self, output: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The encoder's output -> ``(features (B, C, e, e), finer maps (B, ...) each)``."""
+        return output.float(), ()
+
     @torch.no_grad()
     def embed(self, image: np.ndarray) -> ImageEmbedding:
         """Embed an HWC uint8 RGB image without touching the decoder's image state."""
-        resized = self.transform.apply_image(image)
-        pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
-        features = self.model.image_encoder(self.model.preprocess(pixels))
-        return ImageEmbedding(
-            features=features,
-            input_size=(int(pixels.shape[-2]), int(pixels.shape[-1])),
-            original_size=(int(image.shape[0]), int(image.shape[1])),
-        )
+        return self.embed_batch([image])[0]
+
+    @torch.no_grad()
+    def embed_batch(
+        self, images: list[np.ndarray], batch_size: int | None = None
+    ) -> list[ImageEmbedding]:
+        """Embed several HWC uint8 RGB images, ``batch_size`` (default ``image_batch_size``)
+        per image-encoder call; each is resized and padded on its own, as :meth:`embed`."""
+        step = max(1, int(batch_size or self.image_batch_size))
+        embeddings: list[ImageEmbedding] = []
+        for start in range(0, len(images), step):
+            chunk = list(images[start : start + step])
+            inputs = [self._model_input(image) for image in chunk]
+            batch = torch.cat([pixels for pixels, _ in inputs])
+            if self.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with autocast_for(self.device, self.dtype):
+                output = self._image_encoder(batch)
+            features, finer = self._encoder_outputs(output)
+            for index, (image, (_, size)) in enumerate(zip(chunk, inputs)):
+                embeddings.append(
+                    ImageEmbedding(
+                        features=features[index : index + 1],
+                        input_size=size,
+                        original_size=(int(image.shape[0]), int(image.shape[1])),
+                        high_res_features=tuple(f[index : index + 1] for f in finer),
+                    )
+                )
+        return embeddings
 
     # ------------------------------------------------------------------ prompts
     def to_model_frame(self, xy: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
@@ -161,14 +246,19 @@ class SamDecoder(PromptedMaskDecoder):
             boxes=boxes.to(device) if boxes is not None else None,
             masks=masks.to(device) if masks is not None else None,
         )
-        low_res, iou = self.model.mask_decoder(
-            image_embeddings=embedding.features,
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-            **decoder_kwargs,
-        )
+        image_pe = self.model.prompt_encoder.get_dense_pe()
+        # prompts are encoded in float32 (their Fourier features need it); the two-way
+        # transformer and the mask heads run in the chosen precision
+        with autocast_for(device, self.dtype):
+            low_res, iou = self.model.mask_decoder(
+                image_embeddings=embedding.features,
+                image_pe=image_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+                **decoder_kwargs,
+            )
+        low_res, iou = low_res.float(), iou.float()
         logits = self.model.postprocess_masks(
             low_res, embedding.input_size, embedding.original_size
         )

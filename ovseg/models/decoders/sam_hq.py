@@ -194,6 +194,7 @@ class HqSamDecoder(SamDecoder):
         device: where the model runs (default CPU).
         multimask: default of ``predict``'s ``multimask`` (the SAM part is the best of three).
         hq_token_only: masks from the HQ token alone instead of SAM's mask plus the HQ mask.
+        precision, compile, channels_last, image_batch_size: as :class:`SamDecoder`.
     """
 
     def __init__(
@@ -203,19 +204,30 @@ class HqSamDecoder(SamDecoder):
         device: str | torch.device | None = None,
         multimask: bool = True,
         hq_token_only: bool = False,
+        precision: str = "fp32",
+        compile: bool | Mapping[str, Any] | None = False,
+        channels_last: bool = False,
+        image_batch_size: int = 1,
     ) -> None:
         nn.Module.__init__(self)
-        self._setup(build_sam_hq(model_type, checkpoint, device), multimask)
+        self._setup(
+            build_sam_hq(model_type, checkpoint, device),
+            multimask,
+            precision=precision,
+            compile=compile,
+            channels_last=channels_last,
+            image_batch_size=image_batch_size,
+        )
         self.hq_token_only = bool(hq_token_only)
 
     @classmethod
     def from_model(
-        cls, model: nn.Module, multimask: bool = True, hq_token_only: bool = False
+        cls, model: nn.Module, multimask: bool = True, hq_token_only: bool = False, **speed: Any
     ) -> HqSamDecoder:
         """Wrap an already built ``segment_anything_hq`` ``Sam`` (its device is kept)."""
         decoder = cls.__new__(cls)
         nn.Module.__init__(decoder)
-        decoder._setup(model, multimask)
+        decoder._setup(model, multimask, **speed)
         decoder.hq_token_only = bool(hq_token_only)
         return decoder
 
@@ -223,19 +235,11 @@ class HqSamDecoder(SamDecoder):
     def num_multimask_outputs(self) -> int:
         return 1
 
-    @torch.no_grad()
-    def embed(self, image: np.ndarray) -> ImageEmbedding:
-        """The image embedding and, as ``high_res_features``, the encoder's features after its
-        first global-attention block ``(1, e, e, C_vit)`` that the HQ decoder fuses."""
-        resized = self.transform.apply_image(image)
-        pixels = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
-        features, interm = self.model.image_encoder(self.model.preprocess(pixels))
-        return ImageEmbedding(
-            features=features,
-            input_size=(int(pixels.shape[-2]), int(pixels.shape[-1])),
-            original_size=(int(image.shape[0]), int(image.shape[1])),
-            high_res_features=tuple(interm[:1]),  # the decoder reads the first one only
-        )
+    def _encoder_outputs(self, output: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The image embedding and, as the finer map, the encoder's features after its first
+        global-attention block ``(B, e, e, C_vit)`` that the HQ decoder fuses."""
+        features, interm = output
+        return features.float(), (interm[0].float(),)  # the decoder reads the first one only
 
     @torch.no_grad()
     def decode(
