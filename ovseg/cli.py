@@ -826,7 +826,6 @@ def _predict_parser() -> argparse.ArgumentParser:
     v.add_argument("--patience", type=int, help="frames a track may be missing before it ends")
     v.add_argument("--no-overlay", action="store_true", help="no overlay MP4")
     v.add_argument("--overwrite", action="store_true", help="replace an earlier run's results")
-    p.add_argument("--quiet", action="store_true")
     p.add_argument(
         "--workers",
         type=int,
