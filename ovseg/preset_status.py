@@ -24,7 +24,12 @@ from typing import Any
 from ovseg.config import list_presets, load_config, to_container
 from ovseg.errors import OVSegError
 from ovseg.model_zoo.denseclip_files import DENSECLIP_RELEASES, release_path
-from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, WEIGHTS_DIR
+from ovseg.model_zoo.embedded import (
+    EMBEDDED_FOLDERS,
+    EMBEDDED_PREFIX,
+    EMBEDDED_WEIGHTS,
+    WEIGHTS_DIR,
+)
 from ovseg.model_zoo.sam_release import (
     OFFICIAL_CHECKPOINTS,
     OFFICIAL_TAG,
@@ -203,6 +208,12 @@ def _denseclip(section: Mapping[str, Any]) -> WeightStatus:
 
 def _hf_folder(what: str, path: Any, repo: Any, setting: str) -> WeightStatus:
     """A Hugging Face model folder: a local path, or the cache's copy of ``repo``."""
+    if isinstance(path, str) and path.startswith(EMBEDDED_PREFIX):
+        entry = EMBEDDED_FOLDERS.get(path[len(EMBEDDED_PREFIX) :], {})
+        present = bool(entry.get("sha256")) and all(
+            (WEIGHTS_DIR / entry["folder"] / f).is_file() for f in entry["sha256"]
+        )
+        return WeightStatus(f"{what} {path}", "embedded" if present else None, "reinstall ovseg")
     if path:
         found = (Path(str(path)).expanduser() / "config.json").is_file()
         return WeightStatus(what, "local folder" if found else None, f"the folder {path}")

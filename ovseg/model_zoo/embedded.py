@@ -50,6 +50,23 @@ EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
     },
 }
 
+#: Packaged model folders (Hugging Face layout: ``config.json``, ``model.safetensors``, tokenizer
+#: files), addressed as ``embedded:<name>`` where a folder is expected; every file's sha256 is
+#: checked on first use.
+EMBEDDED_FOLDERS: dict[str, dict] = {
+    "read-shapes-tiny": {
+        "folder": "read-shapes-tiny",
+        "sha256": {},
+        "recipe": (
+            "ovseg train configs/read/shapes_tiny_read_caption.yaml && "
+            "ovseg train configs/read/shapes_tiny_read.yaml && "
+            "python tools/export_read_folder.py work_dirs/shapes_tiny_read/read_model "
+            "ovseg/model_zoo/weights/read-shapes-tiny"
+        ),
+    },
+}
+EMBEDDED_PREFIX = "embedded:"
+
 _VERIFIED: set[Path] = set()
 
 
@@ -70,6 +87,30 @@ def embedded_checkpoint(model_name: str, tag: str | None) -> Path | None:
         verify_sha256(path, entry["sha256"])
         _VERIFIED.add(path)
     return path
+
+
+def embedded_folder(name: str) -> Path:
+    """The verified packaged folder ``name`` (see :data:`EMBEDDED_FOLDERS`)."""
+    entry = EMBEDDED_FOLDERS.get(name)
+    if entry is None:
+        raise WeightsNotFoundError(
+            f"No packaged model folder {name!r}; packaged: {', '.join(EMBEDDED_FOLDERS)}."
+        )
+    folder = WEIGHTS_DIR / entry["folder"]
+    missing = [f for f in entry["sha256"] if not (folder / f).is_file()]
+    if missing or not entry["sha256"]:
+        raise WeightsNotFoundError(
+            f"The packaged model folder {name} is incomplete in this installation "
+            f"(missing: {', '.join(missing) or 'all files'}); reinstall ovseg or rebuild it "
+            f"with: {entry['recipe']}"
+        )
+    if folder not in _VERIFIED:
+        from ovseg.weights import verify_sha256  # torch: only when the weights are used
+
+        for file, digest in entry["sha256"].items():
+            verify_sha256(folder / file, digest)
+        _VERIFIED.add(folder)
+    return folder
 
 
 def packaged_tokenizer(name: str) -> Path:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from ovseg.errors import WeightsNotFoundError
+from ovseg.model_zoo.embedded import EMBEDDED_PREFIX, embedded_folder
 
 __all__ = ["READ_VISION_TOWER_REPO", "cached_snapshot", "missing_folder_message", "resolve_folder"]
 
@@ -46,11 +47,14 @@ def missing_folder_message(what: str, repo: str | None, setting: str, looked_at:
 def resolve_folder(
     path: str | os.PathLike | None, repo: str | None, what: str, setting: str
 ) -> Path:
-    """The local folder of ``what``: ``path`` if given, else the cached snapshot of ``repo``.
+    """The local folder of ``what``: ``path`` if given (``embedded:<name>``: a packaged folder,
+    verified), else the cached snapshot of ``repo``.
 
     Raises:
         WeightsNotFoundError: neither exists (the message names ``repo`` and ``setting``).
     """
+    if isinstance(path, str) and path.startswith(EMBEDDED_PREFIX):
+        return embedded_folder(path[len(EMBEDDED_PREFIX) :])
     if path is not None:
         folder = Path(path).expanduser()
         if (folder / "config.json").is_file():
