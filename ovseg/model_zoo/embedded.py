@@ -56,7 +56,12 @@ EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
 EMBEDDED_FOLDERS: dict[str, dict] = {
     "read-shapes-tiny": {
         "folder": "read-shapes-tiny",
-        "sha256": {},
+        "sha256": {
+            "config.json": "4a5e07541ba999cef13a6d8bbd18ce0d57fc038cb2a411aefdb86e1f871ae1d8",
+            "model.safetensors": "444b23fd546629edee26903134181c951012ac1ffa824636bf20487ad6a365f9",
+            "tokenizer.json": "6ca7edb26b303afbef8b37da9dba116b21ea79bde9b19fafa87cf6eb0cfd1358",
+            "tokenizer_config.json": "83a4422e1b411a29ecf5faeb68f4d34daf59344c6ea1f0578ab985fcaac1db95",
+        },
         "recipe": (
             "ovseg train configs/read/shapes_tiny_read_caption.yaml && "
             "ovseg train configs/read/shapes_tiny_read.yaml && "
