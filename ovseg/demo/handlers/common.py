@@ -216,7 +216,7 @@ class PipelineProvider:
         device: where the models run (``cpu``, ``cuda`` ...; None: the config's choice).
         factory: ``(preset_or_config, task, overrides, device) -> pipeline``; the default calls
             :func:`ovseg.create_pipeline` with ``task=`` (``semantic``, ``referring``,
-            ``instance``) and :func:`~ovseg.pipelines.vocab_free.build_vocab_free_pipeline` for
+            ``instance``, ``reasoning``) and :func:`~ovseg.pipelines.vocab_free.build_vocab_free_pipeline` for
             ``vocab_free``; a config without that task raises :class:`ConfigError`.
     """
 
