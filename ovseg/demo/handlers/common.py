@@ -216,8 +216,8 @@ class PipelineProvider:
         device: where the models run (``cpu``, ``cuda`` ...; None: the config's choice).
         factory: ``(preset_or_config, task, overrides, device) -> pipeline``; the default calls
             :func:`ovseg.create_pipeline` with ``task=`` (``semantic``, ``referring``,
-            ``instance``, ``reasoning``) and :func:`~ovseg.pipelines.vocab_free.build_vocab_free_pipeline` for
-            ``vocab_free``; a config without that task raises :class:`ConfigError`.
+            ``instance``, ``reasoning``) and
+            :func:`~ovseg.pipelines.vocab_free.build_vocab_free_pipeline` for ``vocab_free``; a config without that task raises :class:`ConfigError`.
     """
 
     def __init__(
