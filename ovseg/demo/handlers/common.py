@@ -217,7 +217,8 @@ class PipelineProvider:
         factory: ``(preset_or_config, task, overrides, device) -> pipeline``; the default calls
             :func:`ovseg.create_pipeline` with ``task=`` (``semantic``, ``referring``,
             ``instance``, ``reasoning``) and
-            :func:`~ovseg.pipelines.vocab_free.build_vocab_free_pipeline` for ``vocab_free``; a config without that task raises :class:`ConfigError`.
+            :func:`~ovseg.pipelines.vocab_free.build_vocab_free_pipeline` for ``vocab_free``;
+            a config without that task raises :class:`ConfigError`.
     """
 
     def __init__(
