@@ -111,6 +111,8 @@ def check_reasoning_tab_of_the_preset(page, ctx) -> None:
     message.wait_for()
     assert "Reasoning is unavailable" in message.inner_text()
     assert "read-shapes-tiny" in message.inner_text()
+    # file names are shown literally (their underscores are not Markdown emphasis)
+    assert "configs/read/shapes_tiny_read_caption.yaml" in message.inner_text()
     assert page.locator("#reasoning-run").count() == 0
 
 
