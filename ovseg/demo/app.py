@@ -14,12 +14,13 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ovseg.errors import ConfigError, MissingDependencyError
+from ovseg.errors import ConfigError, MissingDependencyError, WeightsNotFoundError
 
 QUIET_ENVIRONMENT = {
     "GRADIO_ANALYTICS_ENABLED": "False",
@@ -89,19 +90,25 @@ def build_demo(
 
     Every tab's pipeline is built first, so a bad preset fails here, before serving; an
     ``optional`` tab whose pipeline the config does not define (or whose optional packages are
-    missing) is left out.
+    missing) is left out, and one whose weights are missing shows why (``#<key>-unavailable``)
+    instead of its inputs.
 
     Extra requests beyond ``queue_size`` waiting ones are refused and the page shows gradio's
     "busy, try again" message; at most ``ctx.concurrency`` requests run models at once. The REST
     routes go through the same queue (``api_open=False``).
     """
-    shown = [spec for spec in tabs if _pipeline_ready(ctx, spec)]
+    states = [(spec, _pipeline_state(ctx, spec)) for spec in tabs]
     with gr.Blocks(title="ovseg demo", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{description}".rstrip(), elem_id="ovseg-header")
         with gr.Tabs():
-            for spec in shown:
+            for spec, state in states:
+                if state is _LEFT_OUT:
+                    continue
                 with gr.Tab(spec.title, id=spec.key, elem_id=f"tab-{spec.key}"):
-                    spec.build(ctx, spec)
+                    if state is _READY:
+                        spec.build(ctx, spec)
+                    else:
+                        gr.Markdown(state, elem_id=f"{spec.key}-unavailable")
 
         def forget_session(request: gr.Request) -> None:
             ctx.files.remove(getattr(request, "session_hash", None))
@@ -111,23 +118,46 @@ def build_demo(
     return demo
 
 
-def _pipeline_ready(ctx: DemoContext, spec: TabSpec) -> bool:
-    """Build the tab's handler; an optional tab whose config section is absent (ConfigError) or
-    whose optional packages are not installed (MissingDependencyError, e.g. faiss for the
-    vocabulary-free tab under ``pip install 'ovseg[demo]'``) is left out with a log line."""
+_READY = "ready"
+_LEFT_OUT = "left out"
+
+
+def _pipeline_state(ctx: DemoContext, spec: TabSpec) -> str:
+    """Build the tab's handler: :data:`_READY`, :data:`_LEFT_OUT`, or the message an optional
+    tab shows in place of its inputs.
+
+    An optional tab whose config section is absent (ConfigError) or whose optional packages are
+    not installed (MissingDependencyError, e.g. faiss for the vocabulary-free tab under
+    ``pip install 'ovseg[demo]'``) is left out with a log line; one whose weights are missing
+    (WeightsNotFoundError) is shown with the error's message, which says how to get them. A
+    required tab raises all three.
+    """
     try:
         ctx.handler(spec)
     except MissingDependencyError as exc:
         if not spec.optional:
             raise
         logger.warning("tab %r left out: %s", spec.title, exc)
-        return False
+        return _LEFT_OUT
     except ConfigError as exc:
         if not spec.optional:
             raise
         logger.info("tab %r left out: %s", spec.title, exc)
-        return False
-    return True
+        return _LEFT_OUT
+    except WeightsNotFoundError as exc:
+        if not spec.optional:
+            raise
+        logger.warning("tab %r has no weights: %s", spec.title, exc)
+        return (
+            f"**{spec.title} is unavailable:** its model weights are missing.\n\n"
+            f"{_markdown_text(str(exc))}\n\nThe other tabs work as usual."
+        )
+    return _READY
+
+
+def _markdown_text(text: str) -> str:
+    """``text`` shown literally in Markdown (file names such as ``a_b_c`` stay unformatted)."""
+    return re.sub(r"([\\`*_{}\[\]<>#|])", r"\\\1", text)
 
 
 def launch_demo(demo: gr.Blocks, settings: ServeSettings, *, block: bool = True) -> tuple[Any, str]:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 # Before anything imports gradio: no version check, analytics or hub telemetry.
 for _name, _value in {
@@ -49,7 +50,8 @@ def tiny_task_config(tiny_model_names, tmp_path_factory) -> dict:
     random CLIP checkpoint; the two SAM pipelines load one tiny random SAM checkpoint
     (``decoder: {type: SamDecoder, model_type: <architecture fields>, checkpoint: PATH}``);
     ``database:`` is a text database of :data:`DATABASE_NAMES` built with the same CLIP
-    weights, so the vocabulary-free pipeline accepts it.
+    weights, so the vocabulary-free pipeline accepts it; ``pipelines.reasoning`` is a tiny
+    scripted READ folder that answers every question with ``"Sure [SEG] ."``.
     """
     import torch
 
@@ -58,6 +60,7 @@ def tiny_task_config(tiny_model_names, tmp_path_factory) -> dict:
     from ovseg.weights import save_state_dict
     from tests.conftest import randomize_
     from tests.models.decoders.sam_tiny import TINY_SAM, tiny_sam
+    from tests.models.multimodal.read_tiny import write_tiny_release
 
     folder = tmp_path_factory.mktemp("tiny_tasks")
     backbone_args = {
@@ -78,6 +81,8 @@ def tiny_task_config(tiny_model_names, tmp_path_factory) -> dict:
         database = build_database(
             folder / "names.txt", clip, folder / "db", kind="concepts", progress=False
         )
+        (folder / "read").mkdir()
+        release = write_tiny_release(folder / "read")
     finally:
         torch.set_num_threads(threads)
     decoder = {"type": "SamDecoder", "model_type": dict(TINY_SAM), "checkpoint": str(sam_path)}
@@ -106,6 +111,7 @@ def tiny_task_config(tiny_model_names, tmp_path_factory) -> dict:
                 "proposals": dict(TINY_PROPOSALS),
                 "postprocess": {"score_threshold": 0.05, "nms_mode": "mask"},
             },
+            "reasoning": yaml.safe_load(release["config"].read_text())["pipelines"]["reasoning"],
         },
         # names embedded alike by a random text tower: no de-duplication, keep every name
         "database": {"path": str(database), "k": 5, "dedup_threshold": 1.5},

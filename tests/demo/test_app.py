@@ -82,6 +82,7 @@ ALL_TABS = [
     "Instances / detection",
     "Click to segment",
     "Vocabulary-free",
+    "Reasoning",
 ]
 
 
@@ -101,21 +102,29 @@ def test_every_task_of_the_config_gets_its_tab_and_endpoint(tiny_provider, tmp_p
     demo = build_demo(ctx)
     assert tab_labels(demo) == ALL_TABS
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
-    assert public == {"segment", "refer", "detect", "segment_clicks", "segment_vocab_free"}
+    assert public == {
+        "segment",
+        "refer",
+        "detect",
+        "segment_clicks",
+        "segment_vocab_free",
+        "reason",
+    }
     grouped = [fn for fn in demo.fns.values() if fn.concurrency_id == MODEL_CONCURRENCY_ID]
-    assert {fn.name for fn in grouped} == {"segment", "refer", "detect"}
+    assert {fn.name for fn in grouped} == {"segment", "refer", "detect", "reason"}
     assert {fn.concurrency_limit for fn in grouped} == {2}
     # a model runs on: semantic button + Enter, referring button + Enter, instance button +
-    # Enter, clicks button + click, vocabulary-free button
-    assert len(grouped) == 9
+    # Enter, clicks button + click, vocabulary-free button, reasoning button
+    assert len(grouped) == 10
     ungrouped = {fn.name for fn in demo.fns.values() if fn.concurrency_id != MODEL_CONCURRENCY_ID}
     assert {"recolour", "refilter", "click", "forget_clicks"} <= ungrouped
-    assert not {"segment", "refer", "detect"} & ungrouped
+    assert not {"segment", "refer", "detect", "reason"} & ungrouped
 
     assert component_value(demo, "referring-phrase") == "red star"
     assert component_value(demo, "instance-threshold") == 0.05
     assert component_value(demo, "clicks-points") == "[]"
     assert component_value(demo, "clicks-vocabulary").startswith("red star, red diamond")
+    assert component_value(demo, "reasoning-question") == ""
 
 
 def test_optional_tabs_follow_the_config_sections(tiny_task_config, tmp_path, one_torch_thread):
@@ -137,6 +146,52 @@ def test_optional_tabs_follow_the_config_sections(tiny_task_config, tmp_path, on
         "Instances / detection",
         "Click to segment",
     ]
+    reasoning = tiny_task_config["pipelines"]["reasoning"]
+    assert labels({**bare, "pipelines": {"reasoning": reasoning}}) == [
+        "Semantic segmentation",
+        "Reasoning",
+    ]
+
+
+def test_a_tab_without_its_weights_says_so_and_the_others_work(
+    tiny_task_config, tmp_path, one_torch_thread, caplog
+):
+    """The embedded preset names a packaged READ folder; where it is not installed, the
+    Reasoning tab shows how to get it instead of stopping the demo."""
+    missing = {**tiny_task_config["pipelines"]["reasoning"], "weights": str(tmp_path / "none")}
+    config = {
+        "pipeline": tiny_task_config["pipeline"],
+        "vocabulary": ["a", "b"],
+        "pipelines": {"reasoning": missing},
+    }
+    ctx = create_context(
+        config, provider=PipelineProvider(config), files=SessionFiles(tmp_path / "sessions")
+    )
+    demo = build_demo(ctx)
+    assert tab_labels(demo) == ["Semantic segmentation", "Reasoning"]
+    message = component_value(demo, "reasoning-unavailable")
+    assert message.startswith("**Reasoning is unavailable:** its model weights are missing.")
+    assert "none" in message and "The other tabs work as usual." in message
+    public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
+    assert public == {"segment"}  # no endpoint that could only fail
+    assert "tab 'Reasoning' has no weights" in caplog.text
+
+
+def test_a_required_tab_without_its_weights_stops_the_build(shapes_tiny, tmp_path):
+    from ovseg.errors import WeightsNotFoundError
+
+    def factory(source, task, overrides, device):
+        if task == "referring":
+            raise WeightsNotFoundError("sam.safetensors is missing; download it.")
+        return shapes_tiny
+
+    ctx = create_context(
+        "shapes-tiny",
+        provider=PipelineProvider("shapes-tiny", factory=factory),
+        files=SessionFiles(tmp_path / "sessions"),
+    )
+    with pytest.raises(WeightsNotFoundError, match="sam.safetensors"):
+        build_demo(ctx, tabs=[*TABS, probe_tab(optional=False)])
 
 
 def test_an_optional_tab_without_its_packages_is_left_out_with_a_warning(

@@ -1,4 +1,4 @@
-"""The referring, instance, click and vocabulary-free endpoints over HTTP (gradio_client), on a
+"""The referring, instance, click, vocabulary-free and reasoning endpoints over HTTP (gradio_client), on a
 config with every task on tiny random models. One server for the module, on a free port."""
 
 from __future__ import annotations
@@ -12,7 +12,13 @@ import pytest
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from ovseg.demo.handlers import FOUND_NAMES_HEADERS, INSTANCE_HEADERS, REFERRING_HEADERS
+from ovseg.demo.handlers import (
+    FOUND_NAMES_HEADERS,
+    INSTANCE_HEADERS,
+    NO_MASK_NOTE,
+    REASONING_HEADERS,
+    REFERRING_HEADERS,
+)
 from ovseg.demo.security import resolve_settings
 from ovseg.io import read_label_png
 from tests.demo.conftest import DATABASE_NAMES
@@ -57,7 +63,7 @@ def named(files, suffix):
 def test_the_public_endpoints_are_one_per_task(served):
     with httpx.Client(base_url=served[2], timeout=30) as http:
         endpoints = http.get("/gradio_api/info").json()["named_endpoints"]
-    tasks = {"/segment", "/refer", "/detect", "/segment_clicks", "/segment_vocab_free"}
+    tasks = {"/segment", "/refer", "/detect", "/segment_clicks", "/segment_vocab_free", "/reason"}
     assert tasks <= set(endpoints)
     assert all(name in tasks or name.startswith("/load_example") for name in endpoints)
 
@@ -130,3 +136,57 @@ def test_segment_vocab_free_lists_the_found_names(client, scene):
     assert read_label_png(named(files, "_labels.png")).shape == (128, 128)
     present = [row[0] for row in table["data"] if row[1] > 0]
     assert legend.count('class="ovseg-legend-item"') == len(present)
+
+
+QUESTION = "What is the largest object ? Please segment it ."
+
+
+def test_reason_returns_the_answer_and_the_masks_with_their_points(
+    client, scene, served, examples_dir, tmp_path
+):
+    answer, note, overlay, table, files = client.predict(scene, QUESTION, api_name="/reason")
+    assert answer == "Sure [SEG] ." and note == ""
+    width, height = image_size(overlay)
+    assert width == 128 and height > 128  # the answer is written above the image
+    assert table["headers"] == REASONING_HEADERS
+    ((index, score, area, box),) = table["data"]
+    assert index == 0 and 0 < area <= 128 * 128
+    saved = json.loads(open(named(files, ".json")).read())
+    assert saved["question"] == QUESTION and saved["masks"][0]["area"] == area
+    assert len(saved["masks"][0]["points"]["labels"]) > 0
+    assert image_size(named(files, "_mask_0.png")) == (128, 128)
+    from ovseg.demo.tabs.reasoning import TAB
+
+    direct = (
+        served[1].handler(TAB).run(examples_dir / "shapes_scene.jpg", QUESTION, out_dir=tmp_path)
+    )
+    np.testing.assert_array_equal(np.asarray(Image.open(overlay)), direct.overlay)
+
+
+def test_reason_errors_are_shown_and_the_next_request_works(client, scene):
+    with pytest.raises(AppError, match="question is empty"):
+        client.predict(scene, "  ", api_name="/reason")
+    with pytest.raises(AppError, match="No image given"):
+        client.predict(None, QUESTION, api_name="/reason")
+    answer, *_ = client.predict(scene, QUESTION, api_name="/reason")
+    assert answer == "Sure [SEG] ."
+
+
+def test_reason_without_seg_answers_in_text_only(client, scene, served):
+    """A READ whose answer has no ``[SEG]``: the answer and a note, no image, no mask file."""
+    from ovseg.demo.tabs.reasoning import TAB
+    from tests.models.multimodal.read_tiny import script_language_model
+
+    pipeline = served[1].handler(TAB).pipeline
+    kept = {name: value.clone() for name, value in pipeline.model.state_dict().items()}
+    script_language_model(pipeline.model, pipeline.tokenizer, {":": "no", "no": "</s>"})
+    try:
+        answer, note, overlay, table, files = client.predict(
+            scene, "Is there a cat ?", api_name="/reason"
+        )
+    finally:
+        pipeline.model.load_state_dict(kept)
+    assert answer == "no" and note == NO_MASK_NOTE and overlay is None
+    assert table["headers"] == REASONING_HEADERS and table["data"] == []
+    assert not [f for f in files if "_mask_" in str(f)]
+    assert json.loads(open(named(files, ".json")).read())["num_masks"] == 0

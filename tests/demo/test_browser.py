@@ -92,6 +92,30 @@ def wait_for_new_overlay(page, previous_src: str | None) -> None:
     )
 
 
+def check_reasoning_tab_of_the_preset(page, ctx) -> None:
+    """The preset's Reasoning tab: its inputs when the packaged READ folder is installed, else
+    the message naming what is missing (and no inputs)."""
+    from ovseg.demo.tabs.reasoning import TAB
+    from ovseg.errors import WeightsNotFoundError
+
+    try:
+        ctx.handler(TAB)
+        installed = True
+    except WeightsNotFoundError:
+        installed = False
+    page.get_by_role("tab", name="Reasoning").click()
+    if installed:
+        page.wait_for_selector("#reasoning-run")
+        return
+    message = page.locator("#reasoning-unavailable")
+    message.wait_for()
+    assert "Reasoning is unavailable" in message.inner_text()
+    assert "read-shapes-tiny" in message.inner_text()
+    # file names are shown literally (their underscores are not Markdown emphasis)
+    assert "configs/read/shapes_tiny_read_caption.yaml" in message.inner_text()
+    assert page.locator("#reasoning-run").count() == 0
+
+
 def test_semantic_task_on_an_example_in_chromium(served, page, artifacts, examples_dir):
     import ovseg
 
@@ -104,6 +128,16 @@ def test_semantic_task_on_an_example_in_chromium(served, page, artifacts, exampl
     page.goto(served_url, wait_until="domcontentloaded")
     page.wait_for_selector("#semantic-run")
     page.screenshot(path=str(artifacts / "01_loaded.png"), full_page=True)
+    assert [t.strip() for t in page.get_by_role("tab").all_inner_texts()] == [
+        "Semantic segmentation",
+        "Referring segmentation",
+        "Instances / detection",
+        "Click to segment",
+        "Vocabulary-free",
+        "Reasoning",
+    ]
+    check_reasoning_tab_of_the_preset(page, served.context)
+    page.get_by_role("tab", name="Semantic segmentation").click()
 
     page.locator("#semantic-examples :is(button.gallery-item, tbody tr)").first.click()
     page.wait_for_selector("#semantic-image img")
@@ -204,6 +238,7 @@ def test_referring_instance_and_click_tabs_in_chromium(served_tasks, page, artif
         "Instances / detection",
         "Click to segment",
         "Vocabulary-free",
+        "Reasoning",
     ]
 
     # referring: the example's phrase, the mask with its points and the similarity map
@@ -243,6 +278,19 @@ def test_referring_instance_and_click_tabs_in_chromium(served_tasks, page, artif
     page.screenshot(path=str(artifacts / "08_clicks.png"), full_page=True)
     page.click("#clicks-clear")
     page.wait_for_function("() => document.querySelector('#clicks-points textarea').value === '[]'")
+
+    # reasoning: a question about the example, the answer, its mask with the SasP points
+    open_tab_with_example(page, "Reasoning", "reasoning")
+    page.fill("#reasoning-question textarea", "What is the largest object ? Please segment it .")
+    page.click("#reasoning-run")
+    width, height = wait_for_image(page, "#reasoning-overlay img")
+    assert width == 128 and height > 128  # the answer is written above the image
+    assert page.locator("#reasoning-answer textarea").input_value() == "Sure [SEG] ."
+    cells = page.locator('#reasoning-table [role="gridcell"][data-col="0"]')
+    cells.first.wait_for()
+    assert cells.all_inner_texts() == ["0"]
+    assert "_mask_0" in page.locator("#reasoning-files").inner_text()
+    page.screenshot(path=str(artifacts / "09_reasoning.png"), full_page=True)
 
     assert hosts == {served_url.split("/")[2]}  # nothing fetched from outside
     assert not errors

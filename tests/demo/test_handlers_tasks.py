@@ -1,5 +1,6 @@
-"""The referring, instance, click and vocabulary-free handlers of the demo on tiny random
-models (a tiny CLIP and a tiny SAM loaded from files, a tiny text database): outputs, tables,
+"""The referring, instance, click, vocabulary-free and reasoning handlers of the demo on tiny random
+models (a tiny CLIP and a tiny SAM loaded from files, a tiny text database, a tiny scripted
+READ folder): outputs, tables,
 files, and which encoders run again for another prompt on the same image."""
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import ovseg
 from ovseg.demo.handlers import (
     FOUND_NAMES_HEADERS,
     INSTANCE_HEADERS,
+    NO_MASK_NOTE,
+    REASONING_HEADERS,
     REFERRING_HEADERS,
     TABLE_HEADERS,
     ClickHandler,
@@ -22,6 +25,7 @@ from ovseg.demo.handlers import (
     InstanceHandler,
     PackedInstances,
     PipelineProvider,
+    ReasoningHandler,
     ReferringHandler,
     VocabFreeHandler,
     add_click,
@@ -437,3 +441,90 @@ def test_encoded_images_report_reuse_and_are_shared_per_pipeline():
     images.release()
     assert images.get(image, image_digest(image)) == (("encoded", 2), False)
     assert len(first.images) == 2 and second.images == []
+
+
+# ----------------------------------------------------------------------------- reasoning
+QUESTION = "What is the largest object ? Please segment it ."
+
+
+@pytest.fixture(scope="module")
+def reasoning(tiny_provider):
+    return tiny_provider.get("reasoning")
+
+
+def test_reasoning_answers_with_a_mask_its_points_and_files(reasoning, scene, tmp_path):
+    from ovseg.visualize import reasoning_overlay
+
+    out = ReasoningHandler(reasoning).run(scene, f"  {QUESTION} ", out_dir=tmp_path)
+    assert out.answer == "Sure [SEG] ." and out.note == ""
+    assert out.result.question == QUESTION and out.result.masks.shape == (1, 128, 128)
+    direct = reasoning.predict(reasoning.encode(scene), QUESTION)
+    np.testing.assert_array_equal(out.result.masks, direct.masks)
+    # the overlay: the answer above the input, the mask tinted and its SasP points drawn
+    np.testing.assert_array_equal(out.overlay, reasoning_overlay(scene, out.result, opacity=0.5))
+    assert out.overlay.shape[1] == 128 and out.overlay.shape[0] > 128
+    body = out.overlay[-128:]
+    points = out.result.points[0]
+    x, y = (int(v) for v in points.coords[points.labels == 1][0])
+    assert tuple(body[y, x]) == POINT_COLOURS[1]
+    mask = out.result.masks[0]
+    assert mask.any() and not np.array_equal(body[mask], scene[mask])  # tinted inside
+    ((index, score, area, box),) = out.table
+    assert (
+        index == 0
+        and area == int(mask.sum())
+        and box == format_box(out.result.to_dict()["masks"][0]["box_xyxy"])
+    )
+    assert len(REASONING_HEADERS) == len(out.table[0])
+    names = [p.name for p in out.files]
+    assert names[0].endswith("-reasoning.json") and names[1].endswith("_mask_0.png")
+    assert names[2].endswith("_overlay.png") and all(p.parent == tmp_path for p in out.files)
+    saved = json.loads(out.files[0].read_text())
+    assert saved["answer"] == "Sure [SEG] ." and saved["masks"][0]["area"] == area
+    assert saved["meta"]["image_digest"] == image_digest(scene)
+    assert np.array_equal(read_image(out.files[1])[..., 0] > 0, mask)
+
+
+def test_another_question_on_the_same_image_reuses_sams_embedding(reasoning, scene, tmp_path):
+    handler = ReasoningHandler(reasoning)
+    handler.images.release()
+    sam = ForwardCounter(reasoning.model.visual_model.image_encoder)
+    try:
+        first = handler.run(scene, QUESTION, out_dir=tmp_path)
+        second = handler.run(scene, "Where is the water ?", out_dir=tmp_path)
+    finally:
+        sam.remove()
+    assert (first.cached, second.cached) == (False, True)
+    assert sam.calls == 1
+
+
+def test_an_answer_without_seg_gives_text_and_no_mask(tmp_path, scene, one_torch_thread):
+    from ovseg.pipelines.reasoning import ReasoningSegmenter
+    from tests.models.multimodal.read_tiny import script_language_model, tiny_read_model
+
+    model, tok = tiny_read_model(seed=0)
+    script_language_model(model, tok, {":": "no", "no": "</s>"})
+    out = ReasoningHandler(ReasoningSegmenter(model=model, tokenizer=tok)).run(
+        scene, QUESTION, out_dir=tmp_path
+    )
+    assert out.answer == "no" and out.note == NO_MASK_NOTE
+    assert out.overlay is None and out.table == [] and out.result.masks.shape == (0, 128, 128)
+    assert [p.suffix for p in out.files] == [".json", ".png"]  # results and the answer picture
+    assert json.loads(out.files[0].read_text())["num_masks"] == 0
+
+
+def test_reasoning_errors_are_typed_and_the_next_request_works(reasoning, scene, tmp_path):
+    handler = ReasoningHandler(reasoning)
+    for question in ("", "   ", None):
+        with pytest.raises(PromptError, match="question is empty"):
+            handler.run(scene, question, out_dir=tmp_path)
+    with pytest.raises(PromptError, match="shorten it"):
+        handler.run(scene, "why " * 300, out_dir=tmp_path)
+    with pytest.raises(ImageReadError, match="No image given"):
+        handler.run(None, QUESTION, out_dir=tmp_path)
+    assert handler.run(scene, QUESTION, out_dir=tmp_path).answer == "Sure [SEG] ."
+
+
+def test_the_reasoning_tab_refuses_a_pipeline_that_does_not_answer_questions(referring):
+    with pytest.raises(ConfigError, match="answers questions"):
+        ReasoningHandler(referring)

@@ -14,7 +14,8 @@ are ``(H, W)`` class indices in vocabulary order, in input-image pixels.
 - :class:`ReferringHandler` (phrase -> SAM mask, points, similarity), :class:`InstanceHandler`
   (vocabulary -> named instances, re-thresholded without the model), :class:`ClickHandler`
   (clicks -> one SAM mask named with the vocabulary) and :class:`VocabFreeHandler` (names found
-  in a text database -> semantic segmentation) wrap their pipelines through an
+  in a text database -> semantic segmentation) and :class:`ReasoningHandler` (question ->
+  generated answer and masks) wrap their pipelines through an
   :class:`EncodedImages`, so another prompt on the same image skips the image encoders.
 - :func:`describe_failure` turns an exception into the message a user sees.
 """
@@ -29,6 +30,9 @@ from ovseg.demo.handlers.common import (  # noqa: F401
     INSTANCE_TASK,
     MAX_CLICKS,
     MAX_PHRASE_CHARS,
+    MAX_QUESTION_CHARS,
+    REASONING_HEADERS,
+    REASONING_TASK,
     REFERRING_HEADERS,
     REFERRING_TASK,
     SEMANTIC_TASK,
@@ -69,6 +73,13 @@ from ovseg.demo.handlers.instance import (  # noqa: F401
     filter_instances,
     instance_rows,
     parse_clicks,
+)
+from ovseg.demo.handlers.reasoning import (  # noqa: F401
+    NO_MASK_NOTE,
+    ReasoningHandler,
+    ReasoningOutput,
+    check_question,
+    reasoning_rows,
 )
 from ovseg.demo.handlers.referring import (  # noqa: F401
     ReferringHandler,

@@ -43,13 +43,16 @@ TABLE_HEADERS = ["class", "pixels", "area %", "mean score"]
 REFERRING_HEADERS = ["phrase", "score", "area", "box (x1, y1, x2, y2)"]
 INSTANCE_HEADERS = ["label", "score", "box (x1, y1, x2, y2)", "area"]
 FOUND_NAMES_HEADERS = ["name", "score"]
+REASONING_HEADERS = ["mask", "score", "area", "box (x1, y1, x2, y2)"]
 SEMANTIC_TASK = "semantic"
 REFERRING_TASK = "referring"
 INSTANCE_TASK = "instance"
 VOCAB_FREE_TASK = "vocab_free"
+REASONING_TASK = "reasoning"
 CLICK_LABELS = {"positive": 1, "negative": 0}
 MAX_CLICKS = 64
 MAX_PHRASE_CHARS = 300
+MAX_QUESTION_CHARS = 1000
 
 
 # ----------------------------------------------------------------------------- examples
@@ -213,8 +216,9 @@ class PipelineProvider:
         device: where the models run (``cpu``, ``cuda`` ...; None: the config's choice).
         factory: ``(preset_or_config, task, overrides, device) -> pipeline``; the default calls
             :func:`ovseg.create_pipeline` with ``task=`` (``semantic``, ``referring``,
-            ``instance``) and :func:`~ovseg.pipelines.vocab_free.build_vocab_free_pipeline` for
-            ``vocab_free``; a config without that task raises :class:`ConfigError`.
+            ``instance``, ``reasoning``) and
+            :func:`~ovseg.pipelines.vocab_free.build_vocab_free_pipeline` for ``vocab_free``;
+            a config without that task raises :class:`ConfigError`.
     """
 
     def __init__(
