@@ -17,6 +17,8 @@ are ``(H, W)`` class indices in vocabulary order, in input-image pixels.
   in a text database -> semantic segmentation) and :class:`ReasoningHandler` (question ->
   generated answer and masks) wrap their pipelines through an
   :class:`EncodedImages`, so another prompt on the same image skips the image encoders.
+- :class:`VideoHandler` (a short clip + phrase or vocabulary -> overlay MP4, tracks JSON and
+  table, under a byte and frame budget) runs the video pipelines of the config.
 - :func:`describe_failure` turns an exception into the message a user sees.
 """
 
@@ -37,6 +39,7 @@ from ovseg.demo.handlers.common import (  # noqa: F401
     REFERRING_TASK,
     SEMANTIC_TASK,
     TABLE_HEADERS,
+    VIDEO_TASK,
     VOCAB_FREE_TASK,
     EncodedImages,
     Example,
@@ -92,4 +95,15 @@ from ovseg.demo.handlers.semantic import (  # noqa: F401
     SemanticOutput,
     VocabFreeHandler,
     VocabFreeOutput,
+)
+from ovseg.demo.handlers.video import (  # noqa: F401
+    DEFAULT_VIDEO_MAX_BYTES,
+    DEFAULT_VIDEO_MAX_FRAMES,
+    VIDEO_HEADERS,
+    VIDEO_MODES,
+    VideoHandler,
+    VideoOutput,
+    VideoPipelines,
+    build_video_pipelines,
+    tracks_rows,
 )

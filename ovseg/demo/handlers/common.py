@@ -49,6 +49,7 @@ REFERRING_TASK = "referring"
 INSTANCE_TASK = "instance"
 VOCAB_FREE_TASK = "vocab_free"
 REASONING_TASK = "reasoning"
+VIDEO_TASK = "video"
 CLICK_LABELS = {"positive": 1, "negative": 0}
 MAX_CLICKS = 64
 MAX_PHRASE_CHARS = 300
@@ -216,7 +217,9 @@ class PipelineProvider:
         device: where the models run (``cpu``, ``cuda`` ...; None: the config's choice).
         factory: ``(preset_or_config, task, overrides, device) -> pipeline``; the default calls
             :func:`ovseg.create_pipeline` with ``task=`` (``semantic``, ``referring``,
-            ``instance``, ``reasoning``) and
+            ``instance``, ``reasoning``),
+            :func:`~ovseg.demo.handlers.video.build_video_pipelines` for ``video`` (both video
+            tasks the config defines) and
             :func:`~ovseg.pipelines.vocab_free.build_vocab_free_pipeline` for ``vocab_free``;
             a config without that task raises :class:`ConfigError`.
     """
@@ -253,6 +256,10 @@ class PipelineProvider:
 def _create_task_pipeline(
     preset_or_config: Any, task: str, overrides: list[str], device: str | None
 ) -> Any:
+    if task == VIDEO_TASK:
+        from ovseg.demo.handlers.video import build_video_pipelines
+
+        return build_video_pipelines(preset_or_config, overrides, device)
     if task == VOCAB_FREE_TASK:
         from ovseg.api import build_vocab_free_pipeline
 
