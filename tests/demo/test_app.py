@@ -83,6 +83,7 @@ ALL_TABS = [
     "Click to segment",
     "Vocabulary-free",
     "Reasoning",
+    "Video",
 ]
 
 
@@ -109,22 +110,24 @@ def test_every_task_of_the_config_gets_its_tab_and_endpoint(tiny_provider, tmp_p
         "segment_clicks",
         "segment_vocab_free",
         "reason",
+        "track_video",
     }
     grouped = [fn for fn in demo.fns.values() if fn.concurrency_id == MODEL_CONCURRENCY_ID]
-    assert {fn.name for fn in grouped} == {"segment", "refer", "detect", "reason"}
+    assert {fn.name for fn in grouped} == {"segment", "refer", "detect", "reason", "track_video"}
     assert {fn.concurrency_limit for fn in grouped} == {2}
     # a model runs on: semantic button + Enter, referring button + Enter, instance button +
-    # Enter, clicks button + click, vocabulary-free button, reasoning button
-    assert len(grouped) == 10
+    # Enter, clicks button + click, vocabulary-free button, reasoning button, video button
+    assert len(grouped) == 11
     ungrouped = {fn.name for fn in demo.fns.values() if fn.concurrency_id != MODEL_CONCURRENCY_ID}
     assert {"recolour", "refilter", "click", "forget_clicks"} <= ungrouped
-    assert not {"segment", "refer", "detect", "reason"} & ungrouped
+    assert not {"segment", "refer", "detect", "reason", "track_video"} & ungrouped
 
     assert component_value(demo, "referring-phrase") == "red star"
     assert component_value(demo, "instance-threshold") == 0.05
     assert component_value(demo, "clicks-points") == "[]"
     assert component_value(demo, "clicks-vocabulary").startswith("red star, red diamond")
     assert component_value(demo, "reasoning-question") == ""
+    assert component_value(demo, "video-mode") == "Phrase (referring)"
 
 
 def test_optional_tabs_follow_the_config_sections(tiny_task_config, tmp_path, one_torch_thread):
@@ -145,7 +148,13 @@ def test_optional_tabs_follow_the_config_sections(tiny_task_config, tmp_path, on
         "Semantic segmentation",
         "Instances / detection",
         "Click to segment",
+        "Video",
     ]
+    referring_only = {
+        **bare,
+        "pipelines": {"referring": tiny_task_config["pipelines"]["referring"]},
+    }
+    assert labels(referring_only) == ["Semantic segmentation", "Referring segmentation", "Video"]
     reasoning = tiny_task_config["pipelines"]["reasoning"]
     assert labels({**bare, "pipelines": {"reasoning": reasoning}}) == [
         "Semantic segmentation",
@@ -175,6 +184,28 @@ def test_a_tab_without_its_weights_says_so_and_the_others_work(
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
     assert public == {"segment"}  # no endpoint that could only fail
     assert "tab 'Reasoning' has no weights" in caplog.text
+
+
+def test_the_video_tab_without_its_weights_says_so(shapes_tiny, tmp_path):
+    from ovseg.errors import WeightsNotFoundError
+
+    def factory(source, task, overrides, device):
+        if task == "video":
+            raise WeightsNotFoundError("sam_vit_b.pth is missing; download it.")
+        return shapes_tiny
+
+    ctx = create_context(
+        "shapes-tiny",
+        provider=PipelineProvider("shapes-tiny", factory=factory),
+        files=SessionFiles(tmp_path / "sessions"),
+    )
+    demo = build_demo(ctx)
+    assert tab_labels(demo) == ["Semantic segmentation", "Video"]
+    message = component_value(demo, "video-unavailable")
+    assert message.startswith("**Video is unavailable:** its model weights are missing.")
+    assert "sam\\_vit\\_b.pth is missing" in message
+    public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
+    assert public == {"segment"}
 
 
 def test_a_required_tab_without_its_weights_stops_the_build(shapes_tiny, tmp_path):

@@ -1,5 +1,5 @@
-"""The referring, instance, click, vocabulary-free and reasoning endpoints over HTTP (gradio_client), on a
-config with every task on tiny random models. One server for the module, on a free port."""
+"""The referring, instance, click, vocabulary-free, reasoning and video endpoints over HTTP
+(gradio_client), on a config with every task on tiny random models. One server for the module, on a free port."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ovseg.demo.handlers import (
     NO_MASK_NOTE,
     REASONING_HEADERS,
     REFERRING_HEADERS,
+    VIDEO_HEADERS,
 )
 from ovseg.demo.security import resolve_settings
 from ovseg.io import read_label_png
@@ -63,7 +64,15 @@ def named(files, suffix):
 def test_the_public_endpoints_are_one_per_task(served):
     with httpx.Client(base_url=served[2], timeout=30) as http:
         endpoints = http.get("/gradio_api/info").json()["named_endpoints"]
-    tasks = {"/segment", "/refer", "/detect", "/segment_clicks", "/segment_vocab_free", "/reason"}
+    tasks = {
+        "/segment",
+        "/refer",
+        "/detect",
+        "/segment_clicks",
+        "/segment_vocab_free",
+        "/reason",
+        "/track_video",
+    }
     assert tasks <= set(endpoints)
     assert all(name in tasks or name.startswith("/load_example") for name in endpoints)
 
@@ -190,3 +199,54 @@ def test_reason_without_seg_answers_in_text_only(client, scene, served):
     assert table["headers"] == REASONING_HEADERS and table["data"] == []
     assert not [f for f in files if "_mask_" in str(f)]
     assert json.loads(open(named(files, ".json")).read())["num_masks"] == 0
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """An 8-frame, 64 px MP4 of the synthetic video generator."""
+    from ovseg.data.synthetic_video import generate_clip
+    from ovseg.io_video import VideoWriter
+
+    generated = generate_clip(np.random.default_rng(1), num_frames=8, image_size=64)
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    with VideoWriter(path, fps=8) as writer:
+        for frame in generated.frames:
+            writer.write(frame)
+    return path
+
+
+def test_track_video_returns_the_overlay_the_tracks_file_and_the_table(client, clip):
+    import av
+
+    from ovseg.tracks import read_tracks
+
+    upload = gradio_client.handle_file(str(clip))
+    overlay, table, files = client.predict(
+        upload, "Vocabulary (instance)", "red star, blue ring", api_name="/track_video"
+    )
+    overlay = overlay["video"] if isinstance(overlay, dict) else overlay
+    with av.open(str(overlay)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 8
+    tracks = read_tracks(named(files, "_tracks.json"))
+    assert tracks.data["class_names"] == ["red star", "blue ring"]
+    assert tracks.frame_indices == list(range(8))
+    assert table["headers"] == VIDEO_HEADERS
+    assert [row[0] for row in table["data"]] == [t["id"] for t in tracks.tracks]
+    assert any(str(f).endswith("_overlay.mp4") for f in files)
+
+
+def test_track_video_refuses_a_clip_over_budget_and_the_next_request_works(client, clip, served):
+    from ovseg.demo.tabs.video import TAB
+
+    handler = served[1].handler(TAB)
+    upload = gradio_client.handle_file(str(clip))
+    previous, handler.max_frames = handler.max_frames, 4
+    try:
+        with pytest.raises(AppError, match="8 frames, more than the cap of 4"):
+            client.predict(upload, "Phrase (referring)", "red star", api_name="/track_video")
+    finally:
+        handler.max_frames = previous
+    with pytest.raises(AppError, match="phrase is empty"):
+        client.predict(upload, "Phrase (referring)", " ", api_name="/track_video")
+    _, table, _ = client.predict(upload, "Phrase (referring)", "red star", api_name="/track_video")
+    assert table["headers"] == VIDEO_HEADERS and len(table["data"]) <= 8

@@ -135,6 +135,7 @@ def test_semantic_task_on_an_example_in_chromium(served, page, artifacts, exampl
         "Click to segment",
         "Vocabulary-free",
         "Reasoning",
+        "Video",
     ]
     check_reasoning_tab_of_the_preset(page, served.context)
     page.get_by_role("tab", name="Semantic segmentation").click()
@@ -223,6 +224,20 @@ def open_tab_with_example(page, title: str, key: str) -> None:
     page.wait_for_selector(f"#{key}-image img")
 
 
+def clip_file(folder: Path) -> Path:
+    """An 8-frame, 64 px MP4 of the synthetic video generator, written in ``folder``."""
+    import numpy as np
+
+    from ovseg.data.synthetic_video import generate_clip
+    from ovseg.io_video import VideoWriter
+
+    path = folder / "clip.mp4"
+    with VideoWriter(path, fps=8) as writer:
+        for frame in generate_clip(np.random.default_rng(1), num_frames=8, image_size=64).frames:
+            writer.write(frame)
+    return path
+
+
 def test_referring_instance_and_click_tabs_in_chromium(served_tasks, page, artifacts):
     started, served_url = time.monotonic(), served_tasks.url
     hosts, errors = set(), []
@@ -239,6 +254,7 @@ def test_referring_instance_and_click_tabs_in_chromium(served_tasks, page, artif
         "Click to segment",
         "Vocabulary-free",
         "Reasoning",
+        "Video",
     ]
 
     # referring: the example's phrase, the mask with its points and the similarity map
@@ -291,6 +307,22 @@ def test_referring_instance_and_click_tabs_in_chromium(served_tasks, page, artif
     assert cells.all_inner_texts() == ["0"]
     assert "_mask_0" in page.locator("#reasoning-files").inner_text()
     page.screenshot(path=str(artifacts / "09_reasoning.png"), full_page=True)
+
+    # video: an uploaded 8-frame clip, a vocabulary, the overlay video and a row per track
+    page.get_by_role("tab", name="Video").click()
+    page.wait_for_selector("#video-run")
+    page.locator("#video-clip input[type=file]").set_input_files(str(clip_file(artifacts)))
+    page.wait_for_selector("#video-clip video")
+    page.get_by_label("Vocabulary (instance)").check()
+    page.fill("#video-text textarea", "red star, blue ring")
+    page.click("#video-run")
+    page.wait_for_selector("#video-overlay video")
+    cells = page.locator('#video-table [role="gridcell"][data-col="1"]')
+    cells.first.wait_for()
+    assert set(cells.all_inner_texts()) <= {"red star", "blue ring"}
+    files = page.locator("#video-files").inner_text().replace("\n", "")
+    assert "-video-instance_tracks.json" in files and "-video-instance_overlay.mp4" in files
+    page.screenshot(path=str(artifacts / "10_video.png"), full_page=True)
 
     assert hosts == {served_url.split("/")[2]}  # nothing fetched from outside
     assert not errors
