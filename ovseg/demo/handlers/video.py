@@ -23,8 +23,8 @@ from ovseg.io import DEFAULT_MAX_PIXELS
 from ovseg.io_video import open_video
 from ovseg.video_outputs import VideoOutputWriter
 
-#: default cap on an uploaded clip's size in bytes (20 MiB)
-DEFAULT_VIDEO_MAX_BYTES = 20 * 1024 * 1024
+#: default cap on an uploaded clip's size in bytes (8 MiB, under the demo's upload cap)
+DEFAULT_VIDEO_MAX_BYTES = 8 * 1024 * 1024
 #: default cap on the frames of one clip (10 s at 30 fps)
 DEFAULT_VIDEO_MAX_FRAMES = 300
 VIDEO_MODES = {"Phrase (referring)": "referring", "Vocabulary (instance)": "instance"}
