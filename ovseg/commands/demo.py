@@ -34,6 +34,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         queue_size=args.queue_size,
         concurrency=args.concurrency,
         examples_dir=examples_dir,
+        video_max_mb=args.video_max_mb,
+        video_max_frames=args.video_max_frames,
     )
     if args.config is not None and not Path(args.config).is_file():
         raise ConfigError(f"Config file {args.config} does not exist.")
@@ -87,6 +89,18 @@ def demo_parser() -> argparse.ArgumentParser:
         type=int,
         default=security.DEFAULT_CONCURRENCY,
         help="requests running models at once (default 1)",
+    )
+    p.add_argument(
+        "--video-max-mb",
+        type=float,
+        default=security.DEFAULT_VIDEO_MAX_MB,
+        help="largest clip the video tab takes, in MiB (default 8)",
+    )
+    p.add_argument(
+        "--video-max-frames",
+        type=int,
+        default=security.DEFAULT_VIDEO_MAX_FRAMES,
+        help="most frames of a clip the video tab takes (default 300)",
     )
     examples = p.add_mutually_exclusive_group()
     examples.add_argument(

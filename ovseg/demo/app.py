@@ -37,7 +37,13 @@ except ImportError as _exc:  # pragma: no cover - depends on the installation
         "The demo needs gradio; install it with: pip install 'ovseg[demo]'"
     ) from _exc
 
-from ovseg.demo.handlers import PipelineProvider, SessionFiles, load_examples  # noqa: E402
+from ovseg.demo.handlers import (  # noqa: E402
+    DEFAULT_VIDEO_MAX_BYTES,
+    DEFAULT_VIDEO_MAX_FRAMES,
+    PipelineProvider,
+    SessionFiles,
+    load_examples,
+)
 from ovseg.demo.security import ServeSettings, launch_kwargs  # noqa: E402
 from ovseg.demo.tabs import TABS, DemoContext, TabSpec  # noqa: E402
 
@@ -69,6 +75,8 @@ def create_context(
     concurrency: int = 1,
     provider: PipelineProvider | None = None,
     files: SessionFiles | None = None,
+    video_max_bytes: int = DEFAULT_VIDEO_MAX_BYTES,
+    video_max_frames: int = DEFAULT_VIDEO_MAX_FRAMES,
 ) -> DemoContext:
     """What the tabs share. ``provider`` replaces the default one (tests pass their own)."""
     return DemoContext(
@@ -76,6 +84,8 @@ def create_context(
         files=files or SessionFiles(),
         examples=load_examples(examples_dir),
         concurrency=concurrency,
+        video_max_bytes=video_max_bytes,
+        video_max_frames=video_max_frames,
     )
 
 
@@ -193,6 +203,8 @@ def serve(
         examples_dir=settings.examples_dir,
         concurrency=settings.concurrency,
         provider=provider,
+        video_max_bytes=settings.video_max_bytes,
+        video_max_frames=settings.video_max_frames,
     )
     atexit.register(ctx.files.close)
     # a preset name, or a config file's name (its folder is nobody's business)

@@ -33,6 +33,9 @@ DEFAULT_MAX_UPLOAD_MB = 10.0
 DEFAULT_QUEUE_SIZE = 16
 DEFAULT_CONCURRENCY = 1
 MIB = 1024 * 1024
+#: the video tab's budget: largest clip (MiB, under the upload cap) and most frames
+DEFAULT_VIDEO_MAX_MB = 8.0
+DEFAULT_VIDEO_MAX_FRAMES = 300
 STATE_SESSIONS = 100
 
 Credentials = tuple[str, str]
@@ -52,6 +55,7 @@ class ServeSettings:
         queue_size: most requests waiting at once; more are refused as "busy".
         concurrency: requests of one task that run at the same time.
         examples_dir: the only folder served besides the app's own files (None: no examples).
+        video_max_bytes, video_max_frames: the video tab refuses larger or longer clips.
     """
 
     host: str = DEFAULT_HOST
@@ -63,6 +67,8 @@ class ServeSettings:
     queue_size: int = DEFAULT_QUEUE_SIZE
     concurrency: int = DEFAULT_CONCURRENCY
     examples_dir: Path | None = None
+    video_max_bytes: int = int(DEFAULT_VIDEO_MAX_MB * MIB)
+    video_max_frames: int = DEFAULT_VIDEO_MAX_FRAMES
 
     @property
     def needs_auth(self) -> bool:
@@ -74,7 +80,8 @@ class ServeSettings:
             f"ServeSettings(host={self.host!r}, port={self.port}, public={self.public}, "
             f"share={self.share}, users={users}, max_upload_bytes={self.max_upload_bytes}, "
             f"queue_size={self.queue_size}, concurrency={self.concurrency}, "
-            f"examples_dir={self.examples_dir})"
+            f"examples_dir={self.examples_dir}, video_max_bytes={self.video_max_bytes}, "
+            f"video_max_frames={self.video_max_frames})"
         )
 
 
@@ -139,6 +146,8 @@ def resolve_settings(
     queue_size: int = DEFAULT_QUEUE_SIZE,
     concurrency: int = DEFAULT_CONCURRENCY,
     examples_dir: str | os.PathLike | None = None,
+    video_max_mb: float = DEFAULT_VIDEO_MAX_MB,
+    video_max_frames: int = DEFAULT_VIDEO_MAX_FRAMES,
 ) -> ServeSettings:
     """Check the serving options against the rules in the module docstring.
 
@@ -173,6 +182,11 @@ def resolve_settings(
         )
     if not max_upload_mb > 0:
         raise ConfigError(f"--max-upload-mb must be positive, not {max_upload_mb}.")
+    if not video_max_mb > 0 or int(video_max_frames) < 1:
+        raise ConfigError(
+            "--video-max-mb must be positive and --video-max-frames at least 1 "
+            f"(got {video_max_mb}, {video_max_frames})."
+        )
     if int(queue_size) < 1 or int(concurrency) < 1:
         raise ConfigError(
             f"--queue-size and --concurrency must be at least 1 (got {queue_size}, {concurrency})."
@@ -197,6 +211,8 @@ def resolve_settings(
         queue_size=int(queue_size),
         concurrency=int(concurrency),
         examples_dir=folder,
+        video_max_bytes=int(video_max_mb * MIB),
+        video_max_frames=int(video_max_frames),
     )
 
 

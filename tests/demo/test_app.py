@@ -99,6 +99,8 @@ def test_every_task_of_the_config_gets_its_tab_and_endpoint(tiny_provider, tmp_p
         concurrency=2,
         provider=tiny_provider,
         files=SessionFiles(tmp_path / "sessions"),
+        video_max_bytes=3 * 2**20,
+        video_max_frames=40,
     )
     demo = build_demo(ctx)
     assert tab_labels(demo) == ALL_TABS
@@ -128,6 +130,10 @@ def test_every_task_of_the_config_gets_its_tab_and_endpoint(tiny_provider, tmp_p
     assert component_value(demo, "clicks-vocabulary").startswith("red star, red diamond")
     assert component_value(demo, "reasoning-question") == ""
     assert component_value(demo, "video-mode") == "Phrase (referring)"
+    assert component_value(demo, "video-budget") == "At most 3 MiB and 40 frames."
+    from ovseg.demo.tabs.video import TAB
+
+    assert (ctx.handler(TAB).max_bytes, ctx.handler(TAB).max_frames) == (3 * 2**20, 40)
 
 
 def test_optional_tabs_follow_the_config_sections(tiny_task_config, tmp_path, one_torch_thread):

@@ -65,6 +65,7 @@ def test_defaults_serve_the_embedded_preset_on_loopback(captured_serve):
     assert settings.max_upload_bytes == 10 * MIB
     assert (settings.queue_size, settings.concurrency) == (16, 1)
     assert settings.examples_dir == REPO / "demo" / "examples"
+    assert (settings.video_max_bytes, settings.video_max_frames) == (8 * MIB, 300)
 
 
 def test_options_reach_the_server(tmp_path, captured_serve):
@@ -74,6 +75,7 @@ def test_options_reach_the_server(tmp_path, captured_serve):
         "--config", str(config), "--public", "--auth", "u:p", "--port", "9123",
         "--max-upload-mb", "3", "--queue-size", "4", "--concurrency", "2",
         "--device", "cpu", "pipeline.logit_scale=30", "--no-examples",
+        "--video-max-mb", "2", "--video-max-frames", "16",
     ]  # fmt: skip
     assert cli.main(argv) == 0
     (call,) = captured_serve
@@ -83,6 +85,7 @@ def test_options_reach_the_server(tmp_path, captured_serve):
     assert (settings.host, settings.port, settings.credentials) == ("0.0.0.0", 9123, (("u", "p"),))
     assert settings.max_upload_bytes == 3 * MIB and settings.examples_dir is None
     assert (settings.queue_size, settings.concurrency) == (4, 2)
+    assert (settings.video_max_bytes, settings.video_max_frames) == (2 * MIB, 16)
 
 
 def test_preset_and_config_exclude_each_other(capsys):

@@ -95,6 +95,8 @@ def test_credentials_checker_accepts_exactly_the_listed_logins():
         ({"max_upload_mb": 0}, "--max-upload-mb"),
         ({"queue_size": 0}, "--queue-size"),
         ({"concurrency": 0}, "--concurrency"),
+        ({"video_max_mb": 0}, "--video-max-mb"),
+        ({"video_max_frames": 0}, "--video-max-frames"),
     ],
 )
 def test_out_of_range_numbers_are_refused(options, match):

@@ -18,15 +18,14 @@ from typing import Any
 
 from ovseg.demo.handlers.common import VIDEO_TASK, parse_vocabulary
 from ovseg.demo.handlers.referring import check_phrase
+from ovseg.demo.security import DEFAULT_VIDEO_MAX_FRAMES, DEFAULT_VIDEO_MAX_MB, MIB
 from ovseg.errors import ConfigError, PromptError, VideoReadError, VideoTooLargeError
 from ovseg.io import DEFAULT_MAX_PIXELS
 from ovseg.io_video import open_video
 from ovseg.video_outputs import VideoOutputWriter
 
-#: default cap on an uploaded clip's size in bytes (8 MiB, under the demo's upload cap)
-DEFAULT_VIDEO_MAX_BYTES = 8 * 1024 * 1024
-#: default cap on the frames of one clip (10 s at 30 fps)
-DEFAULT_VIDEO_MAX_FRAMES = 300
+#: default cap on an uploaded clip's size in bytes (``ovseg demo --video-max-mb``)
+DEFAULT_VIDEO_MAX_BYTES = int(DEFAULT_VIDEO_MAX_MB * MIB)
 VIDEO_MODES = {"Phrase (referring)": "referring", "Vocabulary (instance)": "instance"}
 VIDEO_HEADERS = ["track", "class", "mean score", "first frame", "last frame", "frames"]
 
@@ -142,6 +141,10 @@ class VideoHandler:
                     f"The {VIDEO_TASK} tab needs a VideoSegmenter for {mode}, not "
                     f"{type(pipeline).__name__}."
                 )
+        self.limit(max_bytes, max_frames)
+
+    def limit(self, max_bytes: int, max_frames: int) -> None:
+        """Set the budget: the largest clip in bytes and the most frames of a clip."""
         if max_bytes < 1 or max_frames < 1:
             raise ConfigError("The video budget needs max_bytes >= 1 and max_frames >= 1.")
         self.max_bytes = int(max_bytes)

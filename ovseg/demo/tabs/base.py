@@ -13,6 +13,8 @@ from typing import Any
 import gradio as gr
 
 from ovseg.demo.handlers import (
+    DEFAULT_VIDEO_MAX_BYTES,
+    DEFAULT_VIDEO_MAX_FRAMES,
     INSTANCE_HEADERS,
     Example,
     PipelineProvider,
@@ -56,12 +58,15 @@ class TabSpec:
 
 @dataclass
 class DemoContext:
-    """What the tabs of one app share: pipelines, handlers, session folders, examples, limits."""
+    """What the tabs of one app share: pipelines, handlers, session folders, examples, limits
+    (model concurrency; the video tab's largest clip in bytes and most frames)."""
 
     provider: PipelineProvider
     files: SessionFiles
     examples: list[Example] = field(default_factory=list)
     concurrency: int = 1
+    video_max_bytes: int = DEFAULT_VIDEO_MAX_BYTES
+    video_max_frames: int = DEFAULT_VIDEO_MAX_FRAMES
     _handlers: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -12,7 +12,6 @@ import gradio as gr
 
 from ovseg.demo.handlers import VIDEO_HEADERS, VIDEO_TASK, VideoHandler
 from ovseg.demo.tabs.base import (
-    VOCABULARY_HELP,
     DemoContext,
     TabSpec,
     downloads,
@@ -20,12 +19,16 @@ from ovseg.demo.tabs.base import (
     session_id,
 )
 
-TEXT_HELP = "The phrase to follow (referring), or classes separated by commas (instance)."
+TEXT_HELP = (
+    "The phrase to follow (referring), or the classes (instance): separated by commas, "
+    "synonyms of one class by '|'."
+)
 
 
 def build(ctx: DemoContext, spec: TabSpec) -> None:
     """Components and events of the tab (inside the open ``gr.Tab``)."""
     handler: VideoHandler = ctx.handler(spec)  # built now: a bad config fails before serving
+    handler.limit(ctx.video_max_bytes, ctx.video_max_frames)
     key = spec.key
     modes = handler.modes
     with gr.Row():
@@ -44,7 +47,7 @@ def build(ctx: DemoContext, spec: TabSpec) -> None:
             text = gr.Textbox(
                 value="",
                 label="Phrase or vocabulary",
-                info=f"{TEXT_HELP} {VOCABULARY_HELP}",
+                info=TEXT_HELP,
                 lines=1,
                 max_lines=4,
                 max_length=4000,
