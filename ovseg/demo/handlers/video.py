@@ -165,8 +165,8 @@ class VideoHandler:
         size = path.stat().st_size
         if size > self.max_bytes:
             raise VideoTooLargeError(
-                f"The clip has {size / 2**20:.1f} MiB, more than this demo's cap of "
-                f"{self.max_bytes / 2**20:.1f} MiB. Upload a shorter or smaller clip, or run "
+                f"The clip has {size:,} bytes ({size / 2**20:.1f} MiB), more than this demo's cap "
+                f"of {self.max_bytes:,} bytes. Upload a shorter or smaller clip, or run "
                 "`ovseg predict CLIP --video` locally."
             )
         return path
