@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 
 import ovseg
-from ovseg.cli import DEVICE_TYPES, check_device
 from ovseg.config import list_presets, load_config, to_container
+from ovseg.devices import DEVICE_TYPES, check_device
 from ovseg.errors import ConfigError
 from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS
 from ovseg.models.backbones.clip_weights import _hf_repo_and_files

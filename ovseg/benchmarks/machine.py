@@ -60,23 +60,11 @@ def benchmark_device(name: str) -> torch.device:
     Raises:
         ConfigError: not a device name, or CUDA (or that GPU index) is not available here.
     """
+    from ovseg.devices import check_device
     from ovseg.errors import ConfigError
 
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as exc:
-        raise ConfigError(
-            f"--device {name!r} is not a device name; use cpu, cuda or cuda:1."
-        ) from exc
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ConfigError(
-                f"--device {name}: this machine has no usable CUDA GPU (torch {torch.__version__}"
-                f", CUDA build {torch.version.cuda or 'none'}); run with --device cpu."
-            )
-        if device.index is not None and device.index >= count:
-            raise ConfigError(f"--device {name}: this machine has {count} CUDA GPU(s).")
-    elif device.type != "cpu":
+    check_device(name)
+    device = torch.device(name)
+    if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--device {name}: the benchmarks run on cpu or cuda.")
     return device
