@@ -168,6 +168,24 @@ def segmentation_to_rle(segm: list | dict, height: int, width: int) -> dict[str,
     }
 
 
+def annotation_instances(
+    anns: list[dict[str, Any]], height: int, width: int, label_of: dict[int, int]
+) -> dict[str, np.ndarray]:
+    """One image's COCO-style annotations as arrays: ``masks (N, H, W)`` bool, ``boxes (N, 4)``
+    float32 XYXY pixels (from COCO's XYWH), ``category_ids (N,)`` and contiguous ``labels (N,)``
+    int64 (``label_of``: category id -> label), in the order of ``anns``."""
+    masks = np.zeros((len(anns), height, width), dtype=bool)
+    if anns:  # one decode call for all of the image's masks: (H, W, N) uint8
+        rles = [segmentation_to_rle(a["segmentation"], height, width) for a in anns]
+        masks[:] = mask_utils.decode(rles).transpose(2, 0, 1).astype(bool)
+    boxes = np.array(
+        [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], dtype=np.float32
+    ).reshape(-1, 4)
+    category_ids = np.array([a["category_id"] for a in anns], dtype=np.int64)
+    labels = np.array([label_of[int(c)] for c in category_ids], dtype=np.int64)
+    return {"masks": masks, "boxes": boxes, "category_ids": category_ids, "labels": labels}
+
+
 def validate_coco_instances(data: Any, source: str = "the annotation file") -> CocoAnnotations:
     """Check a COCO instances document and return its cleaned copy (see the module docstring).
 
@@ -431,23 +449,11 @@ class COCOInstances:
                 f"{width}x{height}; fix the JSON or replace the image."
             )
         anns = sorted(self.coco.imgToAnns.get(image_id, []), key=lambda a: a["id"])
-        masks = np.zeros((len(anns), height, width), dtype=bool)
-        if anns:  # one decode call for all of the image's masks: (H, W, N) uint8
-            rles = [segmentation_to_rle(a["segmentation"], height, width) for a in anns]
-            masks[:] = mask_utils.decode(rles).transpose(2, 0, 1).astype(bool)
-        boxes = np.array(
-            [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], dtype=np.float32
-        ).reshape(-1, 4)
-        category_ids = np.array([a["category_id"] for a in anns], dtype=np.int64)
+        instances = annotation_instances(anns, height, width, self._label_of)
+        instances["iscrowd"] = np.array([bool(a["iscrowd"]) for a in anns], dtype=bool)
         return {
             "image": image,
             "image_id": int(image_id),
             "image_path": str(path),
-            "instances": {
-                "masks": masks,
-                "boxes": boxes,
-                "category_ids": category_ids,
-                "labels": np.array([self._label_of[c] for c in category_ids], dtype=np.int64),
-                "iscrowd": np.array([bool(a["iscrowd"]) for a in anns], dtype=bool),
-            },
+            "instances": instances,
         }

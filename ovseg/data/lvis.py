@@ -23,10 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from pycocotools import mask as mask_utils
-
-from ovseg.data.coco_instances import segmentation_to_rle
+from ovseg.data.coco_instances import annotation_instances
 from ovseg.errors import DatasetError
 from ovseg.io import read_image
 from ovseg.registry import DATASETS
@@ -157,22 +154,9 @@ class LVISInstances:
                 f"{width}x{height}."
             )
         anns = sorted(self._anns[image_id], key=lambda a: a["id"])
-        masks = np.zeros((len(anns), height, width), dtype=bool)
-        if anns:
-            rles = [segmentation_to_rle(a["segmentation"], height, width) for a in anns]
-            masks[:] = mask_utils.decode(rles).transpose(2, 0, 1).astype(bool)
-        boxes = np.array(
-            [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], dtype=np.float32
-        ).reshape(-1, 4)
-        category_ids = np.array([a["category_id"] for a in anns], dtype=np.int64)
         return {
             "image": image,
             "image_id": int(image_id),
             "image_path": str(path),
-            "instances": {
-                "masks": masks,
-                "boxes": boxes,
-                "category_ids": category_ids,
-                "labels": np.array([self._label_of[int(c)] for c in category_ids], np.int64),
-            },
+            "instances": annotation_instances(anns, height, width, self._label_of),
         }
