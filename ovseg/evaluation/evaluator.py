@@ -90,3 +90,29 @@ class DatasetEvaluator:
     def documents(self, results: Mapping[str, Any]) -> dict[str, str]:
         """Files to write in the work dir: ``{file name: text}``; ``results.json`` first."""
         raise NotImplementedError
+
+
+class PerImageCocoResults:
+    """COCO result entries kept per image, for evaluators that score with pycocotools or lvis.
+
+    ``self._per_image``: ``(image_id, entries)`` in processing order (set by ``reset``);
+    ``state`` / ``merge`` carry it across processes.
+    """
+
+    _per_image: list[tuple[int, list[dict[str, Any]]]]
+
+    @property
+    def image_ids(self) -> list[int]:
+        """Ids of the processed images, sorted."""
+        return sorted(image_id for image_id, _ in self._per_image)
+
+    def results(self) -> list[dict[str, Any]]:
+        """COCO result entries, in image-id order (each image's entries in prediction order)."""
+        ordered = sorted(self._per_image, key=lambda item: item[0])
+        return [entry for _, entries in ordered for entry in entries]
+
+    def state(self) -> list[tuple[int, list[dict[str, Any]]]]:
+        return list(self._per_image)
+
+    def merge(self, states: Sequence[list[tuple[int, list[dict[str, Any]]]]]) -> None:
+        self._per_image = [item for state in states for item in state]

@@ -29,7 +29,7 @@ from ovseg.evaluation.coco import (
     instances_to_coco_results,
     load_ground_truth,
 )
-from ovseg.evaluation.evaluator import DatasetEvaluator
+from ovseg.evaluation.evaluator import DatasetEvaluator, PerImageCocoResults
 from ovseg.evaluation.groups import group_means, resolve_groups
 from ovseg.evaluation.jsonio import dumps_indented
 from ovseg.registry import EVALUATORS
@@ -51,7 +51,7 @@ def as_instances(outputs: Any) -> Instances:
 
 
 @EVALUATORS.register(aliases=("coco_ap",))
-class CocoInstanceEvaluator(DatasetEvaluator):
+class CocoInstanceEvaluator(PerImageCocoResults, DatasetEvaluator):
     """Collects predicted ``Instances`` image by image as COCO results; scores them by COCOeval.
 
     Args:
@@ -152,22 +152,6 @@ class CocoInstanceEvaluator(DatasetEvaluator):
             instances, image_id, self.category_ids, include_masks="segm" in self.iou_types
         )
         self._per_image.append((image_id, results))
-
-    @property
-    def image_ids(self) -> list[int]:
-        """Ids of the processed images, sorted."""
-        return sorted(image_id for image_id, _ in self._per_image)
-
-    def results(self) -> list[dict[str, Any]]:
-        """COCO result entries, in image-id order (each image's entries in prediction order)."""
-        ordered = sorted(self._per_image, key=lambda item: item[0])
-        return [entry for _, entries in ordered for entry in entries]
-
-    def state(self) -> list[tuple[int, list[dict[str, Any]]]]:
-        return list(self._per_image)
-
-    def merge(self, states: Sequence[list[tuple[int, list[dict[str, Any]]]]]) -> None:
-        self._per_image = [item for state in states for item in state]
 
     def evaluate(self) -> dict[str, Any]:
         """``evaluate_coco`` over the processed images (see its Returns), plus ``groups``.

@@ -29,7 +29,7 @@ import numpy as np
 from ovseg.errors import ConfigError, EvaluationError, MissingDependencyError
 from ovseg.evaluation.coco import masks_to_rles
 from ovseg.evaluation.detection_evaluator import PIPELINE_TASKS, boxes_to_coco_results
-from ovseg.evaluation.evaluator import DatasetEvaluator
+from ovseg.evaluation.evaluator import DatasetEvaluator, PerImageCocoResults
 from ovseg.evaluation.jsonio import dumps_indented, nan_to_none
 from ovseg.evaluation.table import render_table
 from ovseg.registry import EVALUATORS
@@ -128,7 +128,7 @@ def evaluate_lvis(
 
 
 @EVALUATORS.register(aliases=("lvis_ap",))
-class LVISEvaluator(DatasetEvaluator):
+class LVISEvaluator(PerImageCocoResults, DatasetEvaluator):
     """Collects predictions as LVIS (COCO-style) results; scores them with the ``lvis`` package.
 
     Args:
@@ -194,20 +194,6 @@ class LVISEvaluator(DatasetEvaluator):
             for entry, rle in zip(results, masks_to_rles(outputs.masks), strict=True):
                 entry["segmentation"] = rle
         self._per_image.append((image_id, results))
-
-    @property
-    def image_ids(self) -> list[int]:
-        return sorted(image_id for image_id, _ in self._per_image)
-
-    def results(self) -> list[dict[str, Any]]:
-        ordered = sorted(self._per_image, key=lambda item: item[0])
-        return [entry for _, entries in ordered for entry in entries]
-
-    def state(self) -> list[tuple[int, list[dict[str, Any]]]]:
-        return list(self._per_image)
-
-    def merge(self, states: Sequence[list[tuple[int, list[dict[str, Any]]]]]) -> None:
-        self._per_image = [item for state in states for item in state]
 
     def evaluate(self) -> dict[str, Any]:
         ids = [image_id for image_id, _ in self._per_image]
