@@ -108,15 +108,19 @@ def last_block_attention(
     mode: str,
     grid_hw: tuple[int, int],
     naclip_std: float = 5.0,
+    fused: bool = False,
 ) -> torch.Tensor:
     """The modified self-attention of the last block, including its output projection.
 
-    ``x`` is the already layer-normed input ``(B, L, C)``; returns ``(B, L, C)``.
+    ``x`` is the already layer-normed input ``(B, L, C)``; returns ``(B, L, C)``. ``fused``
+    runs the two projections through :func:`_linear` (ovseg's path; the bias inside the
+    matrix product on the CPU), otherwise through ``F.linear`` and the ``out_proj`` module.
     """
     batch, length, width = x.shape
     heads = attn.num_heads
     head_dim = width // heads
-    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    linear = _linear if fused else F.linear
+    q, k, v = linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     q, k, v = (t.reshape(batch, length, heads, head_dim).transpose(1, 2) for t in (q, k, v))
     # every branch uses the default attention scale head_dim ** -0.5
     if mode == "maskclip":
@@ -135,6 +139,8 @@ def last_block_attention(
         check_dense_mode(mode)
         raise AssertionError("unreachable")
     out = out.transpose(1, 2).reshape(batch, length, width)
+    if fused:
+        return _linear(out, attn.out_proj.weight, attn.out_proj.bias)
     return attn.out_proj(out)
 
 
@@ -217,11 +223,16 @@ def fused_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = out.transpose(1, 2).reshape(batch, length, width)
     out = _linear(out, attn.out_proj.weight, attn.out_proj.bias)
     x = x + block.ls_1(out)
-    mlp = block.mlp
-    if _exact_gelu_mlp(mlp):
-        hidden = _linear(block.ln_2(x), mlp.c_fc.weight, mlp.c_fc.bias, gelu=True)
-        return x + block.ls_2(_linear(hidden, mlp.c_proj.weight, mlp.c_proj.bias))
-    return x + block.ls_2(mlp(block.ln_2(x)))
+    return x + block.ls_2(_mlp(block.mlp, block.ln_2(x), fused=True))
+
+
+def _mlp(mlp: nn.Module, x: torch.Tensor, fused: bool) -> torch.Tensor:
+    """``mlp(x)``; with ``fused`` an exact-GELU open_clip MLP runs as two :func:`_linear` calls
+    (GELU inside the first)."""
+    if fused and _exact_gelu_mlp(mlp):
+        hidden = _linear(x, mlp.c_fc.weight, mlp.c_fc.bias, gelu=True)
+        return _linear(hidden, mlp.c_proj.weight, mlp.c_proj.bias)
+    return mlp(x)
 
 
 def vit_input_tokens(
@@ -300,10 +311,12 @@ def vit_dense_tokens(
     residual, ffn = _LAST_BLOCK_SKIPS[mode]
     residual = residual if keep_residual is None else keep_residual
     ffn = ffn if keep_ffn is None else keep_ffn
-    attn_out = last.ls_1(last_block_attention(last.attn, last.ln_1(x), mode, (h, w), naclip_std))
+    attn_out = last.ls_1(
+        last_block_attention(last.attn, last.ln_1(x), mode, (h, w), naclip_std, fused)
+    )
     x = x + attn_out if residual else attn_out
     if ffn:
-        x = x + last.ls_2(last.mlp(last.ln_2(x)))
+        x = x + last.ls_2(_mlp(last.mlp, last.ln_2(x), fused))
 
     x = visual.ln_post(x)
     if visual.proj is not None:
