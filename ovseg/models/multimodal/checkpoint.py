@@ -370,7 +370,8 @@ def build_read_model(
         )
     with _default_dtype(dtype):
         language_model = build_language_model(config, attn_implementation, init=init)
-    mllm = MultimodalLM(tower, language_model, str(config.get("mm_projector_type", "linear")))
+    with _default_dtype(dtype):
+        mllm = MultimodalLM(tower, language_model, str(config.get("mm_projector_type", "linear")))
     _, arch = resolve_sam_architecture(_sam_architecture(sam_architecture, config, None))
     with _default_dtype(dtype):
         sam = create_sam(arch)
@@ -381,14 +382,15 @@ def build_read_model(
     sam.prompt_encoder.pe_layer.float()
     if sam_checkpoint is not None:
         load_sam_weights(sam, sam_checkpoint)
-    return ReadModel(
-        mllm,
-        sam,
-        seg_token_idx,
-        out_dim=int(config.get("out_dim", 256)),
-        eos_token_id=eos_token_id,
-        **{"use_im_start_end": bool(config.get("mm_use_im_start_end", True)), **model_kwargs},
-    )
+    with _default_dtype(dtype):  # READ's text_hidden_fcs too
+        return ReadModel(
+            mllm,
+            sam,
+            seg_token_idx,
+            out_dim=int(config.get("out_dim", 256)),
+            eos_token_id=eos_token_id,
+            **{"use_im_start_end": bool(config.get("mm_use_im_start_end", True)), **model_kwargs},
+        )
 
 
 def _token_id(tokenizer: Any, token: str, folder: Path) -> int:

@@ -228,6 +228,51 @@ def test_bf16_load_keeps_sam_constants_exact(tiny_read, released):
     )
 
 
+def test_build_in_bf16_creates_every_parameter_in_bf16_and_generates(tiny_read):
+    """build_read_model(dtype=bf16) makes no float32 copy of any layer, text_hidden_fcs
+    included (a float32 head fails in generate on a bf16 [SEG] state)."""
+    from ovseg.models.multimodal.checkpoint import build_read_model
+    from tests.models.multimodal.read_tiny import tiny_config, tiny_tower
+
+    _, tok = tiny_read
+    seg = tok.convert_tokens_to_ids("[SEG]")
+    model = build_read_model(
+        tiny_config(tok),
+        seg,
+        vision_tower=tiny_tower().to(torch.bfloat16),
+        sam_architecture=TINY_SAM,
+        eos_token_id=tok.eos_token_id,
+        dtype=torch.bfloat16,
+    ).eval()
+    kept_float32 = {"visual_model.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"}
+    wrong = [
+        name
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+        if tensor.is_floating_point() and tensor.dtype != torch.bfloat16
+        and name not in kept_float32 and not name.startswith("visual_model.pixel_")
+        and not name.endswith("inv_freq")  # LLaMA keeps its rotary frequencies in fp32
+    ]  # fmt: skip
+    assert wrong == []
+    # the [SEG] path in bf16: force [SEG] as the first answer token, then EOS
+    steps = iter([seg, tok.eos_token_id])
+
+    def script(module, inputs, output):
+        output = output.clone()
+        output[:, -1] = -1e4
+        output[:, -1, next(steps)] = 0
+        return output
+
+    hook = model.mllm.language_model.lm_head.register_forward_hook(script)
+    try:
+        prompt = encode_prompt("What is the largest red star ?", tok, num_image_tokens=0)
+        picture = (np.random.default_rng(0).random((40, 60, 3)) * 255).astype(np.uint8)
+        answer = model.generate(picture, prompt, max_new_tokens=4)
+    finally:
+        hook.remove()
+    assert answer.output_ids == [seg] and len(answer.segments) == 1
+    assert answer.segments[0].mask.shape == (40, 60)
+
+
 def test_save_read_folder_round_trip(tiny_read, released, tmp_path):
     from ovseg.models.multimodal.checkpoint import save_read_folder
     from ovseg.models.multimodal.lora import add_lora
