@@ -77,6 +77,39 @@ class OwlDetector(OpenVocabularyDetector):
         self.folder = resolve_detector_folder(model)
         self.model = load_hf_model(model_cls, config_cls, self.folder, device)
         self.processor = load_hf_processor(processor_cls, self.folder)
+        self._configure(box_threshold, batch_size, max_queries_per_call, clip_boxes, max_detections)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: torch.nn.Module,
+        processor: object,
+        box_threshold: float = 0.1,
+        batch_size: int = 1,
+        max_queries_per_call: int = 256,
+        clip_boxes: bool = True,
+        max_detections: int | None = None,
+    ) -> OwlDetector:
+        """Wrap an already built transformers detection model and its processor (e.g. a
+        random-init model for speed measurements); the model keeps its device and dtype."""
+        detector = cls.__new__(cls)
+        OpenVocabularyDetector.__init__(detector)
+        detector.folder = None
+        detector.model = model.eval()
+        detector.processor = processor
+        detector._configure(
+            box_threshold, batch_size, max_queries_per_call, clip_boxes, max_detections
+        )
+        return detector
+
+    def _configure(
+        self,
+        box_threshold: float,
+        batch_size: int,
+        max_queries_per_call: int,
+        clip_boxes: bool,
+        max_detections: int | None,
+    ) -> None:
         self.default_box_threshold = float(box_threshold)
         self.batch_size = int(batch_size)
         self.max_queries_per_call = max(1, int(max_queries_per_call))
@@ -117,7 +150,7 @@ class OwlDetector(OpenVocabularyDetector):
         outputs = self.model(
             input_ids=text["input_ids"].to(self.device),
             attention_mask=text["attention_mask"].to(self.device),
-            pixel_values=pixels["pixel_values"].to(self.device),
+            pixel_values=pixels["pixel_values"].to(self.device, self.model.dtype),
         )
         corners = center_to_corners(outputs.pred_boxes.float().cpu())
         scores = outputs.logits.float().cpu()
