@@ -27,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ovseg.benchmarks.inputs import synthetic_images
@@ -192,7 +191,11 @@ def run_detect_segment_benchmark(
     with torch.random.fork_rng(devices=[target] if target.type == "cuda" else []):
         torch.manual_seed(seed)
         detector = build_random_owlv2(
-            size, target, PRECISIONS[precision], max_detections=boxes_per_image
+            size,
+            target,
+            PRECISIONS[precision],
+            max_detections=boxes_per_image,
+            preprocess_on_device=target.type == "cuda",
         )
         with torch.device(target):
             sam = build_sam(DETECT_SIZES[size][1], device=target)
@@ -256,6 +259,7 @@ def run_detect_segment_benchmark(
             "size": size,
             "detector": "OWLv2-B/16, 960 px" if size == "b16" else "tiny OWLv2, 64 px",
             "sam": DETECT_SIZES[size][1],
+            "detector_preprocessing": "on the device" if target.type == "cuda" else "CPU",
             "precision": precision,
             "device": str(target),
             "num_images": num_images,

@@ -91,9 +91,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "tools/benchmark_models.
                 seed=args.seed,
                 log=log,
             )
-            headline = {
-                name: stage["ms_per_image"] for name, stage in result["stages"].items()
-            }
+            headline = {name: stage["ms_per_image"] for name, stage in result["stages"].items()}
     except OVSegError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

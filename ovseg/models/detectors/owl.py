@@ -55,6 +55,10 @@ class OwlDetector(OpenVocabularyDetector):
         max_queries_per_call: queries per model call.
         clip_boxes: clip boxes to the image.
         max_detections: default cut per image (None: all).
+        preprocess_on_device: resize, pad and normalise the images on the model's device (the
+            torchvision image processors of transformers >= 5 take a ``device``; elsewhere the
+            CPU does it). Off by default: transformers' own pipelines preprocess on the CPU,
+            and a GPU's resampling rounds differently.
     """
 
     default_box_threshold = 0.1
@@ -70,6 +74,7 @@ class OwlDetector(OpenVocabularyDetector):
         max_queries_per_call: int = 256,
         clip_boxes: bool = True,
         max_detections: int | None = None,
+        preprocess_on_device: bool = False,
     ) -> None:
         super().__init__()
         transformers = import_transformers()
@@ -77,7 +82,14 @@ class OwlDetector(OpenVocabularyDetector):
         self.folder = resolve_detector_folder(model)
         self.model = load_hf_model(model_cls, config_cls, self.folder, device)
         self.processor = load_hf_processor(processor_cls, self.folder)
-        self._configure(box_threshold, batch_size, max_queries_per_call, clip_boxes, max_detections)
+        self._configure(
+            box_threshold,
+            batch_size,
+            max_queries_per_call,
+            clip_boxes,
+            max_detections,
+            preprocess_on_device,
+        )
 
     @classmethod
     def from_model(
@@ -89,6 +101,7 @@ class OwlDetector(OpenVocabularyDetector):
         max_queries_per_call: int = 256,
         clip_boxes: bool = True,
         max_detections: int | None = None,
+        preprocess_on_device: bool = False,
     ) -> OwlDetector:
         """Wrap an already built transformers detection model and its processor (e.g. a
         random-init model for speed measurements); the model keeps its device and dtype."""
@@ -98,7 +111,12 @@ class OwlDetector(OpenVocabularyDetector):
         detector.model = model.eval()
         detector.processor = processor
         detector._configure(
-            box_threshold, batch_size, max_queries_per_call, clip_boxes, max_detections
+            box_threshold,
+            batch_size,
+            max_queries_per_call,
+            clip_boxes,
+            max_detections,
+            preprocess_on_device,
         )
         return detector
 
@@ -109,8 +127,10 @@ class OwlDetector(OpenVocabularyDetector):
         max_queries_per_call: int,
         clip_boxes: bool,
         max_detections: int | None,
+        preprocess_on_device: bool,
     ) -> None:
         self.default_box_threshold = float(box_threshold)
+        self.preprocess_on_device = bool(preprocess_on_device)
         self.batch_size = int(batch_size)
         self.max_queries_per_call = max(1, int(max_queries_per_call))
         self.clip_boxes = bool(clip_boxes)
@@ -140,7 +160,13 @@ class OwlDetector(OpenVocabularyDetector):
     def score_chunk(
         self, images: Sequence[np.ndarray], queries: Sequence[str]
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        pixels = self.processor.image_processor(list(images), return_tensors="pt")
+        image_processor = self.processor.image_processor
+        options = {}
+        if self.preprocess_on_device and "device" in getattr(
+            image_processor, "_valid_kwargs_names", ()
+        ):
+            options["device"] = self.device
+        pixels = image_processor(list(images), return_tensors="pt", **options)
         text = self.processor.tokenizer(
             list(queries) * len(images),
             padding="max_length",
