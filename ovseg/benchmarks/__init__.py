@@ -24,7 +24,10 @@ JSON-ready dict; :func:`format_markdown` renders it for humans; the command line
 Modules: ``inputs`` (images, names, config), ``baseline`` (the naive loop and the output
 comparison), ``machine``, ``runner`` (timing and agreement), ``report``; ``sam_pipelines``
 holds the SAM benchmarks of ``tools/benchmark_sam.py`` (image encoder, proposals, referring and
-instance pipelines against segment-anything), ``sam`` the proposals-only comparison.
+instance pipelines against segment-anything), ``sam`` the proposals-only comparison;
+``read_query`` (seconds per reasoning query of a READ-7B-shaped model) and ``detect_segment``
+(OWLv2 boxes segmented by SAM, per image) time large random-init models for
+``tools/benchmark_models.py``, without a reference to compare with.
 """
 
 from __future__ import annotations
