@@ -139,6 +139,17 @@ def _infer(pipeline, task: str, image, args: argparse.Namespace):
     return pipeline(image)
 
 
+def _labelled_summary(result, nothing: str, shown: int = 10) -> str:
+    """``"cat 0.91, dog 0.80 (+3 more)"``: the first ``shown`` labels of a detection or instance
+    result with their scores, or ``nothing`` when it found none."""
+    found = [
+        f"{result.class_names[int(label)]} {score:.2f}"
+        for label, score in zip(result.labels[:shown], result.scores[:shown], strict=True)
+    ]
+    more = f" (+{len(result) - shown} more)" if len(result) > shown else ""
+    return (", ".join(found) + more) if found else nothing
+
+
 def _write_result(
     task: str, result, image, args: argparse.Namespace, out_dir: Path, stem: str, source: str
 ):
@@ -165,20 +176,10 @@ def _write_result(
         return written, f"'{result.answer}' ({len(result)} mask(s))"
     if task == "detection":
         written = write_detection_outputs(result, image, out_dir, stem, **options)
-        found = [
-            f"{result.class_names[int(label)]} {score:.2f}"
-            for label, score in zip(result.labels[:10], result.scores[:10], strict=True)
-        ]
-        more = f" (+{len(result) - 10} more)" if len(result) > 10 else ""
-        return written, (", ".join(found) + more) if found else "no detection"
+        return written, _labelled_summary(result, "no detection")
     if task == "instance":
         written = write_instance_outputs(result, image, out_dir, stem, **options)
-        found = [
-            f"{result.class_names[int(label)]} {score:.2f}"
-            for label, score in zip(result.labels[:10], result.scores[:10], strict=True)
-        ]
-        more = f" (+{len(result) - 10} more)" if len(result) > 10 else ""
-        return written, (", ".join(found) + more) if found else "no instance"
+        return written, _labelled_summary(result, "no instance")
     written = write_semantic_outputs(result, image, out_dir, stem, **options)
     present = [
         f"{c['name']} {100 * c['area_fraction']:.1f}%"
