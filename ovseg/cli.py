@@ -1,4 +1,6 @@
-"""The ``ovseg`` command: ``list``, ``config``, ``predict``, ``eval``, ``train``, ``data synth``.
+"""The ``ovseg`` command: ``list``, ``config``, ``eval``, ``train`` and ``data synth`` here; the
+other commands (``predict``, ``db``, ``demo``, ``config import``) in :mod:`ovseg.commands`, each
+module imported only when its command runs.
 
 Every subcommand takes trailing ``key=value`` config overrides where a config is involved, and
 writes the fully resolved config next to its outputs.
