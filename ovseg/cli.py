@@ -14,9 +14,17 @@ import sys
 from collections.abc import Sequence
 
 from ovseg.commands.common import split_overrides
-from ovseg.commands.predict import output_stems as output_stems  # part of ovseg.cli's API
 from ovseg.devices import check_device
 from ovseg.errors import OVSegError
+
+
+def __getattr__(name: str):
+    """``ovseg.cli.output_stems``, imported from :mod:`ovseg.commands.predict` on first use."""
+    if name == "output_stems":
+        from ovseg.commands.predict import output_stems
+
+        return output_stems
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------- list / config
