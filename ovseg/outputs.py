@@ -13,7 +13,7 @@ shows the input first (``image | overlay``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,36 @@ def _with_source(summary: dict, source: str | None) -> dict:
     return {"source": source, **summary} if source is not None else summary
 
 
+def _output_paths(out_dir: Path, stem: str, **suffixes: str) -> dict[str, Path]:
+    """``{name: out_dir / (stem + suffix)}`` in the order given (``json=".json"`` ->
+    ``<stem>.json``)."""
+    out_dir = Path(out_dir)
+    return {name: out_dir / f"{stem}{suffix}" for name, suffix in suffixes.items()}
+
+
+def _write_picture(
+    path: Path,
+    draw: Callable[..., np.ndarray],
+    image: np.ndarray,
+    *subject,
+    side_by_side: bool = False,
+) -> None:
+    """Write ``draw(image, *subject)`` as a PNG: enlarged when the input is small
+    (:func:`~ovseg.visualize.picture_scale`), the input first with ``side_by_side``."""
+    picture = draw(image, *subject, scale=picture_scale(image.shape), side_by_side=side_by_side)
+    write_png_atomic(picture, path)
+
+
+def _write_mask(mask: np.ndarray, path: Path) -> None:
+    """Write a boolean ``(H, W)`` mask as a PNG: 255 inside, 0 outside."""
+    write_png_atomic(mask.astype(np.uint8) * 255, path)
+
+
+def _write_summary(path: Path, summary: dict, source: str | None) -> None:
+    """Write the JSON summary (indented, ``"source"`` first when given), atomically."""
+    atomic_write_text(path, json.dumps(_with_source(summary, source), indent=2) + "\n")
+
+
 def write_semantic_outputs(
     result: OVSegResult,
     image: np.ndarray,
@@ -49,25 +79,14 @@ def write_semantic_outputs(
     16-bit when there are more than 255 classes), ``<stem>_overlay.png`` (enlarged when small,
     with a legend; ``image | overlay | legend`` with ``side_by_side``) and ``<stem>.json``
     (written last; with ``source``, its ``"source"`` names the input image)."""
-    out_dir = Path(out_dir)
     labels = result.sem_seg
     dtype = np.uint8 if len(result.class_names) < 255 else np.uint16
-    paths = {
-        "labels": out_dir / f"{stem}_labels.png",
-        "overlay": out_dir / f"{stem}_overlay.png",
-        "json": out_dir / f"{stem}.json",
-    }
+    paths = _output_paths(out_dir, stem, labels="_labels.png", overlay="_overlay.png", json=".json")
     write_png_atomic(labels.astype(dtype), paths["labels"])
-    picture = overlay(
-        image,
-        labels,
-        result.class_names,
-        scale=picture_scale(image.shape),
-        side_by_side=side_by_side,
+    _write_picture(
+        paths["overlay"], overlay, image, labels, result.class_names, side_by_side=side_by_side
     )
-    write_png_atomic(picture, paths["overlay"])
-    summary = _with_source(result.to_dict(), source)
-    atomic_write_text(paths["json"], json.dumps(summary, indent=2) + "\n")
+    _write_summary(paths["json"], result.to_dict(), source)
     return paths
 
 
@@ -84,22 +103,20 @@ def write_referring_outputs(
     with the points | heat map with the points, enlarged when small; the input first with
     ``side_by_side``), ``<stem>_similarity.png`` (the similarity map as grey levels,
     ``round(255 * s)``) and ``<stem>.json`` (phrase, score, box, points)."""
-    out_dir = Path(out_dir)
-    paths = {
-        "mask": out_dir / f"{stem}_mask.png",
-        "overlay": out_dir / f"{stem}_overlay.png",
-        "similarity": out_dir / f"{stem}_similarity.png",
-        "json": out_dir / f"{stem}.json",
-    }
-    write_png_atomic(result.mask.astype(np.uint8) * 255, paths["mask"])
-    picture = referring_overlay(
-        image, result, scale=picture_scale(image.shape), side_by_side=side_by_side
+    paths = _output_paths(
+        out_dir,
+        stem,
+        mask="_mask.png",
+        overlay="_overlay.png",
+        similarity="_similarity.png",
+        json=".json",
     )
-    write_png_atomic(picture, paths["overlay"])
+    _write_mask(result.mask, paths["mask"])
+    _write_picture(paths["overlay"], referring_overlay, image, result, side_by_side=side_by_side)
     grey = (np.clip(result.similarity, 0.0, 1.0) * 255).round().astype(np.uint8)
     write_png_atomic(grey, paths["similarity"])
-    summary = _with_source({"image_size": list(result.mask.shape), **result.to_dict()}, source)
-    atomic_write_text(paths["json"], json.dumps(summary, indent=2) + "\n")
+    summary = {"image_size": list(result.mask.shape), **result.to_dict()}
+    _write_summary(paths["json"], summary, source)
     return paths
 
 
@@ -116,20 +133,15 @@ def write_reasoning_outputs(
     answer has no ``[SEG]``), ``<stem>_overlay.png`` (masks with their points and the answer,
     enlarged when small; the input first with ``side_by_side``) and ``<stem>.json`` (question,
     answer, per mask: score, area, box, points)."""
-    out_dir = Path(out_dir)
-    paths = {f"mask_{k}": out_dir / f"{stem}_mask_{k}.png" for k in range(len(result))}
-    paths["overlay"] = out_dir / f"{stem}_overlay.png"
-    paths["json"] = out_dir / f"{stem}.json"
+    masks = {f"mask_{k}": f"_mask_{k}.png" for k in range(len(result))}
+    paths = _output_paths(out_dir, stem, **masks, overlay="_overlay.png", json=".json")
     for k in range(len(result)):
-        write_png_atomic(result.masks[k].astype(np.uint8) * 255, paths[f"mask_{k}"])
-    picture = reasoning_overlay(
-        image, result, scale=picture_scale(image.shape), side_by_side=side_by_side
-    )
-    write_png_atomic(picture, paths["overlay"])
+        _write_mask(result.masks[k], paths[f"mask_{k}"])
+    _write_picture(paths["overlay"], reasoning_overlay, image, result, side_by_side=side_by_side)
     summary = {"image_size": [int(image.shape[0]), int(image.shape[1])], **result.to_dict()}
     for k, entry in enumerate(summary["masks"]):
         entry["file"] = paths[f"mask_{k}"].name
-    atomic_write_text(paths["json"], json.dumps(_with_source(summary, source), indent=2) + "\n")
+    _write_summary(paths["json"], summary, source)
     return paths
 
 
@@ -169,32 +181,23 @@ def write_instance_outputs(
     """
     if (image_id is None) != (category_ids is None):
         raise ConfigError("COCO results need both image_id and category_ids (or neither).")
-    out_dir = Path(out_dir)
-    paths = {
-        "overlay": out_dir / f"{stem}_instances.png",
-        "ids": out_dir / f"{stem}_instance_ids.png",
-        "json": out_dir / f"{stem}.json",
-    }
+    paths = _output_paths(
+        out_dir, stem, overlay="_instances.png", ids="_instance_ids.png", json=".json"
+    )
     height, width = image.shape[:2]
     ids = instance_id_map(result) if len(result) else np.zeros((height, width), dtype=np.uint8)
-    picture = draw_instances(
-        image, result, scale=picture_scale(image.shape), side_by_side=side_by_side
-    )
-    write_png_atomic(picture, paths["overlay"])
+    _write_picture(paths["overlay"], draw_instances, image, result, side_by_side=side_by_side)
     write_png_atomic(ids, paths["ids"])
-    summary = _with_source(
-        {
-            "image_size": [height, width],
-            "class_names": list(result.class_names),
-            **result.to_dict(),
-        },
-        source,
-    )
-    atomic_write_text(paths["json"], json.dumps(summary, indent=2) + "\n")
+    summary = {
+        "image_size": [height, width],
+        "class_names": list(result.class_names),
+        **result.to_dict(),
+    }
+    _write_summary(paths["json"], summary, source)
     if image_id is not None:
         from ovseg.evaluation.coco import instances_to_coco_results, write_coco_results
 
-        paths["coco"] = out_dir / f"{stem}_coco.json"
+        paths["coco"] = Path(out_dir) / f"{stem}_coco.json"
         write_coco_results(
             paths["coco"], instances_to_coco_results(result, image_id, list(category_ids))
         )
@@ -232,12 +235,7 @@ def write_detection_outputs(
     ``<stem>_coco.json`` (COCO results: :func:`detection_coco_results`) and ``<stem>.json``
     (per detection: label, name, query, score, box XYXY; ``categories`` maps the COCO
     ``category_id`` to names), the JSON last."""
-    out_dir = Path(out_dir)
-    paths = {
-        "overlay": out_dir / f"{stem}_detections.png",
-        "coco": out_dir / f"{stem}_coco.json",
-        "json": out_dir / f"{stem}.json",
-    }
+    paths = _output_paths(out_dir, stem, overlay="_detections.png", coco="_coco.json", json=".json")
     height, width = image.shape[:2]
     boxes_only = Instances(
         masks=np.zeros((len(result), height, width), dtype=bool),
@@ -246,20 +244,9 @@ def write_detection_outputs(
         labels=result.labels,
         class_names=list(result.class_names),
     )
-    picture = draw_instances(
-        image, boxes_only, scale=picture_scale(image.shape), side_by_side=side_by_side
-    )
-    write_png_atomic(picture, paths["overlay"])
+    _write_picture(paths["overlay"], draw_instances, image, boxes_only, side_by_side=side_by_side)
     coco = detection_coco_results(result, image_id)
     atomic_write_text(paths["coco"], json.dumps(coco, allow_nan=False))
-    summary = _with_source(
-        {
-            **result.to_dict(),
-            "categories": [
-                {"id": index + 1, "name": name} for index, name in enumerate(result.class_names)
-            ],
-        },
-        source,
-    )
-    atomic_write_text(paths["json"], json.dumps(summary, indent=2) + "\n")
+    categories = [{"id": index + 1, "name": name} for index, name in enumerate(result.class_names)]
+    _write_summary(paths["json"], {**result.to_dict(), "categories": categories}, source)
     return paths

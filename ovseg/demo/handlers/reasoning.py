@@ -11,13 +11,10 @@ import numpy as np
 from ovseg.demo.handlers.common import (
     MAX_QUESTION_CHARS,
     REASONING_TASK,
-    EncodedImages,
     format_box,
-    image_digest,
-    read_upload,
-    require_methods,
 )
-from ovseg.errors import ConfigError, PromptError
+from ovseg.demo.handlers.prompted import PromptedHandler, check_prompt
+from ovseg.errors import ConfigError
 from ovseg.outputs import write_reasoning_outputs
 from ovseg.structures import ReasoningResult
 from ovseg.visualize import reasoning_overlay
@@ -27,18 +24,13 @@ NO_MASK_NOTE = "The answer has no [SEG], so there is no mask."
 
 def check_question(question: Any) -> str:
     """The stripped question; empty or overlong questions raise :class:`PromptError`."""
-    if not isinstance(question, str) or not question.strip():
-        raise PromptError(
-            "The question is empty; type a question about the image, e.g. "
-            "'Which object is the largest? Please output segmentation mask.'"
-        )
-    question = question.strip()
-    if len(question) > MAX_QUESTION_CHARS:
-        raise PromptError(
-            f"The question has {len(question)} characters; shorten it to "
-            f"{MAX_QUESTION_CHARS} or fewer."
-        )
-    return question
+    return check_prompt(
+        question,
+        "question",
+        "type a question about the image, e.g. "
+        "'Which object is the largest? Please output segmentation mask.'",
+        MAX_QUESTION_CHARS,
+    )
 
 
 def reasoning_rows(result: ReasoningResult) -> list[list[Any]]:
@@ -75,7 +67,7 @@ class ReasoningOutput:
     cached: bool
 
 
-class ReasoningHandler:
+class ReasoningHandler(PromptedHandler):
     """Reasoning segmentation for the demo: question -> answer and masks (READ).
 
     Args:
@@ -85,28 +77,18 @@ class ReasoningHandler:
     """
 
     def __init__(self, pipeline: Any) -> None:
-        require_methods(pipeline, ("encode", "predict"), REASONING_TASK)
+        super().__init__(pipeline, ("encode", "predict"), REASONING_TASK)
         if getattr(pipeline, "query_name", None) != "question":
             raise ConfigError(
                 f"The {REASONING_TASK} tab needs a pipeline that answers questions "
                 f"(ReasoningSegmenter), not {type(pipeline).__name__}."
             )
-        self.pipeline = pipeline
-        self.images = EncodedImages.shared(pipeline)
-
-    def read(self, image: Any) -> np.ndarray:
-        return read_upload(image)
 
     def run(
         self, image: Any, question: Any, *, opacity: float = 0.5, out_dir: str | Path
     ) -> ReasoningOutput:
         """Answer ``question`` about ``image``; ``opacity`` in [0, 1] tints the masks."""
-        question = check_question(question)
-        array = self.read(image)
-        digest = image_digest(array)
-        encoded, reused = self.images.get(array, digest)
-        result = self.pipeline.predict(encoded, question)
-        result.meta = {**result.meta, "image_digest": digest}
+        array, digest, result, reused = self.predict(image, check_question(question))
         stem = f"ovseg-{digest[:12]}-reasoning"
         written = write_reasoning_outputs(result, array, Path(out_dir), stem)
         opacity = float(np.clip(opacity, 0.0, 1.0))
@@ -124,6 +106,3 @@ class ReasoningHandler:
             result=result,
             cached=reused,
         )
-
-    def release_memory(self) -> None:
-        self.images.release()

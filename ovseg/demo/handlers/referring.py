@@ -11,15 +11,9 @@ import numpy as np
 from ovseg.demo.handlers.common import (
     MAX_PHRASE_CHARS,
     REFERRING_TASK,
-    EncodedImages,
     format_box,
-    image_digest,
-    read_upload,
-    require_methods,
 )
-from ovseg.errors import (
-    PromptError,
-)
+from ovseg.demo.handlers.prompted import PromptedHandler, check_prompt
 from ovseg.outputs import write_referring_outputs
 from ovseg.structures import ReferringResult
 from ovseg.visualize import (
@@ -32,14 +26,9 @@ from ovseg.visualize import (
 # ----------------------------------------------------------------------------- referring task
 def check_phrase(phrase: Any) -> str:
     """The stripped phrase; empty or overlong phrases raise :class:`PromptError`."""
-    if not isinstance(phrase, str) or not phrase.strip():
-        raise PromptError("The phrase is empty; type what to find, e.g. 'the red star'.")
-    phrase = phrase.strip()
-    if len(phrase) > MAX_PHRASE_CHARS:
-        raise PromptError(
-            f"The phrase has {len(phrase)} characters; shorten it to {MAX_PHRASE_CHARS} or fewer."
-        )
-    return phrase
+    return check_prompt(
+        phrase, "phrase", "type what to find, e.g. 'the red star'.", MAX_PHRASE_CHARS
+    )
 
 
 def referring_row(result: ReferringResult) -> list[Any]:
@@ -77,7 +66,7 @@ class ReferringOutput:
     cached: bool
 
 
-class ReferringHandler:
+class ReferringHandler(PromptedHandler):
     """Referring segmentation for the demo: phrase -> SAM mask from similarity points.
 
     Args:
@@ -87,23 +76,13 @@ class ReferringHandler:
     """
 
     def __init__(self, pipeline: Any) -> None:
-        require_methods(pipeline, ("encode", "predict", "segment_similarity"), REFERRING_TASK)
-        self.pipeline = pipeline
-        self.images = EncodedImages.shared(pipeline)
-
-    def read(self, image: Any) -> np.ndarray:
-        return read_upload(image)
+        super().__init__(pipeline, ("encode", "predict", "segment_similarity"), REFERRING_TASK)
 
     def run(
         self, image: Any, phrase: Any, *, opacity: float = 0.5, out_dir: str | Path
     ) -> ReferringOutput:
         """Find what ``phrase`` refers to in ``image``; ``opacity`` in [0, 1] tints the mask."""
-        phrase = check_phrase(phrase)
-        array = self.read(image)
-        digest = image_digest(array)
-        encoded, reused = self.images.get(array, digest)
-        result = self.pipeline.predict(encoded, phrase)
-        result.meta = {**result.meta, "image_digest": digest}
+        array, digest, result, reused = self.predict(image, check_phrase(phrase))
         written = write_referring_outputs(
             result, array, Path(out_dir), f"ovseg-{digest[:12]}-referring"
         )
@@ -116,6 +95,3 @@ class ReferringHandler:
             result=result,
             cached=reused,
         )
-
-    def release_memory(self) -> None:
-        self.images.release()

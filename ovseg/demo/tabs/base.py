@@ -179,11 +179,61 @@ def example_scenes(
 
 def instance_outputs(key: str, label: str) -> tuple[gr.Dataframe, gr.File]:
     """The instance table (label, score, box, area) and the downloads of an instance tab."""
-    table = gr.Dataframe(
-        headers=INSTANCE_HEADERS,
-        datatype=["str", "number", "str", "number"],
+    table = result_table(key, INSTANCE_HEADERS, ["str", "number", "str", "number"], label)
+    return table, downloads(key, "Downloads (results JSON, instance-id PNG, overlay PNG)")
+
+
+def prompt_inputs(
+    ctx: DemoContext,
+    key: str,
+    *,
+    name: str,
+    label: str,
+    info: str,
+    lines: int,
+    max_lines: int,
+    max_length: int,
+    button: str,
+    value: str = "",
+    example_field: str = "",
+) -> tuple[gr.Image, gr.Textbox, gr.Button]:
+    """The input column of a prompted tab: the image, the prompt box (``#<key>-<name>``), the
+    run button (``#<key>-run``) and the example scenes, which also fill the prompt with their
+    ``example_field`` when one is named."""
+    image = upload_image(key)
+    prompt = gr.Textbox(
+        value=value,
+        label=label,
+        info=info,
+        lines=lines,
+        max_lines=max_lines,
+        max_length=max_length,
+        elem_id=f"{key}-{name}",
+    )
+    run = gr.Button(button, variant="primary", elem_id=f"{key}-run")
+    if example_field:
+        example_scenes(ctx, key, image, prompt, example_field)
+    else:
+        example_scenes(ctx, key, image)
+    return image, prompt, run
+
+
+def result_table(key: str, headers: list[str], datatype: list[str], label: str) -> gr.Dataframe:
+    """A read-only result table (``#<key>-table``)."""
+    return gr.Dataframe(
+        headers=headers,
+        datatype=datatype,
         interactive=False,
         label=label,
         elem_id=f"{key}-table",
     )
-    return table, downloads(key, "Downloads (results JSON, instance-id PNG, overlay PNG)")
+
+
+def run_prompted(
+    ctx: DemoContext, spec: TabSpec, image_path: str | None, text: str, request: gr.Request
+) -> Any:
+    """The handler's output for one prompt about one upload, written into the request's session
+    folder; failures become messages (:meth:`DemoContext.user_errors`)."""
+    with ctx.user_errors():
+        handler = ctx.handler(spec)
+        return handler.run(image_path, text, out_dir=ctx.files.directory(session_id(request)))

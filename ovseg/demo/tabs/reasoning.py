@@ -15,16 +15,17 @@ from ovseg.demo.handlers import (
     REASONING_HEADERS,
     REASONING_TASK,
     ReasoningHandler,
+    ReasoningOutput,
 )
 from ovseg.demo.tabs.base import (
     DemoContext,
     TabSpec,
     downloads,
-    example_scenes,
     model_event_limits,
+    prompt_inputs,
     result_image,
-    session_id,
-    upload_image,
+    result_table,
+    run_prompted,
 )
 
 QUESTION_HELP = "A question about the image; ask for a mask: '... Please output segmentation mask.'"
@@ -36,37 +37,33 @@ def build(ctx: DemoContext, spec: TabSpec) -> None:
     key = spec.key
     with gr.Row():
         with gr.Column(scale=1):
-            image = upload_image(key)
-            question = gr.Textbox(
-                value="",
+            image, question, run = prompt_inputs(
+                ctx,
+                key,
+                name="question",
                 label="Question",
                 info=QUESTION_HELP,
                 lines=2,
                 max_lines=6,
                 max_length=MAX_QUESTION_CHARS,
-                elem_id=f"{key}-question",
+                button="Ask",
             )
-            run = gr.Button("Ask", variant="primary", elem_id=f"{key}-run")
-            example_scenes(ctx, key, image)
         with gr.Column(scale=1):
             answer = gr.Textbox(label="Answer", interactive=False, elem_id=f"{key}-answer")
             note = gr.Markdown(elem_id=f"{key}-note")
             overlay = result_image(
                 key, "overlay", "Masks and their points (green positive, red negative)"
             )
-            table = gr.Dataframe(
-                headers=REASONING_HEADERS,
-                datatype=["number", "number", "number", "str"],
-                interactive=False,
-                label="Masks (score: SAM's predicted IoU)",
-                elem_id=f"{key}-table",
+            table = result_table(
+                key,
+                REASONING_HEADERS,
+                ["number", "number", "number", "str"],
+                "Masks (score: SAM's predicted IoU)",
             )
             files = downloads(key, "Downloads (results JSON, mask PNGs, overlay PNG)")
 
     def reason(image_path: str | None, text: str, request: gr.Request) -> tuple:
-        with ctx.user_errors():
-            handler: ReasoningHandler = ctx.handler(spec)
-            out = handler.run(image_path, text, out_dir=ctx.files.directory(session_id(request)))
+        out: ReasoningOutput = run_prompted(ctx, spec, image_path, text, request)
         return out.answer, out.note, out.overlay, out.table, [str(p) for p in out.files]
 
     inputs, outputs = [image, question], [answer, note, overlay, table, files]

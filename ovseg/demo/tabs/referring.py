@@ -15,16 +15,17 @@ from ovseg.demo.handlers import (
     REFERRING_HEADERS,
     REFERRING_TASK,
     ReferringHandler,
+    ReferringOutput,
 )
 from ovseg.demo.tabs.base import (
     DemoContext,
     TabSpec,
     downloads,
-    example_scenes,
     model_event_limits,
+    prompt_inputs,
     result_image,
-    session_id,
-    upload_image,
+    result_table,
+    run_prompted,
 )
 
 PHRASE_HELP = "What to find, in words: 'the red star', 'water'."
@@ -36,39 +37,37 @@ def build(ctx: DemoContext, spec: TabSpec) -> None:
     key = spec.key
     with gr.Row():
         with gr.Column(scale=1):
-            image = upload_image(key)
-            phrase = gr.Textbox(
-                value=ctx.examples[0].phrase if ctx.examples else "",
+            image, phrase, run = prompt_inputs(
+                ctx,
+                key,
+                name="phrase",
                 label="Phrase",
                 info=PHRASE_HELP,
                 lines=1,
                 max_lines=2,
                 max_length=MAX_PHRASE_CHARS,
-                elem_id=f"{key}-phrase",
+                button="Find",
+                value=ctx.examples[0].phrase if ctx.examples else "",
+                example_field="phrase",
             )
-            run = gr.Button("Find", variant="primary", elem_id=f"{key}-run")
-            example_scenes(ctx, key, image, phrase, "phrase")
         with gr.Column(scale=1):
             with gr.Row():
                 mask = result_image(
                     key, "mask", "Mask and points (green positive, red negative, grey neutral)"
                 )
                 similarity = result_image(key, "similarity", "Similarity (red high)")
-            table = gr.Dataframe(
-                headers=REFERRING_HEADERS,
-                datatype=["str", "number", "number", "str"],
-                interactive=False,
-                label="Result (score: SAM's predicted IoU)",
-                elem_id=f"{key}-table",
+            table = result_table(
+                key,
+                REFERRING_HEADERS,
+                ["str", "number", "number", "str"],
+                "Result (score: SAM's predicted IoU)",
             )
             files = downloads(
                 key, "Downloads (results JSON, mask PNG, similarity PNG, overlay PNG)"
             )
 
     def refer(image_path: str | None, text: str, request: gr.Request) -> tuple:
-        with ctx.user_errors():
-            handler: ReferringHandler = ctx.handler(spec)
-            out = handler.run(image_path, text, out_dir=ctx.files.directory(session_id(request)))
+        out: ReferringOutput = run_prompted(ctx, spec, image_path, text, request)
         return out.mask_overlay, out.heat_map, out.table, [str(p) for p in out.files]
 
     inputs, outputs = [image, phrase], [mask, similarity, table, files]

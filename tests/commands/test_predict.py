@@ -1,0 +1,49 @@
+"""Pieces of ``ovseg predict`` (ovseg/commands/predict.py) below the command itself."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ovseg.commands.predict import Shard, _labelled_summary, output_stems
+from ovseg.structures import Detections
+
+
+def _detections(count: int) -> Detections:
+    return Detections(
+        boxes=np.tile([0.0, 0.0, 4.0, 4.0], (count, 1)),
+        scores=np.linspace(0.9, 0.5, count),
+        query_indices=np.arange(count) % 2,
+        labels=np.arange(count) % 2,
+        queries=["cat", "dog"],
+        class_names=["cat", "dog"],
+        image_size=(8, 8),
+    )
+
+
+def test_the_summary_names_the_first_ten_and_counts_the_rest():
+    assert _labelled_summary(_detections(2), "no detection") == "cat 0.90, dog 0.50"
+    line = _labelled_summary(_detections(13), "no detection")
+    assert line.startswith("cat 0.90, dog ") and line.endswith(" (+3 more)")
+    assert line.count(",") == 9  # ten entries
+    assert _labelled_summary(_detections(0), "no instance") == "no instance"
+
+
+def test_one_process_is_rank_0_of_1_and_keeps_the_device(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    shard = Shard.from_environment("cuda")
+    assert (shard.rank, shard.world, shard.owns_group) == (0, 1, False)
+    assert shard.device_for("cuda") == "cuda"
+
+
+def test_under_torchrun_cuda_means_the_local_gpu(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    shard = Shard(rank=3, world=4)
+    assert shard.device_for("cuda") == "cuda:3"
+    assert shard.device_for("cuda:1") == "cuda:1"  # an explicit index is kept
+    assert shard.device_for(None) is None
+
+
+def test_output_stems_are_reexported_by_the_cli():
+    from ovseg import cli
+
+    assert cli.output_stems is output_stems
