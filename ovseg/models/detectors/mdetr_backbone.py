@@ -20,6 +20,7 @@ by nearest interpolation, as the reference does.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -105,9 +106,11 @@ class TimmBody(nn.Module):
         super().__init__()
         import timm
 
-        body = timm.create_model(
-            name, pretrained=False, in_chans=3, features_only=True, out_indices=(1, 2, 3, 4)
-        )
+        with warnings.catch_warnings():  # "Mapping deprecated model name ..._ns": same network
+            warnings.filterwarnings("ignore", message="Mapping deprecated model name")
+            body = timm.create_model(
+                name, pretrained=False, in_chans=3, features_only=True, out_indices=(1, 2, 3, 4)
+            )
         _freeze_batch_norms(body)
         self.body = body
         self.num_channels = int(body.feature_info.channels()[-1])
