@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovseg.errors import ConfigError
+from ovseg.errors import ConfigError, MissingDependencyError
 
 __all__ = [
     "FrozenBatchNorm2d",
@@ -104,7 +104,12 @@ class TimmBody(nn.Module):
 
     def __init__(self, name: str) -> None:
         super().__init__()
-        import timm
+        try:
+            import timm
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "MDETR's EfficientNet backbones need timm: pip install 'ovseg[detection]'."
+            ) from exc
 
         with warnings.catch_warnings():  # "Mapping deprecated model name ..._ns": same network
             warnings.filterwarnings("ignore", message="Mapping deprecated model name")
