@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg.errors import CheckpointError, ConfigError, VocabularyError, WeightsNotFoundError
-from ovseg.errors import UnsafeCheckpointError
+from ovseg.errors import (
+    CheckpointError,
+    ConfigError,
+    UnsafeCheckpointError,
+    VocabularyError,
+    WeightsNotFoundError,
+)
 from ovseg.registry import DETECTORS
 from tests.models.detectors.tiny_mdetr import (
     tiny_architecture,
