@@ -254,3 +254,16 @@ def test_bad_settings_are_refused(files, tmp_path):
         (tmp_path / "tok").mkdir()
         (tmp_path / "tok" / "vocab.json").write_text("{}")
         _build({**files, "tokenizer": tmp_path / "tok"})
+
+
+def test_resize_follows_the_reference_sizes():
+    """``get_size_with_aspect_ratio`` (datasets/transforms.py), transcribed: short side 800,
+    unless the long side would pass 1333."""
+    from ovseg.models.detectors.mdetr import resize_for_mdetr
+
+    assert resize_for_mdetr(_image(0, (480, 640, 3))).shape == (800, 1066, 3)
+    assert resize_for_mdetr(_image(0, (640, 480, 3))).shape == (1066, 800, 3)
+    # 1333 * 100 / 1000 = 133.3 -> 133; long side int(133 * 1000 / 100) = 1330
+    assert resize_for_mdetr(_image(0, (100, 1000, 3))).shape == (133, 1330, 3)
+    same = _image(0, (800, 900, 3))
+    assert resize_for_mdetr(same) is same
