@@ -30,6 +30,12 @@ from ovseg.model_zoo.embedded import (
     EMBEDDED_WEIGHTS,
     WEIGHTS_DIR,
 )
+from ovseg.model_zoo.mdetr_release import (
+    MDETR_RELEASES,
+    MDETR_TOKENIZER,
+    release_candidates,
+    release_url,
+)
 from ovseg.model_zoo.sam_release import (
     OFFICIAL_CHECKPOINTS,
     OFFICIAL_TAG,
@@ -252,6 +258,26 @@ def _detector(section: Mapping[str, Any]) -> WeightStatus:
     return WeightStatus(what, None, f"hf download {model}")
 
 
+def _mdetr(section: Mapping[str, Any]) -> Iterator[WeightStatus]:
+    model = str(section.get("model", "mdetr_resnet101"))
+    if section.get("checkpoint"):
+        yield _local_file(f"MDETR {model}", section["checkpoint"])
+    elif model not in MDETR_RELEASES:
+        yield WeightStatus(f"MDETR {model}", None, f"a release name ({', '.join(MDETR_RELEASES)})")
+    else:
+        candidates = release_candidates(model)
+        found = "torch hub cache" if any(p.is_file() for p in candidates) else None
+        yield WeightStatus(f"MDETR {model}", found, f"{release_url(model)} -> {candidates[0]}")
+    tokenizer = str(section.get("tokenizer", MDETR_TOKENIZER))
+    what = f"MDETR tokenizer {tokenizer}"
+    if Path(tokenizer).expanduser().is_dir():
+        yield WeightStatus(what, "local folder")
+    elif any(_cached_hf_file(r, ("merges.txt",)) for r in (tokenizer, f"FacebookAI/{tokenizer}")):
+        yield WeightStatus(what, "Hugging Face cache")
+    else:
+        yield WeightStatus(what, None, f"hf download {tokenizer} vocab.json merges.txt")
+
+
 _DETECTOR_TYPES = (
     "OwlViTDetector",
     "owlvit",
@@ -268,7 +294,7 @@ _CHECKS = {
     "DenseCLIPSegmenter": _denseclip,
     **dict.fromkeys(_DETECTOR_TYPES, _detector),
 }
-_MULTI_CHECKS = {"ReasoningSegmenter": _reasoning}
+_MULTI_CHECKS = {"ReasoningSegmenter": _reasoning, "MdetrDetector": _mdetr, "mdetr": _mdetr}
 
 
 def _weights(node: Any) -> Iterator[WeightStatus]:

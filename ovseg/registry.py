@@ -219,7 +219,9 @@ POINT_SELECTORS = Registry("point_selector", _modules("ovseg.models.prompts", "p
 MASK_CLASSIFIERS = Registry(
     "mask_classifier", _modules("ovseg.models.classifiers", "mask_pooling", "masked_crop")
 )
-# images + text queries -> scored boxes (OWL-ViT, OWLv2, Grounding DINO)
-DETECTORS = Registry("detector", _modules("ovseg.models.detectors", "owl", "grounding_dino"))
+# images + text queries -> scored boxes (OWL-ViT, OWLv2, Grounding DINO, MDETR)
+DETECTORS = Registry(
+    "detector", _modules("ovseg.models.detectors", "owl", "grounding_dino", "mdetr")
+)
 # vocabulary-free name search (CaSED)
 VOCAB_SOURCES = Registry("vocab_source", _modules("ovseg.cased", "search"))

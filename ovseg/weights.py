@@ -25,6 +25,7 @@ leaves the previous file intact and no temporary file behind.
 from __future__ import annotations
 
 import _compat_pickle
+import argparse
 import hashlib
 import io
 import os
@@ -105,6 +106,11 @@ def _build_allowed_globals() -> frozenset[str]:
 
 #: Every ``module.name`` a torch checkpoint may reference; anything else is refused.
 ALLOWED_GLOBALS: frozenset[str] = _build_allowed_globals()
+
+#: Plain-data classes a caller may allow besides :data:`ALLOWED_GLOBALS` (``allow=``): training
+#: scripts save their command-line arguments (``argparse.Namespace``: attributes only, no code
+#: on unpickling; its attribute values are checked against the allow-list like the rest).
+PLAIN_DATA_CLASSES: dict[str, type] = {"argparse.Namespace": argparse.Namespace}
 
 _ZIP_MAGIC = b"PK\x03\x04"
 # torch's legacy (non-zip) format is 5 pickles in a row: magic number, protocol version,
@@ -256,9 +262,11 @@ def _apply_stack_effect(opcode: pickletools.OpcodeInfo, stack: list[Any]) -> Non
     stack.extend(_MARK if kind is pickletools.markobject else _UNKNOWN for kind in after)
 
 
-def _check_globals(names: Iterable[str], where: str, path: Path) -> None:
+def _check_globals(
+    names: Iterable[str], where: str, path: Path, allow: frozenset[str] = frozenset()
+) -> None:
     for name in names:
-        if name not in ALLOWED_GLOBALS:
+        if name not in ALLOWED_GLOBALS and name not in allow:
             err = UnsafeCheckpointError(
                 f"refusing to load '{path}': its pickle ({where}) references the global "
                 f"'{name}', which is not a tensor, dtype or plain container. Loading it could "
@@ -274,7 +282,7 @@ def _is_pickle_name(name: str) -> bool:
     return name.lower().endswith(".pkl")
 
 
-def _scan_zip(fh: BinaryIO, path: Path) -> None:
+def _scan_zip(fh: BinaryIO, path: Path, allow: frozenset[str] = frozenset()) -> None:
     """Scan every pickle of a zip checkpoint, as Python's zipfile and as torch's reader see it.
 
     Reading the members twice closes parser-differential tricks (two central directories,
@@ -297,7 +305,7 @@ def _scan_zip(fh: BinaryIO, path: Path) -> None:
         for info in infos:  # every pickle, duplicates included
             if _is_pickle_name(info.filename):
                 with zf.open(info) as member:
-                    _check_globals(find_pickle_globals(member), info.filename, path)
+                    _check_globals(find_pickle_globals(member), info.filename, path, allow)
 
     reader_cls = getattr(torch._C, "PyTorchFileReader", None)
     if reader_cls is None:  # private API gone in some future torch: the zipfile scan stands
@@ -307,10 +315,10 @@ def _scan_zip(fh: BinaryIO, path: Path) -> None:
     for name in reader.get_all_records():
         if _is_pickle_name(name):
             record = io.BytesIO(reader.get_record(name))
-            _check_globals(find_pickle_globals(record), name, path)
+            _check_globals(find_pickle_globals(record), name, path, allow)
 
 
-def _scan_legacy(fh: BinaryIO, path: Path) -> None:
+def _scan_legacy(fh: BinaryIO, path: Path, allow: frozenset[str] = frozenset()) -> None:
     try:
         with tarfile.open(fileobj=fh, mode="r:"):
             is_tar = True
@@ -323,7 +331,7 @@ def _scan_legacy(fh: BinaryIO, path: Path) -> None:
         )
     fh.seek(0)
     for index in range(_LEGACY_PICKLES):
-        _check_globals(find_pickle_globals(fh), f"legacy pickle #{index}", path)
+        _check_globals(find_pickle_globals(fh), f"legacy pickle #{index}", path, allow)
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,9 +403,12 @@ def _load_safetensors(path: Path, map_location: MapLocation) -> dict[str, torch.
         raise _corrupt(path, err) from err
 
 
-def _load_torch(fh: BinaryIO, path: Path, map_location: MapLocation) -> Any:
+def _load_torch(
+    fh: BinaryIO, path: Path, map_location: MapLocation, allow: frozenset[str] = frozenset()
+) -> Any:
     try:
-        return torch.load(fh, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals([PLAIN_DATA_CLASSES[name] for name in sorted(allow)]):
+            return torch.load(fh, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         lines = str(err).splitlines() or [""]
         reason = next((ln for ln in lines if "Unsupported" in ln or "blocked" in ln), lines[0])
@@ -418,7 +429,20 @@ def _load_torch(fh: BinaryIO, path: Path, map_location: MapLocation) -> Any:
         raise _corrupt(path, err) from err
 
 
-def _load_any(path: PathLike, map_location: MapLocation) -> tuple[Any, Path]:
+def _allowed_classes(allow: Iterable[str]) -> frozenset[str]:
+    names = frozenset(allow)
+    unknown = sorted(names - set(PLAIN_DATA_CLASSES))
+    if unknown:
+        raise ValueError(
+            f"allow= takes only plain-data classes {sorted(PLAIN_DATA_CLASSES)}, not {unknown}."
+        )
+    return names
+
+
+def _load_any(
+    path: PathLike, map_location: MapLocation, allow: Iterable[str] = ()
+) -> tuple[Any, Path]:
+    allowed = _allowed_classes(allow)
     p = _existing_file(path)
     if p.suffix.lower() == ".safetensors":
         return _load_safetensors(p, map_location), p
@@ -435,15 +459,15 @@ def _load_any(path: PathLike, map_location: MapLocation) -> tuple[Any, Path]:
         fh.seek(0)
         try:
             if is_zip:
-                _scan_zip(fh, p)
+                _scan_zip(fh, p, allowed)
             else:
-                _scan_legacy(fh, p)
+                _scan_legacy(fh, p, allowed)
         except (CheckpointError, MemoryError):
             raise
         except Exception as err:  # BadZipFile, ValueError from genops, zlib.error, EOFError ...
             raise _corrupt(p, err) from err
         fh.seek(0)
-        return _load_torch(fh, p, map_location), p
+        return _load_torch(fh, p, map_location, allowed), p
 
 
 def _describe(obj: Any) -> str:
@@ -490,7 +514,9 @@ def _find_tensor_mapping(obj: Any, depth: int = 0) -> Mapping[str, torch.Tensor]
     return None
 
 
-def load_state_dict(path: PathLike, map_location: MapLocation = "cpu") -> dict[str, torch.Tensor]:
+def load_state_dict(
+    path: PathLike, map_location: MapLocation = "cpu", allow: Iterable[str] = ()
+) -> dict[str, torch.Tensor]:
     """Load a model state dict (``name -> tensor``) from ``.safetensors`` or a torch checkpoint.
 
     Torch checkpoints are scanned (see the module docstring) and loaded with
@@ -503,6 +529,8 @@ def load_state_dict(path: PathLike, map_location: MapLocation = "cpu") -> dict[s
         map_location: where tensors go, as in ``torch.load``.  safetensors files record no
             device, so there only a device (str / torch.device) is used; a remapping dict or
             callable loads them on the CPU.
+        allow: names from :data:`PLAIN_DATA_CLASSES` the file may also reference (e.g.
+            ``("argparse.Namespace",)`` for a training checkpoint that saved its arguments).
 
     Returns:
         A plain ``dict`` from parameter name to tensor (torch files keep the saved key order;
@@ -513,7 +541,7 @@ def load_state_dict(path: PathLike, map_location: MapLocation = "cpu") -> dict[s
         UnsafeCheckpointError: the pickle references a disallowed global.
         CheckpointError: truncated / corrupt file, or content that is not ``str -> Tensor``.
     """
-    obj, p = _load_any(path, map_location)
+    obj, p = _load_any(path, map_location, allow)
     found = _find_tensor_mapping(obj)
     if found is None:
         raise CheckpointError(

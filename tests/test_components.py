@@ -281,6 +281,10 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "needs a detector folder (config, weights, processor)",
         "tests/models/detectors/test_detectors.py",
     ),
+    ("detector", "MdetrDetector"): (
+        "needs a checkpoint and a tokenizer",
+        "tests/models/detectors/test_mdetr.py",
+    ),
     ("pipeline", "DetectionPipeline"): ("needs a detector", "tests/pipelines/test_detection.py"),
     ("dataset", "LVISInstances"): (
         "needs an LVIS JSON and images",

@@ -188,3 +188,21 @@ def test_detector_weights_in_a_folder_or_the_hf_cache(empty_hf_cache, tmp_path, 
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(config))
     assert preset_status(str(path)).tasks["detection"][0].where == "local folder"
+
+
+def test_mdetr_checkpoint_and_tokenizer(empty_hf_cache, tmp_path, monkeypatch, no_model_built):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    status = preset_status("mdetr-r101-refcocoplus-sam-vith")
+    missing = {w.what: w.fetch for w in status.missing("detection")}
+    assert set(missing) == {"MDETR mdetr_resnet101_refcocoplus", "MDETR tokenizer roberta-base"}
+    assert "refcoco%2B_resnet101_checkpoint.pth" in missing["MDETR mdetr_resnet101_refcocoplus"]
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / "refcoco%2B_resnet101_checkpoint.pth").write_bytes(b"x")
+    repo = empty_hf_cache / "models--FacebookAI--roberta-base"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "merges.txt").write_text("#version: 0.2\n")
+    status = preset_status("mdetr-r101-refcocoplus-sam-vith")
+    assert status.ready("detection")
+    assert [w.where for w in status.tasks["detection"]] == ["torch hub cache", "Hugging Face cache"]

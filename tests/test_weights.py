@@ -527,3 +527,28 @@ def test_torch_file_named_safetensors_says_to_rename_it(tmp_path, zipped):
         assert ("zip archive" in str(info.value)) == zipped
     renamed = path.rename(tmp_path / "model.pth")
     assert torch.equal(load_state_dict(renamed)["conv.weight"], _state()["conv.weight"])
+
+
+def test_training_arguments_load_only_when_allowed(tmp_path):
+    """A training checkpoint with its ``argparse.Namespace`` (MDETR's releases): refused by
+    default, loaded with ``allow=("argparse.Namespace",)``; the Namespace's contents stay
+    checked, and only the listed plain-data classes can be allowed."""
+    import argparse
+
+    from ovseg.weights import load_checkpoint
+
+    state = {"w": torch.arange(3.0)}
+    path = tmp_path / "train.pth"
+    torch.save({"model": state, "args": argparse.Namespace(lr=0.1, names=["a"])}, path)
+    with pytest.raises(UnsafeCheckpointError, match="argparse.Namespace"):
+        load_state_dict(path)
+    loaded = load_state_dict(path, allow=("argparse.Namespace",))
+    assert list(loaded) == ["w"] and torch.equal(loaded["w"], state["w"])
+    with pytest.raises(UnsafeCheckpointError):
+        load_checkpoint(path)
+    hidden = tmp_path / "hidden.pth"
+    torch.save({"model": state, "args": argparse.Namespace(hook=os.system)}, hidden)
+    with pytest.raises(UnsafeCheckpointError, match="system"):
+        load_state_dict(hidden, allow=("argparse.Namespace",))
+    with pytest.raises(ValueError, match="plain-data"):
+        load_state_dict(path, allow=("os.system",))

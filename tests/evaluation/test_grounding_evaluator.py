@@ -98,3 +98,47 @@ def test_rec_with_a_tiny_grounding_dino(tmp_path):
     results = evaluate(config, work_dir=tmp_path / "work")
     assert results["num_expressions"] == 3 and 0 <= results["correct"] <= 3
     assert (tmp_path / "work" / "results.json").is_file()
+
+
+def test_rec_with_a_tiny_mdetr(tmp_path):
+    """MDETR scores an expression's boxes by 1 - p(no object) (the reference's refexp ranking):
+    Acc at an IoU threshold equals the count recomputed from the model's raw outputs (the
+    threshold is put between the top-1 boxes' IoUs, so that some count and some do not)."""
+    import torch
+
+    from ovseg.models.classifiers.nms import box_iou
+    from ovseg.registry import DETECTORS
+    from tests.models.detectors.tiny_mdetr import (
+        tiny_architecture,
+        write_tiny_checkpoint,
+        write_tiny_tokenizer,
+    )
+
+    refer = write_refer(tmp_path / "refer")
+    detector = {
+        "type": "MdetrDetector", "checkpoint": str(write_tiny_checkpoint(tmp_path / "m.pth")),
+        "tokenizer": str(write_tiny_tokenizer(tmp_path / "tok")),
+        "architecture": tiny_architecture(), "min_size": 40, "max_size": 64,
+    }  # fmt: skip
+    model = DETECTORS.build(detector)
+    ious = []
+    for sample in RefCOCODataset(refer, split="val"):
+        for expression in sample["expressions"]:
+            with torch.no_grad():
+                outputs, _ = model.predict([sample["image"]], clean_phrase(expression["text"]))
+            best = int((1 - outputs["pred_logits"][0].softmax(-1)[:, -1]).argmax())
+            cx, cy, w, h = outputs["pred_boxes"][0, best].tolist()
+            height, width = sample["image"].shape[:2]
+            box = np.array([[max(cx - w / 2, 0) * width, max(cy - h / 2, 0) * height,
+                             min(cx + w / 2, 1) * width, min(cy + h / 2, 1) * height]])  # fmt: skip
+            ious.append(float(box_iou(box, expression["box"][None])[0, 0]))
+    assert len(ious) == 3 and max(ious) > 0
+    threshold = float(np.mean(sorted(ious)[-2:]))  # between the two best
+    config = {
+        "pipelines": {"detection": {"type": "DetectionPipeline", "detector": detector}},
+        "data": {"test": {"type": "RefCOCODataset", "root": str(refer), "split": "val"}},
+        "evaluation": {"type": "RECEvaluator", "progress": False, "iou_threshold": threshold},
+    }
+    results = evaluate(config, work_dir=tmp_path / "work")
+    assert results["num_expressions"] == 3
+    assert results["correct"] == sum(iou >= threshold for iou in ious) >= 1

@@ -94,6 +94,7 @@ PROXY_PRESETS = {p.stem for p in PRESETS.glob("proxyclip-*.yaml")}
 SCCLIP_PRESETS = {p.stem for p in PRESETS.glob("scclip-*.yaml")}
 # detector + SAM presets (no semantic pipeline) are tested in test_detection_presets.py
 DETECTION_PRESETS = {"owlv2-b16-sam-vith", "grounding-dino-t-sam-vith"}
+DETECTION_PRESETS |= {p.stem for p in PRESETS.glob("mdetr-*.yaml")}
 # READ reasoning presets (a released multimodal model) are tested in tests/pipelines/test_reasoning.py
 READ_PRESETS = {p.stem for p in PRESETS.glob("read-*.yaml")}
 # CLIP + SAM presets for every task are tested in test_clipsam_presets.py

@@ -135,3 +135,39 @@ def test_preset_with_its_detector_present_names_the_missing_sam(config, monkeypa
     message = str(info.value)
     assert "sam_vit_h_4b8939.pth" in message
     assert "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth" in message
+
+
+def test_mdetr_detects_and_proposes_instances(config, tmp_path):
+    """MDETR in both pipelines: detections as the detector's own, SAM masks from its boxes."""
+    from tests.models.detectors.tiny_mdetr import (
+        tiny_architecture,
+        write_tiny_checkpoint,
+        write_tiny_tokenizer,
+    )
+
+    detector = {
+        "type": "MdetrDetector", "checkpoint": str(write_tiny_checkpoint(tmp_path / "m.pth")),
+        "tokenizer": str(write_tiny_tokenizer(tmp_path / "tok")),
+        "architecture": tiny_architecture(), "min_size": 40, "max_size": 64,
+        "box_threshold": 0.0,
+    }  # fmt: skip
+    pipelines = {
+        "detection": dict(config["pipelines"]["detection"], detector=detector),
+        "instance": dict(config["pipelines"]["instance"], detector=detector),
+    }
+    image = random_image(40, 56)
+    detection = create_pipeline({"pipelines": pipelines}, ["cat", "dog|kitty"], task="detection")
+    found = detection(image)
+    direct = detection.detector.detect(image, detection.vocabulary, box_threshold=0.0, nms=0.5)
+    assert len(found) > 0 and found.class_names == ["cat", "dog"]
+    np.testing.assert_array_equal(found.scores, direct.scores)
+    instance = create_pipeline({"pipelines": pipelines}, ["cat"], task="instance")
+    masks = instance(image)
+    assert isinstance(masks, Instances) and len(masks) > 0
+
+
+@pytest.mark.parametrize("task", ["detection", "instance"])
+def test_mdetr_preset_names_its_missing_checkpoint(task, monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(WeightsNotFoundError, match="pretrained_resnet101_checkpoint.pth"):
+        create_pipeline("mdetr-r101-sam-vith", ["cat"], task=task)

@@ -1,7 +1,8 @@
 """Open-vocabulary detectors: images + text queries -> scored boxes (see :mod:`.base`).
 
 Built-in (registered in ``ovseg.registry.DETECTORS``): ``OwlViTDetector``, ``Owlv2Detector``,
-``GroundingDinoDetector``; transformers is imported when one is built.
+``GroundingDinoDetector`` (transformers' model classes) and ``MdetrDetector`` (the reference
+modules, released ``.pth`` files); transformers is imported when one is built.
 """
 
 from ovseg.models.detectors.base import (

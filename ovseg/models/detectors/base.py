@@ -6,8 +6,8 @@ Every detector offers ``detect(images, queries, box_threshold=, score_threshold=
   ``image``) or a list of them (batched through the model ``batch_size`` at a time);
 * ``queries``: a list of phrases, or a :class:`~ovseg.vocab.Vocabulary` (its synonyms are
   queries of one class); any number of them: when they do not fit one model call (the text
-  length of Grounding DINO's caption, ``max_queries_per_call`` for OWL) they are split over
-  several calls. A single query longer than the model's text length is refused (never cut).
+  length of Grounding DINO's or MDETR's caption, ``max_queries_per_call`` for OWL) they are
+  split over several calls. A single query longer than the model's text length is refused (never cut).
 
 A subclass supplies :meth:`OpenVocabularyDetector.score_chunk`: for a batch of images and a
 chunk of queries, per image the candidate boxes ``(P, 4)`` (XYXY float, input-image pixels) and
