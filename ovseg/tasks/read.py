@@ -13,7 +13,9 @@ Two stages, as LLaVA and LISA / READ train:
     :class:`~ovseg.data.reasonseg.ReasonSegDataset`). Each query is one LLaVA v1 conversation
     (``<image>\\n{question}`` -> ``{answer}``, e.g. "Sure, it is [SEG]."); the conversations of
     one image share its CLIP and SAM inputs (LISA's ``offset``). Loss: LISA's ``1.0 * CE +
-    2.0 * BCE + 0.5 * DICE`` (:meth:`ReadModel.forward`). LoRA (peft) on the LM's ``q_proj`` /
+    2.0 * BCE + 0.5 * DICE`` (:meth:`ReadModel.forward`), plus, only when
+    ``similarity_loss_weight`` > 0 (an ovseg option), a loss that puts SasP's similarity map
+    on the ground-truth mask. LoRA (peft) on the LM's ``q_proj`` /
     ``v_proj`` (r 8, alpha 16, dropout 0.05); trainable besides: ``text_hidden_fcs``, SAM's
     ``mask_decoder``, ``lm_head`` and ``embed_tokens`` (LISA's list) and ``mm_projector``
     (LISA keeps it frozen; drop it from ``trainable`` for that).
@@ -262,6 +264,8 @@ class READTask(nn.Module):
         trainable: parts to train besides LoRA (names of ``TRAINABLE_PATTERNS``); default per
             stage as in the module docstring.
         ce_loss_weight, bce_loss_weight, dice_loss_weight: LISA's 1.0 / 2.0 / 0.5.
+        similarity_loss_weight: an extra loss on the map SasP reads (not in LISA / READ; 0, the
+            default, is their loss); see :class:`~ovseg.models.multimodal.read.ReadModel`.
         max_length: longest sequence the LM sees (image tokens counted).
         sam_cache_size: SAM image embeddings kept (0: none).
     """
@@ -282,6 +286,7 @@ class READTask(nn.Module):
         ce_loss_weight: float = 1.0,
         bce_loss_weight: float = 2.0,
         dice_loss_weight: float = 0.5,
+        similarity_loss_weight: float = 0.0,
         max_length: int = 256,
         sam_cache_size: int = 8192,
         attn_implementation: str = "sdpa",
@@ -329,6 +334,7 @@ class READTask(nn.Module):
             ce_loss_weight=ce_loss_weight,
             bce_loss_weight=bce_loss_weight,
             dice_loss_weight=dice_loss_weight,
+            similarity_loss_weight=similarity_loss_weight,
         )
         self.config = config
         self.vision_tower_spec = str(vision_tower)
@@ -477,6 +483,8 @@ class READTask(nn.Module):
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         out = self.run_model(batch)
         keys = ("loss", "ce_loss", "mask_bce_loss", "mask_dice_loss")
+        if self.model.similarity_loss_weight > 0:
+            keys += ("similarity_loss",)
         return {k: out[k] if k == "loss" else out[k].detach() for k in keys}
 
     # ---------------------------------------------------------------- evaluation / export
