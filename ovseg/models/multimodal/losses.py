@@ -64,11 +64,13 @@ def grid_occupancy(
 def similarity_ce_loss(similarity: torch.Tensor, occupancy: torch.Tensor) -> torch.Tensor:
     """Soft cross-entropy of one similarity map against where its target lies.
 
-    ``similarity`` ``(N,)``: raw ``[SEG]``-to-image-token dot products (the map SasP reads);
-    ``occupancy`` ``(N,)`` from :func:`grid_occupancy`. The target distribution is the occupancy
-    normalised to sum 1; the loss is ``-sum(target * log_softmax(similarity))``, minimised when
-    the map is high on the target's cells and low elsewhere (what SasP's min-max normalised
-    thresholds need). A target that covers no cell gives 0 (kept in the graph).
+    ``similarity`` ``(N,)``: ``[SEG]``-to-image-token dot products (the map SasP reads), scaled
+    as the caller likes (SasP's min-max normalisation ignores a positive scale; ReadModel divides
+    by ``sqrt(hidden size)`` as attention does); ``occupancy`` ``(N,)`` from
+    :func:`grid_occupancy`. The target distribution is the occupancy normalised to sum 1; the
+    loss is ``-sum(target * log_softmax(similarity))``, minimised when the map is high on the
+    target's cells and low elsewhere (what SasP's thresholds need). A target that covers no
+    cell gives 0 (kept in the graph).
     """
     total = occupancy.sum()
     log_probs = F.log_softmax(similarity.float(), dim=-1)

@@ -177,8 +177,9 @@ class ReadModel(nn.Module):
         use_im_start_end: prompts wrap ``<image>`` in ``<im_start>``/``<im_end>`` (LLaVA's
             ``mm_use_im_start_end``; READ: True).
         similarity_loss_weight: weight of an extra training loss on the similarity map SasP
-            reads (:func:`~ovseg.models.multimodal.losses.similarity_ce_loss` against the
-            ground-truth mask's cell occupancy, averaged over masks). Not in READ, whose map
+            reads (:func:`~ovseg.models.multimodal.losses.similarity_ce_loss` of the dot
+            products over ``sqrt(hidden size)`` against the ground-truth mask's cell occupancy,
+            averaged over masks). Not in READ, whose map
             gets no direct supervision: 0 (default) is READ's loss exactly.
     """
 
@@ -379,7 +380,8 @@ class ReadModel(nn.Module):
                 points, _ = self.points_for(seg_hidden, image_hidden, original_size)
                 if self.similarity_loss_weight > 0:
                     occupancy = grid_occupancy(gt[k_seg].to(hidden.device), region, grid)
-                    sim_loss = sim_loss + similarity_ce_loss(image_hidden @ seg_hidden, occupancy)
+                    scaled = image_hidden @ seg_hidden / float(seg_hidden.shape[-1]) ** 0.5
+                    sim_loss = sim_loss + similarity_ce_loss(scaled, occupancy)
                 text_embed = self.text_hidden_fcs[0](seg_hidden)
                 mask_logits, _ = self.decode_mask(
                     embedding, text_embed, points, input_size, original_size
