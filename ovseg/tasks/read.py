@@ -13,7 +13,9 @@ Two stages, as LLaVA and LISA / READ train:
     :class:`~ovseg.data.reasonseg.ReasonSegDataset`). Each query is one LLaVA v1 conversation
     (``<image>\\n{question}`` -> ``{answer}``, e.g. "Sure, it is [SEG]."); the conversations of
     one image share its CLIP and SAM inputs (LISA's ``offset``). Loss: LISA's ``1.0 * CE +
-    2.0 * BCE + 0.5 * DICE`` (:meth:`ReadModel.forward`). LoRA (peft) on the LM's ``q_proj`` /
+    2.0 * BCE + 0.5 * DICE`` (:meth:`ReadModel.forward`), plus, only when
+    ``similarity_loss_weight`` > 0 (an ovseg option), a loss that puts SasP's similarity map
+    on the ground-truth mask. LoRA (peft) on the LM's ``q_proj`` /
     ``v_proj`` (r 8, alpha 16, dropout 0.05); trainable besides: ``text_hidden_fcs``, SAM's
     ``mask_decoder``, ``lm_head`` and ``embed_tokens`` (LISA's list) and ``mm_projector``
     (LISA keeps it frozen; drop it from ``trainable`` for that).
@@ -28,7 +30,8 @@ The model (``model:``): a LLaMA decoder of the given size over ``tokenizer`` (a 
 ``shapes-bpe``, or a folder), a vision tower (``open_clip:ovseg-ViT-Ti-8@shapes``: the embedded
 CLIP, or an HF CLIP folder), ``mm_projector`` (``mlp2x_gelu``) and a SAM (``ovseg-sam-tiny``,
 weights ``sam_weights``: an embedded tag such as ``shapes`` or a file). ``init_checkpoint``
-loads a previous stage's export (strictly, before LoRA). ``export`` writes the whole model with
+loads a previous stage's export or a READ folder (strictly, before LoRA; a folder's vision tower
+is replaced by ``vision_tower``'s, which is frozen). ``export`` writes the whole model with
 LoRA merged into the base weights (safetensors), loadable into the same architecture.
 
 Evaluation (``data.val``): teacher-forced masks of the ground-truth conversations, as LISA and
@@ -52,7 +55,7 @@ from torch import Tensor, nn
 
 from ovseg.engine import dist as edist
 from ovseg.engine.data import move_to_device
-from ovseg.errors import ConfigError, DatasetError, WeightsNotFoundError
+from ovseg.errors import CheckpointError, ConfigError, DatasetError, WeightsNotFoundError
 from ovseg.evaluation.reasoning import ReasoningMetric
 from ovseg.registry import TASKS
 
@@ -96,6 +99,31 @@ def _sam_state(spec: str | os.PathLike, model_type: str) -> dict[str, Tensor]:
     if (model_type, str(spec)) in EMBEDDED_WEIGHTS:
         return load_state_dict(embedded_checkpoint(model_type, str(spec)))
     return load_state_dict(spec)
+
+
+def _init_state(model: nn.Module, spec: str | os.PathLike) -> dict[str, Tensor]:
+    """The state ``init_checkpoint`` names, under ReadModel keys: a stage's export (a
+    safetensors file, loaded as it is) or a READ folder (e.g. a packaged model such as
+    ``ovseg/model_zoo/weights/read-shapes-tiny``), whose vision tower is replaced by the tower
+    ``model`` was built with (the tower is frozen; a packaged folder holds an fp16 copy)."""
+    from ovseg.weights import load_state_dict
+
+    path = Path(spec)
+    if not path.is_dir():
+        return load_state_dict(path)
+    from ovseg.models.multimodal.checkpoint import load_folder_state, map_read_keys
+
+    state, unknown = map_read_keys(load_folder_state(path), model)
+    if unknown:
+        raise CheckpointError(
+            f"task.init_checkpoint {path}: {len(unknown)} keys belong to no part of READ: "
+            f"{sorted(unknown)[:8]}."
+        )
+    expected = model.state_dict()
+    tower = "mllm.vision_tower."
+    state = {k: v for k, v in state.items() if not k.startswith(tower)}
+    state.update({k: v for k, v in expected.items() if k.startswith(tower)})
+    return {k: v.to(expected[k].dtype) if k in expected else v for k, v in state.items()}
 
 
 def image_key(image: np.ndarray) -> str:
@@ -230,12 +258,14 @@ class READTask(nn.Module):
         vision_tower: ``open_clip:<model>@<tag>`` or an HF CLIP folder.
         projector: LLaVA's ``mm_projector_type``.
         sam: SAM architecture name; ``sam_weights``: embedded tag or file (None: random).
-        init_checkpoint: a previous stage's export to start from.
+        init_checkpoint: a previous stage's export (file) or a READ folder to start from.
         lora: ``{r, alpha, dropout, targets}`` (``r: 0``: no LoRA; the LM base stays frozen
             unless ``language_model`` is in ``trainable``). Used in the reasoning stage.
         trainable: parts to train besides LoRA (names of ``TRAINABLE_PATTERNS``); default per
             stage as in the module docstring.
         ce_loss_weight, bce_loss_weight, dice_loss_weight: LISA's 1.0 / 2.0 / 0.5.
+        similarity_loss_weight: an extra loss on the map SasP reads (not in LISA / READ; 0, the
+            default, is their loss); see :class:`~ovseg.models.multimodal.read.ReadModel`.
         max_length: longest sequence the LM sees (image tokens counted).
         sam_cache_size: SAM image embeddings kept (0: none).
     """
@@ -256,6 +286,7 @@ class READTask(nn.Module):
         ce_loss_weight: float = 1.0,
         bce_loss_weight: float = 2.0,
         dice_loss_weight: float = 0.5,
+        similarity_loss_weight: float = 0.0,
         max_length: int = 256,
         sam_cache_size: int = 8192,
         attn_implementation: str = "sdpa",
@@ -268,10 +299,10 @@ class READTask(nn.Module):
         if stage not in STAGES:
             raise ConfigError(f"task.stage must be one of {STAGES}, got {stage!r}.")
         self.stage = stage
-        if init_checkpoint is not None and not Path(init_checkpoint).is_file():
+        if init_checkpoint is not None and not Path(init_checkpoint).exists():
             raise WeightsNotFoundError(
                 f"task.init_checkpoint {init_checkpoint} does not exist. It is the previous "
-                "stage's export: run that stage first (ovseg train "
+                "stage's export (or a READ folder): run that stage first (ovseg train "
                 "configs/read/shapes_tiny_read_caption.yaml), or set "
                 "task.init_checkpoint=null to start from random weights."
             )
@@ -303,6 +334,7 @@ class READTask(nn.Module):
             ce_loss_weight=ce_loss_weight,
             bce_loss_weight=bce_loss_weight,
             dice_loss_weight=dice_loss_weight,
+            similarity_loss_weight=similarity_loss_weight,
         )
         self.config = config
         self.vision_tower_spec = str(vision_tower)
@@ -315,9 +347,7 @@ class READTask(nn.Module):
         if sam_weights is not None:
             self.model.visual_model.load_state_dict(_sam_state(sam_weights, sam_name))
         if init_checkpoint is not None:
-            from ovseg.weights import load_state_dict
-
-            self.model.load_state_dict(load_state_dict(init_checkpoint))
+            self.model.load_state_dict(_init_state(self.model, init_checkpoint))
         self.lora_names: list[str] = []
         self._set_trainable(stage, lora, trainable)
         self.max_length = int(max_length)
@@ -453,6 +483,8 @@ class READTask(nn.Module):
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         out = self.run_model(batch)
         keys = ("loss", "ce_loss", "mask_bce_loss", "mask_dice_loss")
+        if self.model.similarity_loss_weight > 0:
+            keys += ("similarity_loss",)
         return {k: out[k] if k == "loss" else out[k].detach() for k in keys}
 
     # ---------------------------------------------------------------- evaluation / export

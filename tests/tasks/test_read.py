@@ -13,7 +13,7 @@ from ovseg.data.synthetic import SyntheticSceneDataset
 from ovseg.data.synthetic_reasoning import SyntheticReasoningDataset
 from ovseg.data.world_tokenizer import train_world_tokenizer
 from ovseg.engine import train
-from ovseg.errors import ConfigError, DatasetError, WeightsNotFoundError
+from ovseg.errors import CheckpointError, ConfigError, DatasetError, WeightsNotFoundError
 from ovseg.models.multimodal.constants import IGNORE_INDEX
 from ovseg.tasks.read import READTask
 from ovseg.weights import load_state_dict
@@ -128,6 +128,55 @@ def test_forward_backward_and_cached_sam_embeddings(task):
     torch.testing.assert_close(cached, fresh)
 
 
+def test_similarity_loss_is_an_option_that_trains_the_sasp_map(task):
+    batch = _batch(task)
+    torch.manual_seed(0)
+    extra = READTask("reasoning", **_settings(task_tokenizer(task), similarity_loss_weight=2.0))
+    extra.model.load_state_dict(task.model.state_dict())
+    extra.train()
+    task.train()
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        plain = task(batch)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        out = extra(batch)
+    assert set(out) == set(plain) | {"similarity_loss"}
+    assert float(out["similarity_loss"]) > 0
+    torch.testing.assert_close(out["loss"], plain["loss"] + out["similarity_loss"])
+    # it reaches the image tokens' hidden states: LoRA of the first layer gets gradients from it
+    extra.zero_grad(set_to_none=True)
+    extra.model(**_model_inputs(extra, batch))["similarity_loss"].backward()
+    lora = [p for n, p in extra.named_parameters() if "layers.0." in n and "lora_B" in n]
+    assert lora and all(p.grad is not None for p in lora)
+    task.zero_grad(set_to_none=True)
+
+
+def _model_inputs(task, batch):
+    keys = ("images_clip", "input_ids", "labels", "attention_masks", "offset", "masks_list",
+            "sam_mask_shape_list")  # fmt: skip
+    return {**{k: batch[k] for k in keys}, "image_embeddings": task.sam_embeddings(batch)}
+
+
+def test_init_checkpoint_may_be_a_read_folder(task, tmp_path):
+    folder = task.export_read_folder(tmp_path / "read_model")
+    torch.manual_seed(5)
+    started = READTask(
+        "reasoning", **_settings(task_tokenizer(task), lora={"r": 0}, init_checkpoint=folder)
+    )
+    merged = task.merged_state_dict()
+    tower = "mllm.vision_tower."
+    for key, value in started.model.state_dict().items():
+        if not key.startswith(tower):  # the frozen tower is the one `vision_tower` built
+            torch.testing.assert_close(value, merged[key], rtol=0, atol=0, msg=key)
+    with pytest.raises(CheckpointError, match="no part of READ"):
+        from safetensors.torch import load_file, save_file
+
+        state = load_file(folder / "model.safetensors")
+        save_file({**state, "stray.weight": torch.zeros(1)}, folder / "model.safetensors")
+        READTask("reasoning", **_settings(task_tokenizer(task), init_checkpoint=folder))
+
+
 def test_caption_stage_labels_only_the_caption(tokenizer_dir):
     torch.manual_seed(0)
     task = READTask("caption", **_settings(tokenizer_dir))
@@ -218,12 +267,17 @@ def test_engine_resume_is_exact(tmp_path, tokenizer_dir):
 def test_shipped_configs_parse():
     from ovseg.config import load_config
 
-    for name in ("shapes_tiny_read_caption.yaml", "shapes_tiny_read.yaml"):
+    for name in ("shapes_tiny_read_caption.yaml", "shapes_tiny_read.yaml",
+                 "shapes_tiny_read_long.yaml", "shapes_tiny_read_long_simloss.yaml"):
         cfg = load_config(CONFIGS / name)
         assert cfg["task"]["type"] == "READ"
     stage2 = load_config(CONFIGS / "shapes_tiny_read.yaml")
     assert stage2["task"]["lora"]["r"] == 8 and stage2["task"]["lora"]["alpha"] == 16
     assert np.isclose(stage2["task"]["bce_loss_weight"], 2.0)
+    assert stage2["task"].get("similarity_loss_weight", 0.0) == 0.0  # READ's loss
+    long = load_config(CONFIGS / "shapes_tiny_read_long.yaml")
+    assert long["task"]["lora"] == stage2["task"]["lora"]
+    assert long["data"]["val"]["seed"] != 1000  # the held-out evaluation scenes
 
 
 def test_read_folder_export_loads_in_the_reasoning_pipeline_and_evaluates(task, tmp_path):

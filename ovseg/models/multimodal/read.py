@@ -24,9 +24,10 @@ sam_mask_shape_list, images=None, image_embeddings=None) -> dict``
     original_size)`` (SAM's resized ``(h, w)`` and ``(H_i, W_i)``). SAM's image embeddings come
     from ``images`` ``(B, 3, T, T)`` (SAM's input, encoded without gradients as READ does) or
     are given directly as ``image_embeddings`` ``(B, C, T/16, T/16)`` (so training can cache a
-    frozen encoder). Returns ``loss = ce_loss + mask_loss``, ``ce_loss`` (weighted LM
+    frozen encoder). Returns ``loss = ce_loss + mask_loss + similarity_loss``, ``ce_loss`` (weighted LM
     cross-entropy over the labels), ``mask_bce_loss``, ``mask_dice_loss`` (weighted, averaged
-    over all masks of the batch), ``mask_loss`` = their sum, and ``pred_masks`` (list of
+    over all masks of the batch), ``mask_loss`` = their sum, ``similarity_loss`` (0 unless
+    ``similarity_loss_weight``, an ovseg option), and ``pred_masks`` (list of
     ``(K_i, H_i, W_i)`` logits), ``points`` (list of lists of
     :class:`~ovseg.structures.PointPrompts`).
 
@@ -100,7 +101,12 @@ from ovseg.models.multimodal.llava import (
     expanded_position,
     splice_image_tokens,
 )
-from ovseg.models.multimodal.losses import dice_loss, sigmoid_bce_loss
+from ovseg.models.multimodal.losses import (
+    dice_loss,
+    grid_occupancy,
+    sigmoid_bce_loss,
+    similarity_ce_loss,
+)
 from ovseg.models.multimodal.processing import ReadImage, clip_center_crop, sam_input
 from ovseg.models.prompts.sasp import SasPSelector
 from ovseg.models.prompts.similarity import GridPlacement
@@ -170,6 +176,11 @@ class ReadModel(nn.Module):
         ce_loss_weight, dice_loss_weight, bce_loss_weight: LISA's 1.0 / 0.5 / 2.0.
         use_im_start_end: prompts wrap ``<image>`` in ``<im_start>``/``<im_end>`` (LLaVA's
             ``mm_use_im_start_end``; READ: True).
+        similarity_loss_weight: weight of an extra training loss on the similarity map SasP
+            reads (:func:`~ovseg.models.multimodal.losses.similarity_ce_loss` of the dot
+            products over ``sqrt(hidden size)`` against the ground-truth mask's cell occupancy,
+            averaged over masks). Not in READ, whose map
+            gets no direct supervision: 0 (default) is READ's loss exactly.
     """
 
     def __init__(
@@ -186,6 +197,7 @@ class ReadModel(nn.Module):
         dice_loss_weight: float = DEFAULT_DICE_LOSS_WEIGHT,
         bce_loss_weight: float = DEFAULT_BCE_LOSS_WEIGHT,
         use_im_start_end: bool = True,
+        similarity_loss_weight: float = 0.0,
     ) -> None:
         super().__init__()
         prompt_dim = int(visual_model.prompt_encoder.embed_dim)
@@ -206,6 +218,7 @@ class ReadModel(nn.Module):
         self.dice_loss_weight = float(dice_loss_weight)
         self.bce_loss_weight = float(bce_loss_weight)
         self.use_im_start_end = bool(use_im_start_end)
+        self.similarity_loss_weight = float(similarity_loss_weight)
 
     def _apply(self, fn: Any, recurse: bool = True) -> ReadModel:
         """``.to()`` / ``.half()`` ... with three SAM buffers kept exactly in float32: the pixel
@@ -337,6 +350,8 @@ class ReadModel(nn.Module):
             image_embeddings = self.sam_image_embeddings(images)
         mask_bce = hidden.new_zeros((), dtype=torch.float32)
         mask_dice = hidden.new_zeros((), dtype=torch.float32)
+        sim_loss = hidden.new_zeros((), dtype=torch.float32)
+        grid = self.mllm.vision_tower.grid_size
         num_masks = 0
         pred_masks: list[torch.Tensor] = []
         all_points: list[list[PointPrompts]] = []
@@ -357,11 +372,16 @@ class ReadModel(nn.Module):
                 )
             logits_i, points_i = [], []
             embedding = image_embeddings[i : i + 1].to(self.device)
-            for row, pos in zip(seg_rows, seg_pos):
+            region = GridPlacement.create(tuple(original_size), self.grid_region).region
+            for k_seg, (row, pos) in enumerate(zip(seg_rows, seg_pos)):
                 start = spliced.image_starts[row]
                 seg_hidden = hidden[row, pos]
                 image_hidden = hidden[row, start : start + spliced.num_image_tokens]
                 points, _ = self.points_for(seg_hidden, image_hidden, original_size)
+                if self.similarity_loss_weight > 0:
+                    occupancy = grid_occupancy(gt[k_seg].to(hidden.device), region, grid)
+                    scaled = image_hidden @ seg_hidden / float(seg_hidden.shape[-1]) ** 0.5
+                    sim_loss = sim_loss + similarity_ce_loss(scaled, occupancy)
                 text_embed = self.text_hidden_fcs[0](seg_hidden)
                 mask_logits, _ = self.decode_mask(
                     embedding, text_embed, points, input_size, original_size
@@ -384,12 +404,14 @@ class ReadModel(nn.Module):
         mask_bce = self.bce_loss_weight * mask_bce / (num_masks + 1e-8)
         mask_dice = self.dice_loss_weight * mask_dice / (num_masks + 1e-8)
         mask_loss = mask_bce + mask_dice
+        sim_loss = self.similarity_loss_weight * sim_loss / (num_masks + 1e-8)
         return {
-            "loss": ce_loss + mask_loss,
+            "loss": ce_loss + mask_loss + sim_loss,
             "ce_loss": ce_loss,
             "mask_bce_loss": mask_bce,
             "mask_dice_loss": mask_dice,
             "mask_loss": mask_loss,
+            "similarity_loss": sim_loss,
             "pred_masks": pred_masks,
             "points": all_points,
         }
