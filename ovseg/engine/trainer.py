@@ -8,6 +8,7 @@ Config sections (plain mapping or OmegaConf)::
     optimizer: {type: AdamW | Adam | SGD, lr, weight_decay, ...}
     schedule:  {type: cosine | poly | constant, warmup_iters, warmup_ratio, min_lr_ratio, power}
     train:     {max_iters, grad_accum: 1, amp: auto | bf16 | fp16 | off, log_interval: 10,
+                fp32_attention: true (bf16 on the CPU: attention stays float32),
                 eval_interval: 0 (0: only at the end), ckpt_interval: 0 (0: only at the end),
                 seed: 0, keep_last: 2, clip_grad: null | max_norm | {max_norm, norm_type},
                 resume: false | true | path, new_run: false, device: auto | cpu | cuda,
@@ -53,6 +54,7 @@ from ovseg.engine.checkpoint import (
 from ovseg.engine.data import build_eval_loader, build_train_loader, move_to_device
 from ovseg.engine.logger import TrainLogger
 from ovseg.engine.optim import build_optimizer
+from ovseg.engine.precision import keep_attention_fp32, native_cpu_bf16
 from ovseg.engine.rng import capture_rng_state, restore_rng_state, seed_everything
 from ovseg.engine.schedule import IterLRScheduler
 from ovseg.engine.task import data_transform, has_method
@@ -82,6 +84,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "new_run": False,
     "device": "auto",
     "find_unused_parameters": False,
+    "fp32_attention": True,
 }
 EXPORT_NAME = "model_final.safetensors"
 
@@ -294,6 +297,15 @@ class _Run:
         self.optimizer = build_optimizer(task, plain["optimizer"])
         self.scheduler = IterLRScheduler(self.optimizer, self.max_iters, **plain["schedule"])
         self.amp_dtype = resolve_amp(tcfg["amp"], self.device)
+        if self.amp_dtype == torch.bfloat16 and self.device.type == "cpu":
+            if not native_cpu_bf16() and self.rank == 0:
+                LOGGER.warning(
+                    "train.amp=bf16 on a CPU without native bf16 (AVX512-BF16 / AMX): bf16 is "
+                    "emulated there and slower than float32; set train.amp=off."
+                )
+            if tcfg["fp32_attention"]:
+                # the CPU flash-attention backward is several times slower in bf16
+                keep_attention_fp32(task)
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
@@ -476,6 +488,7 @@ class _Run:
 
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        window_start, window_iter = time.perf_counter(), self.iteration
         while self.iteration < self.max_iters:
             start = time.perf_counter()
             sums, data_time, grad_norm = self.step()
@@ -490,7 +503,11 @@ class _Run:
                     epoch=self.stream.epoch,
                     time=time.perf_counter() - start,
                     data_time=data_time,
+                    # iterations per second since the last train record (evaluation and
+                    # checkpoint writing included)
+                    it_s=(it - window_iter) / max(time.perf_counter() - window_start, 1e-9),
                 )
+                window_start, window_iter = time.perf_counter(), it
                 self.logger.log("train", it, values)
                 last_values = values
             self.logger.advance()

@@ -23,7 +23,9 @@ SAM-proposal flow for one image (HWC uint8 RGB, input-image pixels):
    (as :class:`~ovseg.pipelines.semantic.SemanticSegmenter` does per pixel);
 3. label = the most probable class; masks labelled with the vocabulary's background class
    are dropped (``drop_background``); score = that class probability x SAM's predicted IoU;
-4. box = the mask's extent (XYXY, exclusive ``x2, y2``); score threshold; class-wise NMS
+4. with ``merge_overlap``, same-label masks that are parts of one object are joined into
+   their union (:func:`~ovseg.models.classifiers.merge_parts`: a small SAM often proposes a
+   ring as several arcs); box = the mask's extent (XYXY, exclusive ``x2, y2``); score threshold; class-wise NMS
    (box IoU, or mask IoU with ``nms_mode: mask``); the ``max_instances`` best, by score.
 
 :meth:`InstanceSegmenter.segment_clicks` names the mask SAM draws from clicks;
@@ -51,6 +53,7 @@ from ovseg.models.classifiers import (
     class_probabilities,
     class_wise_nms,
     ensemble_probabilities,
+    merge_parts,
     query_probabilities,
 )
 from ovseg.pipelines.base import (
@@ -73,6 +76,7 @@ POSTPROCESS_DEFAULTS = {
     "score_threshold": 0.05,
     "nms_threshold": 0.5,
     "nms_mode": "box",
+    "merge_overlap": None,
     "max_instances": 100,
     "min_area": 1,
     "drop_background": True,
@@ -193,6 +197,8 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
             (``{type: Owlv2Detector, model: google/owlv2-base-patch16-ensemble}``).
         postprocess: ``logit_scale``, ``crop_weight``, ``crop_logit_scale``,
             ``score_threshold``, ``nms_threshold``, ``nms_mode`` (``box``/``mask``),
+            ``merge_overlap`` (None: off; else same-label masks whose intersection is at least
+            this share of the smaller one are joined before NMS),
             ``max_instances``, ``min_area`` (pixels), ``drop_background``,
             ``background_classes`` (names queried with the vocabulary whose masks are dropped,
             e.g. the stuff of a scene, so that a road is not named the closest thing class).
@@ -332,6 +338,10 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
             if self.postprocess["drop_background"] and background is not None:
                 keep &= labels != background
             masks, scores, labels = masks[keep], scores[keep], labels[keep]
+            if len(masks) and self.postprocess["merge_overlap"] is not None:
+                masks, scores, labels = merge_parts(
+                    masks, scores, labels, float(self.postprocess["merge_overlap"])
+                )
         if not len(masks):
             return Instances(
                 masks=np.zeros((0, height, width), dtype=bool),

@@ -88,7 +88,8 @@ def test_loss_falls_and_logs_every_iteration(tmp_path):
     result = train(toy_config(tmp_path, optimizer=sgd, max_iters=30, ckpt_interval=10, keep_last=1))
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records] == list(range(1, 31))
-    assert {"loss", "abs_err", "lr", "time", "data_time", "epoch"} <= set(records[0])
+    assert {"loss", "abs_err", "lr", "time", "data_time", "epoch", "it_s"} <= set(records[0])
+    assert all(r["it_s"] > 0 for r in records)
     assert records[-1]["loss"] < 0.2 * records[0]["loss"]
     assert records[-1]["lr"] == pytest.approx(0.1 / 28)  # poly(1): last of 28 decay steps
     assert sorted(p.name for p in tmp_path.glob("iter_*.pth")) == ["iter_0000030.pth"]

@@ -10,7 +10,13 @@ from ovseg.models.classifiers.mask_pooling import (
     pool_tokens,
 )
 from ovseg.models.classifiers.masked_crop import MaskedCropClassifier, crop_masks
-from ovseg.models.classifiers.nms import box_iou, boxes_from_masks, class_wise_nms, mask_iou
+from ovseg.models.classifiers.nms import (
+    box_iou,
+    boxes_from_masks,
+    class_wise_nms,
+    mask_iou,
+    merge_parts,
+)
 from ovseg.models.classifiers.scoring import (
     MaskContext,
     class_probabilities,
@@ -30,6 +36,7 @@ __all__ = [
     "ensemble_probabilities",
     "mask_area_weights",
     "mask_iou",
+    "merge_parts",
     "pool_tokens",
     "query_probabilities",
 ]

@@ -12,7 +12,7 @@ import torch
 
 from ovseg.errors import ConfigError
 
-__all__ = ["box_iou", "boxes_from_masks", "class_wise_nms", "mask_iou"]
+__all__ = ["box_iou", "boxes_from_masks", "class_wise_nms", "mask_iou", "merge_parts"]
 
 
 def _as_tensor(values, dtype=None) -> torch.Tensor:
@@ -116,3 +116,58 @@ def class_wise_nms(
             alive &= ~(later & (ious[position] > iou_threshold))
     keep.sort(key=lambda index: (-float(scores[index]), index))
     return np.asarray(keep, dtype=np.int64)
+
+
+def merge_parts(
+    masks: torch.Tensor | np.ndarray,
+    scores: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    min_overlap: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Join same-label masks that are parts of one object into their union.
+
+    Visiting masks from the highest score down, each unvisited mask starts a group; a mask of
+    the same label joins the group (its union grows) while its intersection with the union is
+    at least ``min_overlap`` of the smaller of the two areas; joining repeats until nothing more
+    joins. A group keeps its first (highest) score and its label.
+
+    Args:
+        masks: ``(N, H, W)`` bool. scores: ``(N,)``. labels: ``(N,)`` int.
+        min_overlap: in ``(0, 1]``.
+
+    Returns:
+        ``(masks (G, H, W) bool, scores (G,) float32, labels (G,) int64)``, highest score first.
+    """
+    if not 0.0 < float(min_overlap) <= 1.0:
+        raise ConfigError(f"min_overlap must lie in (0, 1], got {min_overlap}.")
+    masks = _as_tensor(masks, torch.bool)
+    scores = _as_tensor(scores, torch.float32).reshape(-1)
+    labels = _as_tensor(labels, torch.int64).reshape(-1)
+    order = torch.argsort(scores, descending=True, stable=True).tolist()
+    flat = masks.flatten(1)
+    areas = flat.sum(dim=1)
+    used = torch.zeros(len(order), dtype=torch.bool)
+    out_masks, out_scores, out_labels = [], [], []
+    for first in order:
+        if used[first]:
+            continue
+        used[first] = True
+        union = flat[first].clone()
+        grown = True
+        while grown:
+            grown = False
+            for other in order:
+                if used[other] or labels[other] != labels[first]:
+                    continue
+                inter = int((union & flat[other]).sum())
+                smaller = min(int(union.sum()), int(areas[other]))
+                if smaller > 0 and inter >= float(min_overlap) * smaller:
+                    union |= flat[other]
+                    used[other] = True
+                    grown = True
+        out_masks.append(union.view(masks.shape[1:]))
+        out_scores.append(scores[first])
+        out_labels.append(labels[first])
+    if not out_masks:
+        return masks[:0], scores[:0], labels[:0]
+    return torch.stack(out_masks), torch.stack(out_scores), torch.stack(out_labels)

@@ -75,3 +75,25 @@ def test_bad_mode():
         class_wise_nms([1.0], [0], boxes=[[0, 0, 1, 1]], mode="circle")
     with pytest.raises(ConfigError):
         class_wise_nms([1.0], [0], mode="mask")
+
+
+def test_merge_parts_joins_arcs_of_one_object_and_keeps_other_objects():
+    from ovseg.models.classifiers import merge_parts
+
+    masks = torch.zeros(5, 10, 10, dtype=torch.bool)
+    masks[0, 0:4, 0:6] = True  # arc 1 of a ring (best score)
+    masks[1, 2:6, 2:6] = True  # arc 2: half of it overlaps arc 1
+    masks[2, 4:8, 2:6] = True  # arc 3: half of it overlaps arc 2, none arc 1
+    masks[3, 0:4, 0:6] = True  # the same pixels as arc 1, another label: not joined
+    masks[4, 8:10, 0:2] = True  # a separate object of arc 1's label
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
+    labels = torch.tensor([1, 1, 1, 2, 1])
+    merged, merged_scores, merged_labels = merge_parts(masks, scores, labels, 0.5)
+    assert merged_labels.tolist() == [1, 2, 1]
+    assert merged_scores.tolist() == pytest.approx([0.9, 0.6, 0.5])
+    assert torch.equal(merged[0], masks[0] | masks[1] | masks[2])
+    assert torch.equal(merged[1], masks[3]) and torch.equal(merged[2], masks[4])
+    # a stricter overlap keeps the arcs (half of each overlaps) apart
+    assert len(merge_parts(masks, scores, labels, 0.9)[0]) == 5
+    with pytest.raises(ConfigError):
+        merge_parts(masks, scores, labels, 0.0)
