@@ -476,6 +476,7 @@ class _Run:
 
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        window_start, window_iter = time.perf_counter(), self.iteration
         while self.iteration < self.max_iters:
             start = time.perf_counter()
             sums, data_time, grad_norm = self.step()
@@ -491,6 +492,9 @@ class _Run:
                     time=time.perf_counter() - start,
                     data_time=data_time,
                 )
+                now = time.perf_counter()
+                values["iters_per_s"] = (it - window_iter) / max(now - window_start, 1e-9)
+                window_start, window_iter = now, it
                 self.logger.log("train", it, values)
                 last_values = values
             self.logger.advance()
