@@ -109,7 +109,7 @@ class OwlDetection(nn.Module):
         model_name: str = "ovseg-ViT-Ti-8",
         pretrained: str | None = "shapes",
         *,
-        image_size: int = 96,
+        image_size: int = 64,
         templates: str | Sequence[str] = "photo",
         merge_class_token: bool = True,
         class_init: str = "random",
