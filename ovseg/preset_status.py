@@ -252,6 +252,28 @@ def _detector(section: Mapping[str, Any]) -> WeightStatus:
     return WeightStatus(what, None, f"hf download {model}")
 
 
+def _clip_owl(section: Mapping[str, Any]) -> Iterator[WeightStatus]:
+    """``ClipOwlDetector``: its trained heads and tower, and the CLIP of its text tower."""
+    model, tag = section.get("model_name", "ovseg-ViT-Ti-8"), section.get("pretrained", "shapes")
+    if section.get("checkpoint"):
+        yield _local_file(f"OWL detector {model}", section["checkpoint"])
+    elif _embedded(f"owl-{model}", tag):
+        yield WeightStatus(f"OWL detector {model} / {tag}", "embedded")
+    else:
+        yield WeightStatus(
+            f"OWL detector {model} / {tag}",
+            None,
+            "a trained OwlDetection export (detector.checkpoint=PATH)",
+        )
+    yield _clip(
+        {
+            "model_name": model,
+            "pretrained": section.get("clip_pretrained", "shapes"),
+            "checkpoint": section.get("clip_checkpoint"),
+        }
+    )
+
+
 _DETECTOR_TYPES = (
     "OwlViTDetector",
     "owlvit",
@@ -268,7 +290,11 @@ _CHECKS = {
     "DenseCLIPSegmenter": _denseclip,
     **dict.fromkeys(_DETECTOR_TYPES, _detector),
 }
-_MULTI_CHECKS = {"ReasoningSegmenter": _reasoning}
+_MULTI_CHECKS = {
+    "ReasoningSegmenter": _reasoning,
+    "ClipOwlDetector": _clip_owl,
+    "clip_owl": _clip_owl,
+}
 
 
 def _weights(node: Any) -> Iterator[WeightStatus]:
