@@ -36,7 +36,15 @@ from ovseg.model_zoo.sam_release import (
     official_checkpoint_path,
 )
 
-TASK_ORDER = ("semantic", "referring", "instance", "detection", "reasoning", "vocab-free")
+TASK_ORDER = (
+    "semantic",
+    "referring",
+    "instance",
+    "instance_grounded",
+    "detection",
+    "reasoning",
+    "vocab-free",
+)
 
 #: ``(model_name, tag) -> (Hugging Face repo, candidate file names)`` as open_clip's tag table and
 #: ``clip_weights`` resolve them, for the tags the shipped presets name; tests check every entry
