@@ -95,6 +95,8 @@ class OwlDetection(nn.Module):
         templates: prompt templates of the queries (``photo``, ``imagenet80``, ...).
         merge_class_token, class_init, prior_prob: see :class:`OwlClipModel`.
         train_classes: the training queries (names); default the seen things.
+        negative_classes: more training queries that are never an object (e.g. the stuff
+            classes), so that their scores are trained down (OWL's negative queries).
         eval_classes: the evaluation queries; default all things.
         unseen: classes reported apart in evaluation; default the world's unseen pairs.
         class_names: names of the dataset's ``class_ids``; default the world's things.
@@ -102,6 +104,7 @@ class OwlDetection(nn.Module):
         tower_lr_mult: learning-rate multiplier of the image tower (``visual.``).
         loss_weights: ``(class, l1, giou)``; focal ``alpha``, ``gamma``.
         hflip: random horizontal flip in training.
+        init_checkpoint: an ``OwlClipModel`` state dict to start from (a previous export).
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class OwlDetection(nn.Module):
         class_init: str = "random",
         prior_prob: float | None = 0.01,
         train_classes: Sequence[str] | None = None,
+        negative_classes: Sequence[str] = (),
         eval_classes: Sequence[str] | None = None,
         unseen: Sequence[str] | None = None,
         class_names: Sequence[str] | None = None,
@@ -124,6 +128,7 @@ class OwlDetection(nn.Module):
         alpha: float = 0.3,
         gamma: float = 2.0,
         hflip: bool = True,
+        init_checkpoint: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         from ovseg.models.backbones.clip import ClipBackbone
@@ -132,6 +137,7 @@ class OwlDetection(nn.Module):
         self.mean = tuple(clip.mean.flatten().tolist())
         self.std = tuple(clip.std.flatten().tolist())
         self.train_classes = list(train_classes or DEFAULT_TRAIN_CLASSES)
+        self.train_classes += [n for n in negative_classes if n not in self.train_classes]
         self.eval_classes = list(eval_classes or THING_CLASSES)
         self.unseen = list(UNSEEN_CLASSES if unseen is None else unseen)
         self.class_names = list(class_names or THING_CLASSES)
@@ -149,6 +155,18 @@ class OwlDetection(nn.Module):
             visual, clip.embed_dim, image_size, merge_class_token, class_init, prior_prob
         )
         del clip
+        if init_checkpoint is not None:
+            from ovseg.weights import load_state_dict
+
+            state = load_state_dict(init_checkpoint)
+            state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+            result = self.model.load_state_dict(state, strict=False)
+            if result.missing_keys or result.unexpected_keys:
+                raise ConfigError(
+                    f"init_checkpoint {init_checkpoint} is not an OwlClipModel of this "
+                    f"architecture: missing {result.missing_keys[:4]}, unexpected "
+                    f"{result.unexpected_keys[:4]}."
+                )
         self.image_size = int(image_size)
         self.freeze = tuple(freeze)
         frozen = 0
