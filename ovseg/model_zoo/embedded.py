@@ -52,7 +52,7 @@ EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
     },
     ("owl-ovseg-ViT-Ti-8", "shapes"): {
         "file": "ovseg-owl-ViT-Ti-8-shapes.safetensors",
-        "sha256": "13c7a6bd016dbbad4cfb7d0cfdec3f38d246c50c65ef4242116d4fd29a277ed3",
+        "sha256": "1c80a7a03600555cf0e5b6f8f2c422a1f7a570b3c442094694cd338a25b7749c",
         "recipe": (
             "OMP_NUM_THREADS=1 ovseg train configs/detection/shapes_tiny_owl.yaml && "
             "python tools/export_weights.py work_dirs/shapes_tiny_owl/model_final.safetensors "

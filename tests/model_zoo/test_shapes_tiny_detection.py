@@ -67,7 +67,7 @@ def test_packaged_detector_is_small_and_verified():
 def test_detector_finds_seen_and_unseen_classes_on_held_out_scenes(scenes, detector):
     results = []
     for i, scene in enumerate(scenes):
-        found = detector(scene["image"], THINGS)
+        found = detector(scene["image"], THINGS, box_threshold=0.02, score_threshold=0.02)
         assert found.class_names == THINGS
         results += boxes_to_coco_results(
             found.boxes, found.scores, found.labels, i + 1, list(range(1, 65))
@@ -76,9 +76,9 @@ def test_detector_finds_seen_and_unseen_classes_on_held_out_scenes(scenes, detec
     ap50 = {row["name"]: row["AP50"] for row in metrics["per_category"]}
     unseen = [ap50[n] for n in UNSEEN_CLASSES if not np.isnan(ap50[n])]
     assert len(unseen) >= 3
-    # measured on these 16 scenes: AP50 MEASURED_ALL, unseen mean MEASURED_UNSEEN
-    assert metrics["AP50"] > THRESHOLD_ALL
-    assert np.mean(unseen) > THRESHOLD_UNSEEN
+    # measured on these 16 scenes (2026-12-02): AP50 50.6, unseen mean AP50 69.9
+    assert metrics["AP50"] > 30.0
+    assert np.mean(unseen) > 35.0
 
 
 def test_grounded_instances_segment_the_detector_boxes(scenes):
