@@ -55,7 +55,9 @@ EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
         "sha256": "1c80a7a03600555cf0e5b6f8f2c422a1f7a570b3c442094694cd338a25b7749c",
         "recipe": (
             "OMP_NUM_THREADS=1 ovseg train configs/detection/shapes_tiny_owl.yaml && "
-            "python tools/export_weights.py work_dirs/shapes_tiny_owl/model_final.safetensors "
+            "OMP_NUM_THREADS=1 ovseg train configs/detection/shapes_tiny_owl_stage2.yaml && "
+            "python tools/export_weights.py "
+            "work_dirs/shapes_tiny_owl_stage2/model_final.safetensors "
             "ovseg/model_zoo/weights/ovseg-owl-ViT-Ti-8-shapes.safetensors"
         ),
     },

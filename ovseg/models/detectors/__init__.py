@@ -1,7 +1,8 @@
 """Open-vocabulary detectors: images + text queries -> scored boxes (see :mod:`.base`).
 
 Built-in (registered in ``ovseg.registry.DETECTORS``): ``OwlViTDetector``, ``Owlv2Detector``,
-``GroundingDinoDetector``; transformers is imported when one is built.
+``GroundingDinoDetector`` (transformers is imported when one is built), and ``ClipOwlDetector``
+(OWL-ViT's heads on ovseg's own open_clip CLIPs, :mod:`.clip_owl`).
 """
 
 from ovseg.models.detectors.base import (

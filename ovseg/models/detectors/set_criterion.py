@@ -117,8 +117,7 @@ def hungarian_match(
     cost = (
         w_class * focal_match_cost(logits, target_classes, alpha, gamma)
         + w_l1 * torch.cdist(boxes, target_boxes, p=1)
-        - w_giou
-        * generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(target_boxes))
+        - w_giou * generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(target_boxes))
     )
     from scipy.optimize import linear_sum_assignment
 

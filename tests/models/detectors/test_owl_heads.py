@@ -48,7 +48,9 @@ def test_box_bias_equals_transformers(hf_owl):
     assert_close_to_scale(owl_box_bias(4, 4), hf_owl.compute_box_bias(4, 4), 1e-6)
     assert_close_to_scale(owl_box_bias(3, 5), hf_owl.compute_box_bias(3, 5), 1e-6)
     # the last patch's centre sits at the grid corner 1.0: log(1 + 1e-4) - log(1e-4) (float32)
-    assert owl_box_bias(4, 4)[-1, 0].item() == pytest.approx(np.log(1.0001) - np.log(1e-4), rel=1e-4)
+    assert owl_box_bias(4, 4)[-1, 0].item() == pytest.approx(
+        np.log(1.0001) - np.log(1e-4), rel=1e-4
+    )
 
 
 def test_heads_equal_transformers_for_the_same_weights(hf_owl):
