@@ -1,4 +1,4 @@
-"""The embedded shapes-tiny detector (ClipOwlDetector) and its grounded instances.
+"""The embedded shapes-tiny detector (ClipOwlDetector, alias clip_owl) and its grounded instances.
 
 Quality checks on freshly generated held-out scenes (not the ones README reports, and of a seed
 used for neither training nor tuning), with bounds well below the measured values so that only
