@@ -42,7 +42,15 @@ from ovseg.model_zoo.sam_release import (
     official_checkpoint_path,
 )
 
-TASK_ORDER = ("semantic", "referring", "instance", "detection", "reasoning", "vocab-free")
+TASK_ORDER = (
+    "semantic",
+    "referring",
+    "instance",
+    "instance_grounded",
+    "detection",
+    "reasoning",
+    "vocab-free",
+)
 
 #: ``(model_name, tag) -> (Hugging Face repo, candidate file names)`` as open_clip's tag table and
 #: ``clip_weights`` resolve them, for the tags the shipped presets name; tests check every entry
@@ -278,6 +286,28 @@ def _mdetr(section: Mapping[str, Any]) -> Iterator[WeightStatus]:
         yield WeightStatus(what, None, f"hf download {tokenizer} vocab.json merges.txt")
 
 
+def _clip_owl(section: Mapping[str, Any]) -> Iterator[WeightStatus]:
+    """``ClipOwlDetector``: its trained heads and tower, and the CLIP of its text tower."""
+    model, tag = section.get("model_name", "ovseg-ViT-Ti-8"), section.get("pretrained", "shapes")
+    if section.get("checkpoint"):
+        yield _local_file(f"OWL detector {model}", section["checkpoint"])
+    elif _embedded(f"owl-{model}", tag):
+        yield WeightStatus(f"OWL detector {model} / {tag}", "embedded")
+    else:
+        yield WeightStatus(
+            f"OWL detector {model} / {tag}",
+            None,
+            "a trained OwlDetection export (detector.checkpoint=PATH)",
+        )
+    yield _clip(
+        {
+            "model_name": model,
+            "pretrained": section.get("clip_pretrained", "shapes"),
+            "checkpoint": section.get("clip_checkpoint"),
+        }
+    )
+
+
 _DETECTOR_TYPES = (
     "OwlViTDetector",
     "owlvit",
@@ -294,7 +324,13 @@ _CHECKS = {
     "DenseCLIPSegmenter": _denseclip,
     **dict.fromkeys(_DETECTOR_TYPES, _detector),
 }
-_MULTI_CHECKS = {"ReasoningSegmenter": _reasoning, "MdetrDetector": _mdetr, "mdetr": _mdetr}
+_MULTI_CHECKS = {
+    "ReasoningSegmenter": _reasoning,
+    "MdetrDetector": _mdetr,
+    "mdetr": _mdetr,
+    "ClipOwlDetector": _clip_owl,
+    "clip_owl": _clip_owl,
+}
 
 
 def _weights(node: Any) -> Iterator[WeightStatus]:

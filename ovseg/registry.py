@@ -186,6 +186,7 @@ DATASETS = Registry(
         "refcoco",
         "sam_prompts",
         "synthetic",
+        "synthetic_detection",
         "synthetic_reasoning",
         "transforms",
         "voc",
@@ -193,7 +194,10 @@ DATASETS = Registry(
 )
 TRANSFORMS = Registry("transform", _modules("ovseg.data", "transforms"))
 TASKS = Registry(
-    "task", _modules("ovseg.tasks", "contrastive_clip", "denseclip", "prompted_sam", "read")
+    "task",
+    _modules(
+        "ovseg.tasks", "contrastive_clip", "denseclip", "owl_detection", "prompted_sam", "read"
+    ),
 )
 EVALUATORS = Registry(
     "evaluator",
@@ -219,9 +223,9 @@ POINT_SELECTORS = Registry("point_selector", _modules("ovseg.models.prompts", "p
 MASK_CLASSIFIERS = Registry(
     "mask_classifier", _modules("ovseg.models.classifiers", "mask_pooling", "masked_crop")
 )
-# images + text queries -> scored boxes (OWL-ViT, OWLv2, Grounding DINO, MDETR)
+# images + text queries -> scored boxes (OWL-ViT, OWLv2, Grounding DINO, MDETR, CLIP-OWL)
 DETECTORS = Registry(
-    "detector", _modules("ovseg.models.detectors", "owl", "grounding_dino", "mdetr")
+    "detector", _modules("ovseg.models.detectors", "owl", "grounding_dino", "mdetr", "clip_owl")
 )
 # vocabulary-free name search (CaSED)
 VOCAB_SOURCES = Registry("vocab_source", _modules("ovseg.cased", "search"))

@@ -269,6 +269,19 @@ BUILDS: dict[tuple[str, str], Callable[[dict], None]] = {
 }
 
 ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
+    ("detector", "ClipOwlDetector"): (
+        "needs trained OWL heads (an OwlDetection export)",
+        "tests/tasks/test_owl_detection.py",
+    ),
+    ("detector", "clip_owl"): (
+        "needs trained OWL heads (an OwlDetection export)",
+        "tests/model_zoo/test_shapes_tiny_detection.py",
+    ),
+    ("dataset", "SyntheticDetectionDataset"): (
+        "generates scenes",
+        "tests/data/test_synthetic_detection.py",
+    ),
+    ("task", "OwlDetection"): ("trains on generated scenes", "tests/tasks/test_owl_detection.py"),
     ("detector", "OwlViTDetector"): (
         "needs a detector folder (config, weights, processor)",
         "tests/models/detectors/test_detectors.py",

@@ -51,6 +51,7 @@ def test_list_groups_presets_by_task_and_marks_what_runs(empty_hf_cache, no_mode
         "semantic",
         "referring",
         "instance",
+        "instance_grounded",
         "detection",
         "reasoning",
         "vocab-free",
@@ -69,6 +70,8 @@ def test_list_groups_presets_by_task_and_marks_what_runs(empty_hf_cache, no_mode
         "openai/clip-vit-large-patch14-336 (or pipelines.reasoning.vision_tower=DIR)"
     )
     assert "read-llava-7b-reasonseg-val" not in sections["semantic"]
+    assert sections["detection"]["shapes-tiny"] == "ready (embedded)"
+    assert sections["instance_grounded"]["shapes-tiny"] == "ready (embedded)"
     assert sections["vocab-free"]["shapes-tiny"] == "ready (embedded, packaged database)"
     assert sections["semantic"]["shapes-tiny-denseclip"] == "ready (embedded)"
     assert "shapes-tiny-denseclip" not in sections["referring"]

@@ -1,7 +1,8 @@
 """Training logs: a tqdm bar, ``work_dir/log.jsonl`` and (if installed) TensorBoard; rank 0 only.
 
 Each line of ``log.jsonl`` is one JSON object: ``{"mode": "train", "iter": int, "lr": float,
-"loss": float, ..., "time": float (s/iter), "data_time": float}`` or ``{"mode": "val", "iter":
+"loss": float, ..., "time": float (s/iter), "data_time": float, "it_s": float (since
+the previous line, wall clock: evaluation and checkpoints included)}`` or ``{"mode": "val", "iter":
 int, <metric>: float, ...}``. On resume, lines past the resumed iteration are dropped first.
 """
 

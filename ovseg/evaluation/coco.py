@@ -427,7 +427,7 @@ def coco_metrics_to_json(metrics: Mapping[str, Any], task: str = "instance_segme
 
     Layout: ``task, num_images, num_predictions, iou_types, metrics {<iou type>: {AP ... ARl}},
     per_category {<iou type>: [{category_id, name, AP}]}`` and, when present, ``groups
-    {<iou type>: {<group>: mean per-category AP}}``.
+    {<iou type>: {<group>: mean per-category AP}}`` and ``groups_ap50`` (the same with AP50).
     """
     iou_types = [t for t in metrics["iou_types"] if t in metrics]
     return nan_to_none(
@@ -439,6 +439,7 @@ def coco_metrics_to_json(metrics: Mapping[str, Any], task: str = "instance_segme
             "metrics": {t: {n: metrics[t][n] for n in STAT_NAMES} for t in iou_types},
             "per_category": {t: metrics[t]["per_category"] for t in iou_types},
             **({"groups": metrics["groups"]} if "groups" in metrics else {}),
+            **({"groups_ap50": metrics["groups_ap50"]} if "groups_ap50" in metrics else {}),
         }
     )
 

@@ -122,15 +122,7 @@ class CocoDetectionEvaluator(CocoInstanceEvaluator):
         groups: Any = None,
         pipeline: str = "detection",
     ) -> CocoDetectionEvaluator:
-        evaluator = super().from_dataset(dataset, iou_types=iou_types, groups=groups)
-        if pipeline not in PIPELINE_TASKS:
-            raise ConfigError(
-                f"evaluation.pipeline must be one of {PIPELINE_TASKS}, not {pipeline!r}."
-            )
-        if "segm" in evaluator.iou_types and pipeline != "instance":
-            raise ConfigError("iou_types segm needs masks: set evaluation.pipeline: instance.")
-        evaluator.task = pipeline  # type: ignore[misc]
-        return evaluator
+        return super().from_dataset(dataset, iou_types=iou_types, groups=groups, pipeline=pipeline)
 
     def process(self, inputs: Mapping[str, Any], outputs: Any) -> None:
         """Add one image's ``Detections`` (or ``Instances``)."""

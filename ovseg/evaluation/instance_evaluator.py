@@ -5,7 +5,7 @@ Settings (the config's ``evaluation`` section)::
     evaluation:
       type: CocoInstanceEvaluator
       iou_types: [bbox, segm]
-      groups: {unseen: [...]}     # mean per-category AP of each group is added and printed
+      groups: {unseen: [...]}     # mean per-category AP and AP50 of each group are added and printed
 
 Only the images that were processed are scored (``ovseg eval --limit N`` scores the first N
 images on those images alone). The result entries of all processes are put in image-id order
@@ -61,7 +61,8 @@ class CocoInstanceEvaluator(PerImageCocoResults, DatasetEvaluator):
             sorted (the order of ``COCOInstances.class_names``).
         iou_types: any of "bbox", "segm" (masks are encoded only when "segm" is asked for).
         groups: optional named lists of category names; their mean per-category AP is added
-            as ``metrics["groups"][iou_type][group]``.
+            as ``metrics["groups"][iou_type][group]``, their mean per-category AP50 (the
+            OV-COCO novel / base measure) as ``metrics["groups_ap50"][iou_type][group]``.
 
     ``process(inputs, outputs)``: ``inputs`` holds "image_id" (an image of the ground truth),
     ``outputs`` the ``Instances`` of that image (masks (N, H, W), boxes XYXY in its pixels,
@@ -98,9 +99,15 @@ class CocoInstanceEvaluator(PerImageCocoResults, DatasetEvaluator):
 
     @classmethod
     def from_dataset(
-        cls, dataset: Any, *, iou_types: Sequence[str] = IOU_TYPES, groups: Any = None
+        cls,
+        dataset: Any,
+        *,
+        iou_types: Sequence[str] = IOU_TYPES,
+        groups: Any = None,
+        **settings: Any,
     ) -> CocoInstanceEvaluator:
-        """The ground truth, category ids and class names of a COCO dataset (COCOInstances)."""
+        """The ground truth, category ids and class names of a COCO dataset (COCOInstances);
+        ``settings`` go to the constructor of a subclass."""
         for attribute in ("coco", "category_ids", "class_names"):
             if not hasattr(dataset, attribute):
                 raise ConfigError(
@@ -113,6 +120,7 @@ class CocoInstanceEvaluator(PerImageCocoResults, DatasetEvaluator):
             dataset.category_ids,
             iou_types,
             resolve_groups(groups, dataset, class_names),
+            **settings,
         )
         evaluator.vocabulary = class_names
         return evaluator
@@ -170,20 +178,23 @@ class CocoInstanceEvaluator(PerImageCocoResults, DatasetEvaluator):
             )
         metrics = evaluate_coco(self.gt, self.results(), self.iou_types, img_ids=self.image_ids)
         if self.groups:
-            metrics["groups"] = {
-                iou_type: group_means(
-                    {c["name"]: c["AP"] for c in metrics[iou_type]["per_category"]}, self.groups
-                )
-                for iou_type in metrics["iou_types"]
-                if iou_type in metrics
-            }
+            for key, stat in (("groups", "AP"), ("groups_ap50", "AP50")):
+                metrics[key] = {
+                    iou_type: group_means(
+                        {c["name"]: c[stat] for c in metrics[iou_type]["per_category"]},
+                        self.groups,
+                    )
+                    for iou_type in metrics["iou_types"]
+                    if iou_type in metrics
+                }
         return metrics
 
     def format(self, results: Mapping[str, Any]) -> str:
         lines = [format_coco_table(results)]
-        for iou_type, means in results.get("groups", {}).items():
-            summary = ", ".join(f"{name} {value:.2f}" for name, value in means.items())
-            lines.append(f"{iou_type} mean per-category AP by group: {summary}")
+        for key, stat in (("groups", "AP"), ("groups_ap50", "AP50")):
+            for iou_type, means in results.get(key, {}).items():
+                summary = ", ".join(f"{name} {value:.2f}" for name, value in means.items())
+                lines.append(f"{iou_type} mean per-category {stat} by group: {summary}")
         return "\n".join(lines)
 
     def documents(self, results: Mapping[str, Any]) -> dict[str, str]:

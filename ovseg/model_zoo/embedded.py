@@ -3,7 +3,9 @@
 Each entry names its file in ``ovseg/model_zoo/weights``, the sha256 the file must have, and the
 commands that reproduce it. ``ClipBackbone(model_name, pretrained=tag)`` finds them here before
 asking open_clip's own tag table, and ``SamDecoder(model_type, pretrained=tag)`` (e.g.
-``("ovseg-sam-tiny", "shapes")``) before SAM's official release.
+``("ovseg-sam-tiny", "shapes")``) before SAM's official release, and
+``ClipOwlDetector(model_name, pretrained=tag)`` finds its detector under ``("owl-" + model_name,
+tag)``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,17 @@ EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
             "ovseg train configs/sam/shapes_tiny_sam.yaml && "
             "python tools/export_weights.py work_dirs/shapes_tiny_sam/model_final.safetensors "
             "ovseg/model_zoo/weights/ovseg-sam-tiny-shapes.safetensors"
+        ),
+    },
+    ("owl-ovseg-ViT-Ti-8", "shapes"): {
+        "file": "ovseg-owl-ViT-Ti-8-shapes.safetensors",
+        "sha256": "1c80a7a03600555cf0e5b6f8f2c422a1f7a570b3c442094694cd338a25b7749c",
+        "recipe": (
+            "OMP_NUM_THREADS=1 ovseg train configs/detection/shapes_tiny_owl.yaml && "
+            "OMP_NUM_THREADS=1 ovseg train configs/detection/shapes_tiny_owl_stage2.yaml && "
+            "python tools/export_weights.py "
+            "work_dirs/shapes_tiny_owl_stage2/model_final.safetensors "
+            "ovseg/model_zoo/weights/ovseg-owl-ViT-Ti-8-shapes.safetensors"
         ),
     },
 }

@@ -9,7 +9,9 @@ segmented by SAM.
   names boxes of the vocabulary; each box (XYXY input-image pixels, given to SAM as it is) is one
   SAM box prompt (one mask per box); score = detector score x SAM's predicted IoU; box = the
   detector's box; then the score threshold, class-wise NMS and ``max_instances`` as below. No
-  CLIP backbone is needed. ``box_threshold`` (per call too) is the detector's.
+  CLIP backbone is needed. ``box_threshold`` (per call too) is the detector's; with
+  ``query_threshold`` (None: each box is labelled with its best query) a box gives one mask per
+  query scoring above it (the detector's ``score_threshold``).
 
 SAM-proposal flow for one image (HWC uint8 RGB, input-image pixels):
 
@@ -202,9 +204,12 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
             ``max_instances``, ``min_area`` (pixels), ``drop_background``,
             ``background_classes`` (names queried with the vocabulary whose masks are dropped,
             e.g. the stuff of a scene, so that a road is not named the closest thing class).
-            ``box_threshold`` (detector proposals: the detector's, None: its default).
+            ``box_threshold`` (detector proposals: the detector's, None: its default),
+            ``query_threshold`` (detector proposals: None labels a box with its best query, a
+            number with every query scoring above it, one mask each).
             ``score_threshold``, ``nms_threshold``, ``max_instances`` and ``min_area`` (and
-            ``box_threshold`` with detector proposals) can be overridden per call
+            ``box_threshold``, ``query_threshold`` with detector proposals) can be overridden
+            per call
             (``predict(encoded, vocabulary, score_threshold=0.0)``).
         multimask: for clicks, three SAM masks and the highest predicted IoU kept.
     """
@@ -246,6 +251,7 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
         defaults = dict(POSTPROCESS_DEFAULTS)
         if self.proposal_source == "detector":
             defaults["box_threshold"] = None
+            defaults["query_threshold"] = None
         self.postprocess = merge_settings(defaults, postprocess, "postprocess")
         if self.postprocess["nms_mode"] not in ("box", "mask"):
             raise ConfigError(
@@ -276,7 +282,9 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
 
     @property
     def call_settings(self) -> Mapping[str, Any]:
-        keys = CALL_SETTINGS + (("box_threshold",) if self.detector is not None else ())
+        keys = CALL_SETTINGS + (
+            ("box_threshold", "query_threshold") if self.detector is not None else ()
+        )
         return {key: self.postprocess[key] for key in keys}
 
     # ----------------------------------------------------------------- image side
@@ -385,7 +393,10 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
         """Detector boxes -> SAM box prompts -> named masks (``proposals: detector``)."""
         height, width = encoded.size
         found = self.detector.detect(
-            encoded.image, vocab, box_threshold=settings.get("box_threshold")
+            encoded.image,
+            vocab,
+            box_threshold=settings.get("box_threshold"),
+            score_threshold=settings.get("query_threshold"),
         )
         masks = torch.zeros(0, height, width, dtype=torch.bool)
         ious = torch.zeros(0)

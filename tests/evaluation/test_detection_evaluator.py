@@ -232,3 +232,19 @@ def test_ov_coco_through_ovseg_eval_with_a_tiny_owlv2(tmp_path):
     assert summary["novel"] == pytest.approx(rows[5]) and summary["base"] == pytest.approx(rows[1])
     written = json.loads((tmp_path / "work" / "results.json").read_text())
     assert set(written["ov_coco"]["bbox"]) == {"novel", "base", "all"}
+
+
+def test_from_dataset_with_masks_needs_the_instance_pipeline():
+    class Dataset:
+        coco = _gt([1, 2, 5, 17])
+        category_ids = [1, 2, 5, 17]
+        class_names = ["c1", "c2", "c5", "c17"]
+        unseen = ["c5"]
+
+    evaluator = CocoDetectionEvaluator.from_dataset(
+        Dataset(), iou_types=["bbox", "segm"], groups="auto", pipeline="instance"
+    )
+    assert evaluator.task == "instance" and evaluator.iou_types == ["bbox", "segm"]
+    assert evaluator.groups == {"seen": ["c1", "c2", "c17"], "unseen": ["c5"]}
+    with pytest.raises(ConfigError, match="segm needs masks"):
+        CocoDetectionEvaluator.from_dataset(Dataset(), iou_types=["segm"], pipeline="detection")

@@ -322,5 +322,7 @@ def test_group_means_are_reported_and_saved(coco_root, dataset, tmp_path, monkey
     }  # fmt: skip
     metrics = evaluate(config, work_dir=tmp_path / "work")
     assert metrics["groups"]["segm"]["seen"] == pytest.approx(100.0)
+    assert metrics["groups_ap50"]["segm"]["seen"] == pytest.approx(100.0)
     saved = json.loads((tmp_path / "work" / "results.json").read_text())
     assert set(saved["groups"]["bbox"]) == {"seen", "unseen"}
+    assert set(saved["groups_ap50"]["bbox"]) == {"seen", "unseen"}

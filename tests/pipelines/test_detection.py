@@ -87,6 +87,14 @@ def test_instance_masks_from_detector_boxes(config):
         np.testing.assert_array_equal(mask, prediction.masks[0, 0].numpy())
     fewer = pipeline.predict(encoded, box_threshold=0.5, max_instances=1000, nms_threshold=1.0)
     assert len(fewer) < len(found)
+    # query_threshold: one mask per box and query above it, as the detector's score_threshold
+    every = pipeline.predict(
+        encoded, query_threshold=0.05, score_threshold=0.0, max_instances=1000, nms_threshold=1.0
+    )
+    pairs = pipeline.detector.detect(image, pipeline.vocabulary, box_threshold=0.05,
+                                      score_threshold=0.05)  # fmt: skip
+    assert len(every) == len(pairs) > len(boxes)
+    assert sorted(every.labels.tolist()) == sorted(pairs.labels.tolist())
 
 
 def test_detector_proposals_need_a_detector(config):
