@@ -267,8 +267,12 @@ def test_engine_resume_is_exact(tmp_path, tokenizer_dir):
 def test_shipped_configs_parse():
     from ovseg.config import load_config
 
-    for name in ("shapes_tiny_read_caption.yaml", "shapes_tiny_read.yaml",
-                 "shapes_tiny_read_long.yaml", "shapes_tiny_read_long_simloss.yaml"):
+    for name in (
+        "shapes_tiny_read_caption.yaml",
+        "shapes_tiny_read.yaml",
+        "shapes_tiny_read_long.yaml",
+        "shapes_tiny_read_long_simloss.yaml",
+    ):
         cfg = load_config(CONFIGS / name)
         assert cfg["task"]["type"] == "READ"
     stage2 = load_config(CONFIGS / "shapes_tiny_read.yaml")
