@@ -8,10 +8,13 @@ segmented by SAM.
 * ``detector``: an open-vocabulary detector (``detector: {type: Owlv2Detector, ...}``) finds and
   names boxes of the vocabulary; each box (XYXY input-image pixels, given to SAM as it is) is one
   SAM box prompt (one mask per box); score = detector score x SAM's predicted IoU; box = the
-  detector's box; then the score threshold, class-wise NMS and ``max_instances`` as below. No
-  CLIP backbone is needed. ``box_threshold`` (per call too) is the detector's; with
-  ``query_threshold`` (None: each box is labelled with its best query) a box gives one mask per
-  query scoring above it (the detector's ``score_threshold``).
+  detector's box (``box_from: mask``: the mask's extent); then the score threshold, class-wise
+  NMS and ``max_instances`` as below. No CLIP backbone is needed. ``box_threshold`` (per call
+  too) is the detector's; with ``query_threshold`` (None: each box is labelled with its best
+  query) a box gives one mask per query scoring above it (the detector's ``score_threshold``).
+  With ``naming: clip`` (and a backbone) the detector only finds the boxes: each box's mask is
+  named by steps 2-4 below, with SAM's IoU x detector score ** ``detector_score_power`` as
+  the mask's quality (a geometric ensemble of the detector's and CLIP's scores, as ViLD's).
 
 SAM-proposal flow for one image (HWC uint8 RGB, input-image pixels):
 
@@ -40,7 +43,7 @@ the naming.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -57,6 +60,7 @@ from ovseg.models.classifiers import (
     ensemble_probabilities,
     merge_parts,
     query_probabilities,
+    with_background_classes,
 )
 from ovseg.pipelines.base import (
     DENSE_TOKEN_DEFAULTS,
@@ -69,7 +73,7 @@ from ovseg.settings import merge_settings
 from ovseg.structures import UNLABELLED, Instances, OVSegResult, PointPrompts
 from ovseg.vocab import Vocabulary
 
-__all__ = ["InstanceSegmenter", "refine_semantic"]
+__all__ = ["InstanceSegmenter", "refine_semantic", "with_background_classes"]
 
 POSTPROCESS_DEFAULTS = {
     "logit_scale": 40.0,
@@ -87,6 +91,15 @@ POSTPROCESS_DEFAULTS = {
 CALL_SETTINGS = ("score_threshold", "nms_threshold", "max_instances", "min_area")
 REFINE_MODES = ("majority", "mean_prob")
 PROPOSAL_SOURCES = ("sam", "detector")
+DETECTOR_POSTPROCESS_DEFAULTS = {
+    "box_threshold": None,
+    "query_threshold": None,
+    "box_from": "detector",
+    "naming": "detector",
+    "detector_score_power": 1.0,
+}
+BOX_SOURCES = ("detector", "mask")
+NAMING_SOURCES = ("detector", "clip")
 #: box prompts per SAM decoder call (bounds the memory of the masks of one call)
 BOX_PROMPTS_PER_CALL = 64
 
@@ -105,18 +118,6 @@ def proposal_source(proposals: Any) -> tuple[str, dict[str, Any]]:
     if isinstance(proposals, Mapping):
         return "sam", dict(proposals)
     raise ConfigError(f"proposals must be 'sam', 'detector' or a mapping, not {proposals!r}.")
-
-
-def with_background_classes(vocab: Vocabulary, extra: Sequence[str]) -> Vocabulary:
-    """``vocab`` followed by the ``extra`` names as classes of their own (indices >= len(vocab))."""
-    if not extra:
-        return vocab
-    taken = {name.lower() for name in vocab.names}
-    extra = [name for name in extra if name.lower() not in taken]
-    return Vocabulary(
-        vocab.classes + tuple((name,) for name in extra),
-        tuple(vocab.names) + tuple(extra) if vocab.display_names else (),
-    )
 
 
 def _masks_of(proposals: Any) -> torch.Tensor:
@@ -206,7 +207,9 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
             e.g. the stuff of a scene, so that a road is not named the closest thing class).
             ``box_threshold`` (detector proposals: the detector's, None: its default),
             ``query_threshold`` (detector proposals: None labels a box with its best query, a
-            number with every query scoring above it, one mask each).
+            number with every query scoring above it, one mask each), ``box_from``
+            (detector proposals: ``detector`` or ``mask``), ``naming`` (detector proposals:
+            ``detector`` or ``clip``) and ``detector_score_power`` (with ``naming: clip``).
             ``score_threshold``, ``nms_threshold``, ``max_instances`` and ``min_area`` (and
             ``box_threshold``, ``query_threshold`` with detector proposals) can be overridden
             per call
@@ -250,9 +253,23 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
         )
         defaults = dict(POSTPROCESS_DEFAULTS)
         if self.proposal_source == "detector":
-            defaults["box_threshold"] = None
-            defaults["query_threshold"] = None
+            defaults.update(DETECTOR_POSTPROCESS_DEFAULTS)
         self.postprocess = merge_settings(defaults, postprocess, "postprocess")
+        if self.postprocess.get("box_from", "detector") not in BOX_SOURCES:
+            raise ConfigError(
+                f"postprocess.box_from must be one of {BOX_SOURCES}, "
+                f"not {self.postprocess['box_from']!r}."
+            )
+        naming = self.postprocess.get("naming", "detector")
+        if naming not in NAMING_SOURCES:
+            raise ConfigError(
+                f"postprocess.naming must be one of {NAMING_SOURCES}, not {naming!r}."
+            )
+        if naming == "clip" and backbone is None:
+            raise ConfigError(
+                "postprocess.naming: clip names the detector's masks with CLIP: give a "
+                "backbone (e.g. backbone: ${pipeline.backbone})."
+            )
         if self.postprocess["nms_mode"] not in ("box", "mask"):
             raise ConfigError(
                 f"postprocess.nms_mode must be 'box' or 'mask', not {self.postprocess['nms_mode']!r}."
@@ -398,19 +415,18 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
             box_threshold=settings.get("box_threshold"),
             score_threshold=settings.get("query_threshold"),
         )
-        masks = torch.zeros(0, height, width, dtype=torch.bool)
-        ious = torch.zeros(0)
-        for start in range(0, len(found), BOX_PROMPTS_PER_CALL):
-            prediction = self.decoder.predict(
-                boxes=found.boxes[start : start + BOX_PROMPTS_PER_CALL],
-                multimask=False,
-                embedding=encoded.embedding,
-            )
-            masks = torch.cat([masks, prediction.masks[:, 0].detach().cpu().bool()])
-            ious = torch.cat([ious, prediction.iou_scores[:, 0].detach().float().cpu()])
+        masks, ious = self.segment_boxes(encoded, found.boxes)
+        if self.postprocess["naming"] == "clip":
+            power = float(self.postprocess["detector_score_power"])
+            mask_quality = torch.from_numpy(found.scores).pow(power) * ious.clamp(0.0, 1.0)
+            return self.name_masks(encoded, masks, mask_quality, vocab, settings)
         scores = torch.from_numpy(found.scores) * ious.clamp(0.0, 1.0)
         labels = torch.from_numpy(found.labels)
         boxes = torch.from_numpy(found.boxes)
+        if self.postprocess["box_from"] == "mask":
+            boxes = torch.where(
+                masks.flatten(1).any(dim=1, keepdim=True), boxes_from_masks(masks), boxes
+            )
         keep = (scores >= float(settings["score_threshold"])) & (
             masks.flatten(1).sum(dim=1) >= max(1, int(settings["min_area"]))
         )
@@ -435,6 +451,24 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
             labels=labels[order].numpy(),
             class_names=vocab.names,
         )
+
+    def segment_boxes(
+        self, encoded: SamClipImage, boxes: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, 4)`` XYXY input-pixel boxes -> ``(N, H, W)`` bool masks and ``(N,)`` SAM IoUs,
+        one single-mask SAM call per :data:`BOX_PROMPTS_PER_CALL` boxes."""
+        height, width = encoded.size
+        masks = torch.zeros(0, height, width, dtype=torch.bool)
+        ious = torch.zeros(0)
+        for start in range(0, len(boxes), BOX_PROMPTS_PER_CALL):
+            prediction = self.decoder.predict(
+                boxes=boxes[start : start + BOX_PROMPTS_PER_CALL],
+                multimask=False,
+                embedding=encoded.embedding,
+            )
+            masks = torch.cat([masks, prediction.masks[:, 0].detach().cpu().bool()])
+            ious = torch.cat([ious, prediction.iou_scores[:, 0].detach().float().cpu()])
+        return masks, ious
 
     def segment_clicks(
         self, encoded: Any, points: PointPrompts | None = None, vocabulary: Any = None

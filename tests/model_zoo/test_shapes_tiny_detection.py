@@ -34,11 +34,6 @@ def scenes():
     return [dataset[i] for i in range(len(dataset))]
 
 
-@pytest.fixture(scope="module")
-def detector():
-    return ovseg.create_pipeline("shapes-tiny", task="detection")
-
-
 def _ground_truth(scenes) -> COCO:
     annotations = [
         {"id": len(scenes) * 10 + i * 10 + k, "image_id": i + 1, "category_id": int(c) + 1,
@@ -64,7 +59,20 @@ def test_packaged_detector_is_small_and_verified():
     assert embedded_checkpoint(*KEY) == path
 
 
-def test_detector_finds_seen_and_unseen_classes_on_held_out_scenes(scenes, detector):
+@pytest.mark.parametrize(
+    ("naming", "ap50_bound", "unseen_bound"),
+    # measured on these 16 scenes (2026-12-03): the detector's own class head AP50 50.6, unseen
+    # mean AP50 69.9; its boxes named by CLIP crops (the preset's default) 72.7 and 85.0
+    [("detector", 30.0, 35.0), ("clip", 55.0, 65.0)],
+)
+def test_detector_finds_seen_and_unseen_classes_on_held_out_scenes(
+    scenes, naming, ap50_bound, unseen_bound
+):
+    detector = ovseg.create_pipeline(
+        "shapes-tiny",
+        task="detection",
+        overrides=[f"pipelines.detection.postprocess.naming={naming}"],
+    )
     results = []
     for i, scene in enumerate(scenes):
         found = detector(scene["image"], THINGS, box_threshold=0.02, score_threshold=0.02)
@@ -76,9 +84,8 @@ def test_detector_finds_seen_and_unseen_classes_on_held_out_scenes(scenes, detec
     ap50 = {row["name"]: row["AP50"] for row in metrics["per_category"]}
     unseen = [ap50[n] for n in UNSEEN_CLASSES if not np.isnan(ap50[n])]
     assert len(unseen) >= 3
-    # measured on these 16 scenes (2026-12-02): AP50 50.6, unseen mean AP50 69.9
-    assert metrics["AP50"] > 30.0
-    assert np.mean(unseen) > 35.0
+    assert metrics["AP50"] > ap50_bound
+    assert np.mean(unseen) > unseen_bound
 
 
 def test_grounded_instances_segment_the_detector_boxes(scenes):
@@ -87,6 +94,27 @@ def test_grounded_instances_segment_the_detector_boxes(scenes):
     found = grounded(scene["image"], THINGS)
     assert found.masks.shape[1:] == (128, 128) and len(found) > 0
     assert found.scores.max() <= 1.0 and all(found.masks[i].any() for i in range(len(found)))
+
+
+def test_grounded_instances_outscore_the_sam_route(scenes):
+    """Box AP of the instances (boxes = mask extents) on the held-out scenes: detector boxes ->
+    SAM masks named by CLIP, against SAM's automatic proposals named by CLIP."""
+    from ovseg.evaluation.coco import instances_to_coco_results
+
+    truth = _ground_truth(scenes)
+    box_ap = {}
+    for task in ("instance_grounded", "instance"):
+        pipeline = ovseg.create_pipeline("shapes-tiny", task=task)
+        results = []
+        for i, scene in enumerate(scenes):
+            found = pipeline(scene["image"], THINGS, score_threshold=0.01)
+            results += instances_to_coco_results(
+                found, i + 1, list(range(1, 65)), include_masks=False
+            )
+        box_ap[task] = evaluate_coco(truth, results, ["bbox"])["bbox"]["AP"]
+    # measured on these 16 scenes (2026-12-03): grounded 39.1, SAM route 24.2
+    assert box_ap["instance_grounded"] > 30.0
+    assert box_ap["instance_grounded"] > box_ap["instance"] + 5.0
 
 
 def test_predict_detection_with_the_embedded_preset(scenes, tmp_path, capsys):

@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 
 from ovseg.api import create_pipeline
 from ovseg.errors import ConfigError, VocabularyError, WeightsNotFoundError
+from ovseg.models.classifiers import boxes_from_masks
 from ovseg.models.detectors import Detections
 from ovseg.structures import Instances
 from tests.models.decoders.sam_tiny import TINY_SAM, random_image, tiny_sam
@@ -179,3 +180,121 @@ def test_mdetr_preset_names_its_missing_checkpoint(task, monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(WeightsNotFoundError, match="pretrained_resnet101_checkpoint.pth"):
         create_pipeline("mdetr-r101-sam-vith", ["cat"], task=task)
+
+
+@pytest.fixture(scope="module")
+def clip_named(config, tiny_model_names):
+    """The tiny OWLv2's boxes named by a tiny random CLIP's crops, and the same boxes as found."""
+    section = dict(
+        config["pipelines"]["detection"],
+        backbone={"type": "ClipBackbone", "model_name": tiny_model_names["vit"]},
+        postprocess={
+            "nms_threshold": None,
+            "naming": "clip",
+            "crop_logit_scale": 30.0,
+            "detector_score_power": 0.5,
+            "background_classes": ["grass"],
+        },
+    )
+    torch.manual_seed(0)
+    return create_pipeline(
+        {"pipelines": {"detection": section}}, ["cat", "dog|kitty"], task="detection"
+    )
+
+
+def test_clip_naming_scores_each_box_by_its_crop(clip_named):
+    from ovseg.models.classifiers import MaskContext, box_masks, query_probabilities
+
+    pipeline = clip_named
+    image = random_image(40, 56)
+    found = pipeline(image)
+    boxes = pipeline.detector.detect(image, pipeline.vocabulary, box_threshold=0.05)
+    assert len(found) > 0 and found.class_names == ["cat", "dog"]
+    assert found.queries == ["cat", "dog", "kitty"]
+    # by hand: the crop's softmax over the queries and "grass", times sqrt(detector score)
+    context = MaskContext(image=image, tokens=None, backbone=pipeline.backbone)
+    embeds = pipeline.crop_classifier.embed(box_masks(boxes.boxes, 40, 56), context)
+    text = pipeline.backbone.encode_text(["cat", "dog", "kitty", "grass"]).float()
+    probs = query_probabilities(embeds, text, 30.0)
+    expected = probs * torch.from_numpy(boxes.scores)[:, None].double().sqrt().float()
+    best = expected.argmax(dim=1)
+    kept = best < 3  # a box whose best query is the background class is dropped
+    assert len(found) == int(kept.sum())
+    for box, score, query, label in zip(
+        found.boxes, found.scores, found.query_indices, found.labels, strict=True
+    ):
+        row = int(np.nonzero(np.all(boxes.boxes == box, axis=1))[0][0])
+        assert query == int(best[row]) and label == [0, 1, 1][query]
+        assert score == pytest.approx(float(expected[row, query]), rel=1e-5)
+    assert (np.diff(found.scores) <= 0).all()
+    # a score threshold: every box-query pair above it, background pairs excluded
+    pairs = pipeline.predict(pipeline.encode(image), score_threshold=0.01)
+    above = (expected[:, :3] > 0.01).sum().item()
+    assert len(pairs) == above and set(pairs.query_indices.tolist()) <= {0, 1, 2}
+
+
+def test_clip_naming_needs_a_backbone(config, tiny_model_names):
+    section = dict(config["pipelines"]["detection"], postprocess={"naming": "clip"})
+    with pytest.raises(ConfigError, match="backbone"):
+        create_pipeline({"pipelines": {"detection": section}}, ["cat"], task="detection")
+    section = dict(config["pipelines"]["detection"], postprocess={"naming": "crops"})
+    with pytest.raises(ConfigError, match="naming"):
+        create_pipeline({"pipelines": {"detection": section}}, ["cat"], task="detection")
+    # naming: detector builds no CLIP even when one is configured
+    section = dict(
+        config["pipelines"]["detection"],
+        backbone={"type": "ClipBackbone", "model_name": tiny_model_names["vit"]},
+    )
+    plain = create_pipeline({"pipelines": {"detection": section}}, ["cat"], task="detection")
+    assert plain.backbone is None and plain.crop_classifier is None
+
+
+def test_grounded_masks_named_by_clip(config, tiny_model_names):
+    section = dict(
+        config["pipelines"]["instance"],
+        backbone={"type": "ClipBackbone", "model_name": tiny_model_names["vit"]},
+        inference={"short_side": None, "max_long_side": None},
+        postprocess={
+            "naming": "clip",
+            "detector_score_power": 0.5,
+            "score_threshold": 0.0,
+            "nms_threshold": 1.0,
+        },
+    )
+    torch.manual_seed(0)
+    pipeline = create_pipeline(
+        {"pipelines": {"instance": section}}, ["cat", "dog"], task="instance"
+    )
+    image = random_image(40, 56)
+    encoded = pipeline.encode(image)
+    found = pipeline.predict(encoded, max_instances=1000)
+    boxes = pipeline.detector.detect(image, pipeline.vocabulary, box_threshold=0.05)
+    masks, ious = pipeline.segment_boxes(encoded, boxes.boxes)
+    assert masks.shape == (len(boxes), 40, 56)
+    # each box's SAM mask, named as SAM proposals are, with sqrt(detector score) x SAM's IoU
+    quality = torch.from_numpy(boxes.scores).sqrt() * ious.clamp(0, 1)
+    expected = pipeline.name_masks(encoded, masks, quality, pipeline.vocabulary)
+    assert len(found) == len(expected) > 0
+    np.testing.assert_array_equal(found.masks, expected.masks)
+    np.testing.assert_allclose(found.scores, expected.scores, rtol=1e-6)
+    np.testing.assert_array_equal(found.boxes, boxes_from_masks(found.masks).numpy())
+    # without a backbone there is nothing to name with
+    section = dict(config["pipelines"]["instance"], postprocess={"naming": "clip"})
+    with pytest.raises(ConfigError, match="backbone"):
+        create_pipeline({"pipelines": {"instance": section}}, ["cat"], task="instance")
+
+
+def test_grounded_boxes_from_the_masks(config):
+    section = dict(
+        config["pipelines"]["instance"],
+        postprocess={"score_threshold": 0.0, "nms_threshold": 1.0, "box_from": "mask"},
+    )
+    pipeline = create_pipeline(
+        {"pipelines": {"instance": section}}, ["cat", "dog"], task="instance"
+    )
+    found = pipeline(random_image(40, 56), max_instances=1000)
+    assert len(found) > 0
+    np.testing.assert_array_equal(found.boxes, boxes_from_masks(found.masks).numpy())
+    section = dict(section, postprocess={"box_from": "sam"})
+    with pytest.raises(ConfigError, match="box_from"):
+        create_pipeline({"pipelines": {"instance": section}}, ["cat"], task="instance")

@@ -12,6 +12,7 @@ from ovseg.models.classifiers.mask_pooling import (
 from ovseg.models.classifiers.masked_crop import MaskedCropClassifier, crop_masks
 from ovseg.models.classifiers.nms import (
     box_iou,
+    box_masks,
     boxes_from_masks,
     class_wise_nms,
     mask_iou,
@@ -22,6 +23,7 @@ from ovseg.models.classifiers.scoring import (
     class_probabilities,
     ensemble_probabilities,
     query_probabilities,
+    with_background_classes,
 )
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "MaskPoolingClassifier",
     "MaskedCropClassifier",
     "box_iou",
+    "box_masks",
     "boxes_from_masks",
     "class_probabilities",
     "class_wise_nms",
@@ -39,4 +42,5 @@ __all__ = [
     "merge_parts",
     "pool_tokens",
     "query_probabilities",
+    "with_background_classes",
 ]

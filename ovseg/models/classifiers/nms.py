@@ -45,6 +45,27 @@ def boxes_from_masks(masks: torch.Tensor | np.ndarray) -> torch.Tensor:
     return boxes
 
 
+def box_masks(boxes: torch.Tensor | np.ndarray, height: int, width: int) -> torch.Tensor:
+    """``(N, 4)`` XYXY boxes (continuous input-pixel edges) -> ``(N, H, W)`` bool masks.
+
+    A pixel is in a box when its centre ``(x + 0.5, y + 0.5)`` is; a box holding no pixel
+    centre (thinner than a pixel, or outside the image) gets the pixel nearest its centre, so
+    that every box has a mask with an extent.
+    """
+    boxes = _as_tensor(boxes, torch.float32).reshape(-1, 4)
+    centres_x = torch.arange(width, dtype=torch.float32) + 0.5
+    centres_y = torch.arange(height, dtype=torch.float32) + 0.5
+    inside_x = (centres_x[None] >= boxes[:, 0:1]) & (centres_x[None] < boxes[:, 2:3])  # (N, W)
+    inside_y = (centres_y[None] >= boxes[:, 1:2]) & (centres_y[None] < boxes[:, 3:4])  # (N, H)
+    masks = inside_y[:, :, None] & inside_x[:, None, :]
+    empty = ~masks.flatten(1).any(dim=1)
+    if empty.any():
+        centre_x = ((boxes[empty, 0] + boxes[empty, 2]) / 2).floor().long().clamp(0, width - 1)
+        centre_y = ((boxes[empty, 1] + boxes[empty, 3]) / 2).floor().long().clamp(0, height - 1)
+        masks[torch.nonzero(empty).flatten(), centre_y, centre_x] = True
+    return masks
+
+
 def box_iou(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> torch.Tensor:
     """IoU of XYXY boxes ``a`` ``(N, 4)`` and ``b`` ``(M, 4)`` -> ``(N, M)`` float64."""
     a = _as_tensor(a, torch.float64).reshape(-1, 4)

@@ -9,6 +9,7 @@ class the max over its queries.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,13 @@ from ovseg.errors import ConfigError
 from ovseg.vocab import Vocabulary
 from ovseg.vocab.synonyms import reduce_synonyms
 
-__all__ = ["MaskContext", "class_probabilities", "ensemble_probabilities", "query_probabilities"]
+__all__ = [
+    "MaskContext",
+    "class_probabilities",
+    "ensemble_probabilities",
+    "query_probabilities",
+    "with_background_classes",
+]
 
 
 @dataclass
@@ -77,3 +84,15 @@ def class_probabilities(query_probs: torch.Tensor, vocab: Vocabulary) -> torch.T
         query_probs.t()[None, :, :, None], vocab.query_to_class, len(vocab)
     )  # (1, C, M, 1)
     return merged[0, :, :, 0].t()
+
+
+def with_background_classes(vocab: Vocabulary, extra: Sequence[str]) -> Vocabulary:
+    """``vocab`` followed by the ``extra`` names as classes of their own (indices >= len(vocab))."""
+    if not extra:
+        return vocab
+    taken = {name.lower() for name in vocab.names}
+    extra = [name for name in extra if name.lower() not in taken]
+    return Vocabulary(
+        vocab.classes + tuple((name,) for name in extra),
+        tuple(vocab.names) + tuple(extra) if vocab.display_names else (),
+    )

@@ -8,7 +8,13 @@ import torch
 import torchvision
 
 from ovseg.errors import ConfigError
-from ovseg.models.classifiers import box_iou, boxes_from_masks, class_wise_nms, mask_iou
+from ovseg.models.classifiers import (
+    box_iou,
+    box_masks,
+    boxes_from_masks,
+    class_wise_nms,
+    mask_iou,
+)
 
 
 def test_boxes_from_masks_exclusive_ends():
@@ -19,6 +25,25 @@ def test_boxes_from_masks_exclusive_ends():
     boxes = boxes_from_masks(masks)
     np.testing.assert_array_equal(boxes, [[3, 2, 4, 3], [0, 1, 6, 5], [0, 0, 0, 0]])
     assert boxes.dtype == torch.float32
+
+
+def test_box_masks_hold_the_pixel_centres_inside_each_box():
+    boxes = [
+        [1.0, 2.0, 4.0, 3.0],
+        [0.4, 0.0, 1.6, 1.4],
+        [2.2, 2.2, 2.4, 2.4],
+        [9.0, 9.0, 12.0, 12.0],
+    ]
+    masks = box_masks(boxes, 5, 6)
+    assert masks.shape == (4, 5, 6) and masks.dtype == torch.bool
+    expected = np.zeros((4, 5, 6), dtype=bool)
+    expected[0, 2, 1:4] = True  # x centres 1.5, 2.5, 3.5; y centre 2.5
+    expected[1, 0, 0:2] = True  # centres 0.5 and 1.5 lie in [0.4, 1.6); y only 0.5 in [0, 1.4)
+    expected[2, 2, 2] = True  # holds no centre: the pixel under its centre
+    expected[3, 4, 5] = True  # outside the image: the nearest pixel
+    np.testing.assert_array_equal(masks.numpy(), expected)
+    integer = torch.tensor([[0.0, 1.0, 3.0, 5.0], [2.0, 0.0, 6.0, 2.0]])
+    np.testing.assert_array_equal(boxes_from_masks(box_masks(integer, 5, 6)), integer)
 
 
 def test_box_and_mask_iou_by_hand():
