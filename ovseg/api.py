@@ -29,6 +29,10 @@ TASK_NAMES = (
 )
 #: vocabulary-free tasks and the task whose pipeline section they wrap
 VOCAB_FREE_TASKS = {"vocab_free": "semantic", "vocab_free_instance": "instance"}
+#: the section vocabulary-free instances take when a config has it: SAM's class-agnostic
+#: proposals (a preset whose ``pipelines.instance`` segments a detector's boxes keeps its SAM
+#: route here)
+CLASS_AGNOSTIC_INSTANCE = "instance_sam"
 #: video tasks and the image task whose pipeline detects the objects they track
 VIDEO_TASKS = {"video_referring": "referring", "video_instance": "instance"}
 
@@ -198,7 +202,8 @@ def build_vocab_free_pipeline(
     max_ngram: ...}``; ``db`` replaces its path) and the optional ``vocab_free`` section
     (``mode``, ``grids`` ...; ``kwargs`` override it). ``search`` overrides search options.
     The result is a ``VocabFreeSegmenter`` or, for instances, a ``VocabFreeInstanceSegmenter``
-    that names every SAM proposal by its own search.
+    that names every SAM proposal by its own search (from ``pipelines.instance_sam`` when the
+    config has that section, else ``pipelines.instance``).
 
     Raises:
         ConfigError: neither ``db`` nor the preset names a database.
@@ -224,7 +229,10 @@ def build_vocab_free_pipeline(
         )
     if task not in VOCAB_FREE_TASKS.values():
         raise ConfigError(f"--vocab-free works with the semantic and instance tasks, not {task!r}.")
-    inner = create_pipeline(preset_or_config, task=task, overrides=overrides, device=device)
+    inner_task = task
+    if task == "instance" and CLASS_AGNOSTIC_INSTANCE in (raw.get("pipelines") or {}):
+        inner_task = CLASS_AGNOSTIC_INSTANCE
+    inner = create_pipeline(preset_or_config, task=inner_task, overrides=overrides, device=device)
     pretrained = raw["pipeline"].get("backbone", {}).get("pretrained")
     searcher = CasedSearch(inner.backbone, path, pretrained=pretrained, preset=name, **section)
     if task == "instance":

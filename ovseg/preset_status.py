@@ -47,6 +47,7 @@ TASK_ORDER = (
     "referring",
     "instance",
     "instance_grounded",
+    "instance_sam",
     "detection",
     "reasoning",
     "vocab-free",

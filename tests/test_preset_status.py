@@ -52,6 +52,7 @@ def test_list_groups_presets_by_task_and_marks_what_runs(empty_hf_cache, no_mode
         "referring",
         "instance",
         "instance_grounded",
+        "instance_sam",
         "detection",
         "reasoning",
         "vocab-free",
@@ -72,6 +73,7 @@ def test_list_groups_presets_by_task_and_marks_what_runs(empty_hf_cache, no_mode
     assert "read-llava-7b-reasonseg-val" not in sections["semantic"]
     assert sections["detection"]["shapes-tiny"] == "ready (embedded)"
     assert sections["instance_grounded"]["shapes-tiny"] == "ready (embedded)"
+    assert sections["instance_sam"]["shapes-tiny"] == "ready (embedded)"
     assert sections["vocab-free"]["shapes-tiny"] == "ready (embedded, packaged database)"
     assert sections["semantic"]["shapes-tiny-denseclip"] == "ready (embedded)"
     assert "shapes-tiny-denseclip" not in sections["referring"]

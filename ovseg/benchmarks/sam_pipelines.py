@@ -194,6 +194,7 @@ def _build(
         compile=compile_encoder,
     )
     raw = to_container(build_pipeline_config("shapes-tiny", task="instance"))["pipelines"]
+    raw["instance"] = raw.get("instance_sam", raw["instance"])  # SAM's automatic proposals
     sections = {}
     for task in ("referring", "instance"):
         section = copy.deepcopy(raw[task])

@@ -306,7 +306,17 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
 
     # ----------------------------------------------------------------- image side
     def proposals(self, encoded: SamClipImage) -> Any:
-        """SAM's automatic ``MaskProposals`` for ``encoded`` (computed once per image)."""
+        """SAM's automatic ``MaskProposals`` for ``encoded`` (computed once per image).
+
+        Raises:
+            ConfigError: this pipeline segments a detector's boxes (``proposals: detector``).
+        """
+        if self.proposal_source == "detector":
+            raise ConfigError(
+                "This instance pipeline segments a detector's boxes (proposals: detector) and has "
+                "no class-agnostic SAM proposals; use one with proposals: sam (shapes-tiny: "
+                "pipelines.instance_sam)."
+            )
         return encoded.cached(
             f"proposals:{id(self.decoder)}",
             lambda: self.decoder.generate(

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ovseg.errors import ConfigError
 from ovseg.models.classifiers import boxes_from_masks, class_wise_nms
 from ovseg.pipelines.base import PromptablePipeline, SamClipImage
 from ovseg.registry import PIPELINES
@@ -55,6 +56,12 @@ class VocabFreeInstanceSegmenter(PromptablePipeline):
     encoded_type = SamClipImage
 
     def __init__(self, instance: Any, search: Any) -> None:
+        if getattr(instance, "proposal_source", "sam") != "sam":
+            raise ConfigError(
+                "Vocabulary-free instances name SAM's class-agnostic proposals; this instance "
+                "pipeline segments a detector's boxes, which need a vocabulary. Give one with "
+                "proposals: sam (a preset's pipelines.instance_sam section is used when present)."
+            )
         self.instance = instance
         self.search = search
         self.meta: dict[str, Any] = {}

@@ -73,8 +73,10 @@ def test_referring_preset_finds_named_objects(scenes):
     assert metric.compute()["gIoU"] > 25.0
 
 
-def test_instance_preset_names_objects_and_skips_stuff(scenes):
-    inst = ovseg.create_pipeline("shapes-tiny", task="instance")
+@pytest.mark.parametrize("task", ["instance", "instance_sam"])
+def test_instance_preset_names_objects_and_skips_stuff(scenes, task):
+    inst = ovseg.create_pipeline("shapes-tiny", task=task)
+    assert inst.proposal_source == {"instance": "detector", "instance_sam": "sam"}[task]
     things = [c for c in scenes.class_names if c not in ("grass", "sand", "water", "wall")]
     hits = total = 0
     for sample in list(scenes)[:6]:
@@ -103,3 +105,12 @@ def test_demo_scene_referring_and_clicks():
     click = ovseg.PointPrompts([[xs.mean() + 0.5, ys.mean() + 0.5]], [1])
     named = inst.segment_clicks(click, ["blue ring", "red star", "water", "wall"])
     assert len(named) == 1 and named.masks[0].any()
+
+
+def test_vocab_free_instances_take_the_sam_route():
+    """shapes-tiny's instance task segments detector boxes; the vocabulary-free instances need
+    class-agnostic proposals, so they are built from pipelines.instance_sam."""
+    pipeline = ovseg.create_pipeline("shapes-tiny", task="vocab_free_instance")
+    assert pipeline.instance.proposal_source == "sam"
+    found = pipeline(ovseg.io.read_image(DEMO / "shapes_scene.jpg"))
+    assert len(found) > 0 and found.masks.any(axis=(1, 2)).all()

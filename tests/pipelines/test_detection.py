@@ -298,3 +298,15 @@ def test_grounded_boxes_from_the_masks(config):
     section = dict(section, postprocess={"box_from": "sam"})
     with pytest.raises(ConfigError, match="box_from"):
         create_pipeline({"pipelines": {"instance": section}}, ["cat"], task="instance")
+
+
+def test_detector_instances_have_no_class_agnostic_proposals(config):
+    from ovseg.registry import PIPELINES
+
+    pipeline = create_pipeline(config, ["cat"], task="instance")
+    with pytest.raises(ConfigError, match="instance_sam"):
+        pipeline.proposals(pipeline.encode(random_image(40, 56)))
+    with pytest.raises(ConfigError, match="proposals: sam"):
+        PIPELINES.build(
+            {"type": "VocabFreeInstanceSegmenter", "instance": pipeline, "search": None}
+        )
