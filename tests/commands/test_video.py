@@ -63,8 +63,7 @@ def test_predict_video_instance_from_an_mp4(clips, tmp_path):
     out = tmp_path / "out"
     code = main(
         ["predict", str(video), "--video", "--task", "instance", "--vocab", "red ring,blue star",
-         "--out", str(out), "--quiet", "--no-overlay", "--frame-step", "2",
-         "pipelines.instance.proposals.points_per_side=4"]
+         "--out", str(out), "--quiet", "--no-overlay", "--frame-step", "2"]
     )  # fmt: skip
     assert code == 0
     tracks = read_tracks(out / "clip_tracks.json")

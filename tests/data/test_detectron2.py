@@ -151,9 +151,11 @@ def test_instance_eval_on_dicts_equals_eval_on_coco(synth, tmp_path):
                 }
             )  # fmt: skip
         )
-        # a coarse proposal grid on the 64 px scene: the comparison needs equal inputs only
-        fast = ["pipelines.instance.proposals.points_per_side=4",
-                "pipelines.instance.inference.short_side=64"]  # fmt: skip
+        # SAM's proposals on a coarse grid on the 64 px scene: the comparison needs equal
+        # inputs only
+        fast = ["pipelines.instance=${pipelines.instance_sam}",
+                "pipelines.instance_sam.proposals.points_per_side=4",
+                "pipelines.instance_sam.inference.short_side=64"]  # fmt: skip
         numbers[name] = evaluate(str(config), fast, work_dir=tmp_path / name, limit=1)
     assert numbers["d2"]["num_predictions"] == numbers["coco"]["num_predictions"] > 0
     for iou_type in ("bbox", "segm"):

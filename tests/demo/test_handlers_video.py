@@ -20,8 +20,8 @@ from ovseg.io_video import VideoWriter
 from ovseg.tracks import read_tracks
 
 FRAMES = 8
-# the embedded generator on a 4 x 4 point grid: fast enough for 8 frames
-FEW_PROPOSALS = ["pipelines.instance.proposals.points_per_side=4"]
+# the embedded instance task segments detector boxes: fast enough for 8 frames
+FEW_PROPOSALS: list[str] = []
 
 
 @pytest.fixture(scope="module")

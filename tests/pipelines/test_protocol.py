@@ -48,7 +48,7 @@ def test_every_pipeline_class_follows_the_protocol(name):
 def pipelines():
     return {
         task: ovseg.create_pipeline("shapes-tiny", task=task)
-        for task in ("semantic", "referring", "instance")
+        for task in ("semantic", "referring", "instance", "instance_sam")
     }
 
 
@@ -64,12 +64,14 @@ def test_built_pipelines_are_pipelines_and_refuse_foreign_values(pipelines):
         referring.predict(referring.encode(image), "red star", score_threshold=0.1)
 
 
-def test_predict_leaves_the_pipeline_unchanged(pipelines):
-    instance = pipelines["instance"]
+@pytest.mark.parametrize("task", ["instance", "instance_sam"])
+def test_predict_leaves_the_pipeline_unchanged(pipelines, task):
+    instance = pipelines[task]
     before = dict(instance.postprocess)
     encoded = instance.encode(SCENE)
     everything = instance.predict(encoded, None, score_threshold=0.0)
     default = instance.predict(encoded)
     assert instance.postprocess == before
     assert len(everything) >= len(default)
-    assert instance.proposals(encoded) is instance.proposals(encoded)  # kept with the value
+    if task == "instance_sam":  # SAM's proposals are kept with the value
+        assert instance.proposals(encoded) is instance.proposals(encoded)
