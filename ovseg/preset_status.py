@@ -45,6 +45,8 @@ from ovseg.model_zoo.sam_release import (
 TASK_ORDER = (
     "semantic",
     "referring",
+    "referring_sasp",
+    "referring_grounded",
     "instance",
     "instance_grounded",
     "instance_sam",

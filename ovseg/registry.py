@@ -160,6 +160,7 @@ PIPELINES = Registry(
         "semantic",
         "denseclip",
         "referring",
+        "grounded_referring",
         "instance",
         "vocab_free",
         "vocab_free_instance",

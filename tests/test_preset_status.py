@@ -50,6 +50,8 @@ def test_list_groups_presets_by_task_and_marks_what_runs(empty_hf_cache, no_mode
     assert list(sections) == [
         "semantic",
         "referring",
+        "referring_sasp",
+        "referring_grounded",
         "instance",
         "instance_grounded",
         "instance_sam",
@@ -74,6 +76,7 @@ def test_list_groups_presets_by_task_and_marks_what_runs(empty_hf_cache, no_mode
     assert sections["detection"]["shapes-tiny"] == "ready (embedded)"
     assert sections["instance_grounded"]["shapes-tiny"] == "ready (embedded)"
     assert sections["instance_sam"]["shapes-tiny"] == "ready (embedded)"
+    assert sections["referring_sasp"]["shapes-tiny"] == "ready (embedded)"
     assert sections["vocab-free"]["shapes-tiny"] == "ready (embedded, packaged database)"
     assert sections["semantic"]["shapes-tiny-denseclip"] == "ready (embedded)"
     assert "shapes-tiny-denseclip" not in sections["referring"]

@@ -195,6 +195,7 @@ def _build(
     )
     raw = to_container(build_pipeline_config("shapes-tiny", task="instance"))["pipelines"]
     raw["instance"] = raw.get("instance_sam", raw["instance"])  # SAM's automatic proposals
+    raw["referring"] = raw.get("referring_sasp", raw["referring"])  # similarity points
     sections = {}
     for task in ("referring", "instance"):
         section = copy.deepcopy(raw[task])

@@ -67,16 +67,18 @@ class ReferringOutput:
 
 
 class ReferringHandler(PromptedHandler):
-    """Referring segmentation for the demo: phrase -> SAM mask from similarity points.
+    """Referring segmentation for the demo: phrase -> SAM mask (from similarity points, or from
+    the best detector box with ``GroundedReferringSegmenter``).
 
     Args:
-        pipeline: a :class:`~ovseg.pipelines.referring.ReferringSegmenter` (``encode``,
+        pipeline: a :class:`~ovseg.pipelines.referring.ReferringSegmenter` or
+            :class:`~ovseg.pipelines.grounded_referring.GroundedReferringSegmenter` (``encode``,
             ``predict(encoded, phrase)``); the encoded images (SAM embedding, CLIP tokens) are
             kept, so a new phrase for the same image encodes only the text.
     """
 
     def __init__(self, pipeline: Any) -> None:
-        super().__init__(pipeline, ("encode", "predict", "segment_similarity"), REFERRING_TASK)
+        super().__init__(pipeline, ("encode", "predict"), REFERRING_TASK)
 
     def run(
         self, image: Any, phrase: Any, *, opacity: float = 0.5, out_dir: str | Path

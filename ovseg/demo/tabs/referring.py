@@ -53,9 +53,13 @@ def build(ctx: DemoContext, spec: TabSpec) -> None:
         with gr.Column(scale=1):
             with gr.Row():
                 mask = result_image(
-                    key, "mask", "Mask and points (green positive, red negative, grey neutral)"
+                    key,
+                    "mask",
+                    "Mask, and its points if any (green positive, red negative, grey neutral)",
                 )
-                similarity = result_image(key, "similarity", "Similarity (red high)")
+                similarity = result_image(
+                    key, "similarity", "Where the phrase was found (red high)"
+                )
             table = result_table(
                 key,
                 REFERRING_HEADERS,

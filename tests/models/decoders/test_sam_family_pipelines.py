@@ -49,7 +49,7 @@ def test_referring_preset_with_a_sam2_decoder_config(sam2_checkpoint):
         "overrides": TINY_SAM2,
         "checkpoint": str(path),
     }
-    pipeline = ovseg.create_pipeline("shapes-tiny", task="referring", decoder=config)
+    pipeline = ovseg.create_pipeline("shapes-tiny", task="referring_sasp", decoder=config)
     assert isinstance(pipeline.decoder, Sam2Decoder)
     image = random_image(48, 64, seed=3)
     result = pipeline(image, "the red star")
