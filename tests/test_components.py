@@ -299,6 +299,10 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "tests/models/detectors/test_mdetr.py",
     ),
     ("pipeline", "DetectionPipeline"): ("needs a detector", "tests/pipelines/test_detection.py"),
+    ("pipeline", "GroundedReferringSegmenter"): (
+        "needs a detector, a SAM and a CLIP",
+        "tests/pipelines/test_grounded_referring.py",
+    ),
     ("dataset", "LVISInstances"): (
         "needs an LVIS JSON and images",
         "tests/evaluation/test_lvis_evaluator.py",

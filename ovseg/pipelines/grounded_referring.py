@@ -44,7 +44,7 @@ __all__ = ["GroundedReferringSegmenter"]
 
 RANKING_DEFAULTS: dict[str, Any] = {
     "box_threshold": 0.0,
-    "candidates": 64,
+    "candidates": 16,
     "crop_logit_scale": 35.0,
     "detector_score_power": 0.5,
 }

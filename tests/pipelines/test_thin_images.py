@@ -14,7 +14,7 @@ SIZES = [(1200, 8), (8, 1200), (1, 1)]
 def pipelines():
     return {
         task: ovseg.create_pipeline("shapes-tiny", task=task)
-        for task in ("semantic", "referring", "instance")
+        for task in ("semantic", "referring", "referring_sasp", "instance", "instance_sam")
     }
 
 
@@ -23,10 +23,12 @@ def test_every_task_answers_a_thin_image(pipelines, size):
     image = np.random.default_rng(0).integers(0, 256, size=(*size, 3), dtype=np.uint8)
     semantic = pipelines["semantic"](image)
     assert semantic.sem_seg.shape == size
-    found = pipelines["referring"](image, "red star")
+    found = pipelines["referring"](image, "red star")  # the detector's best box -> SAM
+    assert found.mask.shape == size and found.similarity.shape == size
+    found = pipelines["referring_sasp"](image, "red star")
     assert found.mask.shape == size and len(found.points) >= 1
-    instances = pipelines["instance"](image)
-    assert instances.masks.shape[1:] == size
+    for task in ("instance", "instance_sam"):
+        assert pipelines[task](image).masks.shape[1:] == size
 
 
 def test_denseclip_answers_a_thin_image():

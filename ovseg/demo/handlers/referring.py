@@ -14,6 +14,7 @@ from ovseg.demo.handlers.common import (
     format_box,
 )
 from ovseg.demo.handlers.prompted import PromptedHandler, check_prompt
+from ovseg.errors import ConfigError
 from ovseg.outputs import write_referring_outputs
 from ovseg.structures import ReferringResult
 from ovseg.visualize import (
@@ -79,6 +80,13 @@ class ReferringHandler(PromptedHandler):
 
     def __init__(self, pipeline: Any) -> None:
         super().__init__(pipeline, ("encode", "predict"), REFERRING_TASK)
+        if getattr(pipeline, "query_name", None) != "phrase":
+            raise ConfigError(
+                f"The {REFERRING_TASK} tab needs a pipeline with encode, predict(encoded, phrase); "
+                f"{type(pipeline).__name__} has no phrase query (it takes a "
+                f"{getattr(pipeline, 'query_name', 'different query')}). Check the type of the "
+                f"config's pipeline for the {REFERRING_TASK} task."
+            )
 
     def run(
         self, image: Any, phrase: Any, *, opacity: float = 0.5, out_dir: str | Path
