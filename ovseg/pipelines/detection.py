@@ -32,9 +32,8 @@ import torch
 from ovseg.errors import ConfigError
 from ovseg.io import DEFAULT_MAX_PIXELS
 from ovseg.models.classifiers import (
-    MaskContext,
-    box_masks,
     class_wise_nms,
+    embed_box_crops,
     query_probabilities,
     with_background_classes,
 )
@@ -150,8 +149,7 @@ class DetectionPipeline(PromptablePipeline, VocabularyDefault):
         found = self.detector.detect(image, vocab, box_threshold=settings["box_threshold"])
         height, width = image.shape[:2]
         queried = with_background_classes(vocab, self.background_classes)
-        context = MaskContext(image=image, tokens=None, backbone=self.backbone)
-        embeds = self.crop_classifier.embed(box_masks(found.boxes, height, width), context)
+        embeds = embed_box_crops(self.crop_classifier, image, found.boxes, self.backbone)
         text = self.backbone.encode_text(queried.queries).float().cpu()
         probs = query_probabilities(embeds, text, float(self.postprocess["crop_logit_scale"]))
         quality = torch.from_numpy(found.scores).double() ** float(

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ovseg.errors import PromptError
-from ovseg.models.classifiers import MaskContext, box_masks
+from ovseg.models.classifiers import box_masks, embed_box_crops
 from ovseg.models.prompts.similarity import encode_phrase
 from ovseg.pipelines.base import DENSE_TOKEN_DEFAULTS, SamClipImage, SamClipPipeline
 from ovseg.registry import BACKBONES, DETECTORS, MASK_CLASSIFIERS, MASK_DECODERS, PIPELINES
@@ -119,9 +119,7 @@ class GroundedReferringSegmenter(SamClipPipeline):
         if len(found) == 0:
             empty = torch.zeros(0, dtype=torch.float64)
             return found.boxes, scores, empty, empty
-        height, width = image.shape[:2]
-        context = MaskContext(image=image, tokens=None, backbone=self.backbone)
-        embeds = self.crop_classifier.embed(box_masks(found.boxes, height, width), context)
+        embeds = embed_box_crops(self.crop_classifier, image, found.boxes, self.backbone)
         text = encode_phrase(self.backbone, phrase, self.templates).float().cpu()
         cosine = (embeds.float() @ text).double()
         rank = (

@@ -426,11 +426,11 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
             score_threshold=settings.get("query_threshold"),
         )
         masks, ious = self.segment_boxes(encoded, found.boxes)
-        if self.postprocess["naming"] == "clip":
-            power = float(self.postprocess["detector_score_power"])
-            mask_quality = torch.from_numpy(found.scores).pow(power) * ious.clamp(0.0, 1.0)
-            return self.name_masks(encoded, masks, mask_quality, vocab, settings)
-        scores = torch.from_numpy(found.scores) * ious.clamp(0.0, 1.0)
+        by_clip = self.postprocess["naming"] == "clip"
+        power = float(self.postprocess["detector_score_power"]) if by_clip else 1.0
+        scores = torch.from_numpy(found.scores).pow(power) * ious.clamp(0.0, 1.0)
+        if by_clip:  # the scores are the masks' quality; CLIP's class probability joins them
+            return self.name_masks(encoded, masks, scores, vocab, settings)
         labels = torch.from_numpy(found.labels)
         boxes = torch.from_numpy(found.boxes)
         if self.postprocess["box_from"] == "mask":

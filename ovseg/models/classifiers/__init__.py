@@ -9,7 +9,11 @@ from ovseg.models.classifiers.mask_pooling import (
     mask_area_weights,
     pool_tokens,
 )
-from ovseg.models.classifiers.masked_crop import MaskedCropClassifier, crop_masks
+from ovseg.models.classifiers.masked_crop import (
+    MaskedCropClassifier,
+    crop_masks,
+    embed_box_crops,
+)
 from ovseg.models.classifiers.nms import (
     box_iou,
     box_masks,
@@ -36,6 +40,7 @@ __all__ = [
     "class_probabilities",
     "class_wise_nms",
     "crop_masks",
+    "embed_box_crops",
     "ensemble_probabilities",
     "mask_area_weights",
     "mask_iou",

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ovseg.errors import ConfigError
-from ovseg.models.classifiers.nms import boxes_from_masks
+from ovseg.models.classifiers.nms import box_masks, boxes_from_masks
 from ovseg.models.classifiers.scoring import MaskContext
 from ovseg.registry import MASK_CLASSIFIERS
 
-__all__ = ["MaskedCropClassifier", "crop_masks"]
+__all__ = ["MaskedCropClassifier", "crop_masks", "embed_box_crops"]
 
 
 def crop_masks(
@@ -114,3 +115,17 @@ class MaskedCropClassifier:
         if not embeds:
             return torch.zeros(0, backbone.embed_dim)
         return F.normalize(torch.cat(embeds).float().cpu(), dim=1)
+
+
+def embed_box_crops(
+    classifier: Any, image: np.ndarray, boxes: np.ndarray, backbone: Any
+) -> torch.Tensor:
+    """``(N, 4)`` XYXY input-pixel boxes of ``image`` -> ``(N, D)`` embeddings of their crops.
+
+    Each box becomes a filled mask (:func:`~ovseg.models.classifiers.nms.box_masks`) for a
+    crop classifier such as :class:`MaskedCropClassifier`, which crops around the mask's box
+    (with ``mask_background: false``, exactly the box and its context).
+    """
+    height, width = image.shape[:2]
+    context = MaskContext(image=image, tokens=None, backbone=backbone)
+    return classifier.embed(box_masks(boxes, height, width), context)

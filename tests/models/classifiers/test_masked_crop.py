@@ -9,7 +9,12 @@ import torch.nn.functional as F
 
 from ovseg.errors import ConfigError
 from ovseg.models.backbones.clip import ClipBackbone
-from ovseg.models.classifiers import MaskContext, MaskedCropClassifier, crop_masks
+from ovseg.models.classifiers import (
+    MaskContext,
+    MaskedCropClassifier,
+    crop_masks,
+    embed_box_crops,
+)
 from ovseg.registry import MASK_CLASSIFIERS
 
 FILL = (0.25, 0.5, 0.75)
@@ -66,6 +71,16 @@ def test_embed_with_tiny_clip(tiny_model_names, one_torch_thread, image):
     expected = F.normalize(backbone.encode_image(backbone.normalize(crops)), dim=1)
     assert out.shape == (2, backbone.embed_dim)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    # boxes: the crops of the filled boxes, the same as the masks with those extents
+    unmasked = MaskedCropClassifier(batch_size=1, mask_background=False)
+    boxes = np.array([[0.0, 0.0, 3.0, 3.0], [1.0, 2.0, 6.0, 6.0]], dtype=np.float32)
+    filled = np.zeros((2, 6, 6), dtype=bool)
+    filled[0, :3, :3] = True
+    filled[1, 2:, 1:] = True
+    np.testing.assert_array_equal(
+        embed_box_crops(unmasked, image, boxes, backbone),
+        unmasked.embed(filled, MaskContext(image=image, tokens=None, backbone=backbone)),
+    )
 
 
 def test_bad_settings():
