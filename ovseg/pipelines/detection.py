@@ -32,13 +32,14 @@ import torch
 from ovseg.errors import ConfigError
 from ovseg.io import DEFAULT_MAX_PIXELS
 from ovseg.models.classifiers import (
-    class_wise_nms,
+    build_crop_classifier,
     embed_box_crops,
     query_probabilities,
     with_background_classes,
 )
+from ovseg.models.detectors.base import ranked_detections
 from ovseg.pipelines.base import EncodedImage, PromptablePipeline, VocabularyDefault, decode_image
-from ovseg.registry import BACKBONES, DETECTORS, MASK_CLASSIFIERS, PIPELINES
+from ovseg.registry import BACKBONES, DETECTORS, PIPELINES
 from ovseg.settings import merge_settings
 from ovseg.structures import Detections
 from ovseg.vocab import Vocabulary
@@ -99,16 +100,7 @@ class DetectionPipeline(PromptablePipeline, VocabularyDefault):
                 "backbone (e.g. backbone: ${pipeline.backbone})."
             )
         self.backbone = BACKBONES.build_or_pass(backbone, "backbone") if naming == "clip" else None
-        self.crop_classifier = (
-            MASK_CLASSIFIERS.build_or_pass(
-                crop_classifier
-                if crop_classifier is not None
-                else {"type": "MaskedCropClassifier"},
-                "crop classifier",
-            )
-            if naming == "clip"
-            else None
-        )
+        self.crop_classifier = build_crop_classifier(crop_classifier) if naming == "clip" else None
         self.background_classes = tuple(str(n) for n in self.postprocess["background_classes"])
         self.max_pixels = max_pixels
         self.vocabulary = Vocabulary.create(vocabulary) if vocabulary is not None else None
@@ -170,22 +162,14 @@ class DetectionPipeline(PromptablePipeline, VocabularyDefault):
         boxes = torch.from_numpy(found.boxes)[rows]
         chosen = scores[rows, columns].float()
         labels = query_class[columns]
-        if settings["nms_threshold"] is not None and len(chosen):
-            order = torch.from_numpy(
-                class_wise_nms(
-                    chosen, labels, boxes=boxes, iou_threshold=float(settings["nms_threshold"])
-                )
-            )
-        else:
-            order = torch.argsort(chosen, descending=True, stable=True)
-        if settings["max_detections"] is not None:
-            order = order[: int(settings["max_detections"])]
-        return Detections(
-            boxes=boxes[order].numpy(),
-            scores=chosen[order].numpy(),
-            query_indices=columns[order].numpy(),
-            labels=labels[order].numpy(),
-            queries=list(vocab.queries),
-            class_names=list(vocab.names),
-            image_size=(height, width),
+        return ranked_detections(
+            boxes,
+            chosen,
+            columns,
+            labels,
+            vocab.queries,
+            vocab.names,
+            (height, width),
+            nms=None if settings["nms_threshold"] is None else float(settings["nms_threshold"]),
+            limit=settings["max_detections"],
         )

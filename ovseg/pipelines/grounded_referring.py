@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from ovseg.errors import PromptError
-from ovseg.models.classifiers import box_masks, embed_box_crops
+from ovseg.models.classifiers import box_masks, build_crop_classifier, embed_box_crops
 from ovseg.models.prompts.similarity import encode_phrase
 from ovseg.pipelines.base import DENSE_TOKEN_DEFAULTS, SamClipImage, SamClipPipeline
-from ovseg.registry import BACKBONES, DETECTORS, MASK_CLASSIFIERS, MASK_DECODERS, PIPELINES
+from ovseg.registry import BACKBONES, DETECTORS, MASK_DECODERS, PIPELINES
 from ovseg.settings import merge_settings
 from ovseg.structures import PointPrompts, ReferringResult
 
@@ -85,10 +85,7 @@ class GroundedReferringSegmenter(SamClipPipeline):
         self.backbone = BACKBONES.build_or_pass(backbone, "backbone (CLIP)")
         self.detector = DETECTORS.build_or_pass(detector, "detector")
         self.decoder = MASK_DECODERS.build_or_pass(decoder, "mask decoder (SAM)")
-        self.crop_classifier = MASK_CLASSIFIERS.build_or_pass(
-            crop_classifier if crop_classifier is not None else {"type": "MaskedCropClassifier"},
-            "crop classifier",
-        )
+        self.crop_classifier = build_crop_classifier(crop_classifier)
         self.ranking = merge_settings(RANKING_DEFAULTS, ranking, "ranking")
         self.inference = merge_settings(DENSE_TOKEN_DEFAULTS, inference, "inference")
         self.multimask = bool(multimask)

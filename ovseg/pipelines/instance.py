@@ -55,6 +55,7 @@ from ovseg.models.backbones.clip import ClipBackbone
 from ovseg.models.classifiers import (
     MaskContext,
     boxes_from_masks,
+    build_crop_classifier,
     class_probabilities,
     class_wise_nms,
     ensemble_probabilities,
@@ -279,16 +280,7 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
             raise ConfigError(f"postprocess.crop_weight must lie in [0, 1], got {crop_weight}.")
         if backbone is None:
             crop_weight = 0.0
-        self.crop_classifier = (
-            MASK_CLASSIFIERS.build_or_pass(
-                crop_classifier
-                if crop_classifier is not None
-                else {"type": "MaskedCropClassifier"},
-                "crop classifier",
-            )
-            if crop_weight > 0
-            else None
-        )
+        self.crop_classifier = build_crop_classifier(crop_classifier) if crop_weight > 0 else None
         self.background_classes = tuple(str(n) for n in self.postprocess["background_classes"])
         self.inference = merge_settings(DENSE_TOKEN_DEFAULTS, inference, "inference")
         self.proposal_settings = sam_settings

@@ -11,6 +11,7 @@ from ovseg.models.classifiers.mask_pooling import (
 )
 from ovseg.models.classifiers.masked_crop import (
     MaskedCropClassifier,
+    build_crop_classifier,
     crop_masks,
     embed_box_crops,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "box_iou",
     "box_masks",
     "boxes_from_masks",
+    "build_crop_classifier",
     "class_probabilities",
     "class_wise_nms",
     "crop_masks",

@@ -15,7 +15,7 @@ from ovseg.models.classifiers.nms import box_masks, boxes_from_masks
 from ovseg.models.classifiers.scoring import MaskContext
 from ovseg.registry import MASK_CLASSIFIERS
 
-__all__ = ["MaskedCropClassifier", "crop_masks", "embed_box_crops"]
+__all__ = ["MaskedCropClassifier", "build_crop_classifier", "crop_masks", "embed_box_crops"]
 
 
 def crop_masks(
@@ -129,3 +129,11 @@ def embed_box_crops(
     height, width = image.shape[:2]
     context = MaskContext(image=image, tokens=None, backbone=backbone)
     return classifier.embed(box_masks(boxes, height, width), context)
+
+
+def build_crop_classifier(config: Any = None) -> Any:
+    """The crop classifier ``config`` builds (or is); ``None``: a default
+    :class:`MaskedCropClassifier`."""
+    return MASK_CLASSIFIERS.build_or_pass(
+        config if config is not None else {"type": "MaskedCropClassifier"}, "crop classifier"
+    )

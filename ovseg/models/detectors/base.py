@@ -44,7 +44,7 @@ from ovseg.models.classifiers.nms import class_wise_nms
 from ovseg.structures import Detections  # the result type, re-exported here
 from ovseg.vocab import Vocabulary
 
-__all__ = ["Detections", "OpenVocabularyDetector", "QuerySet", "as_query_set"]
+__all__ = ["Detections", "OpenVocabularyDetector", "QuerySet", "as_query_set", "ranked_detections"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,41 @@ def _check_threshold(value: Any, name: str) -> float:
     if not 0.0 <= number <= 1.0:
         raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}.")
     return number
+
+
+def ranked_detections(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    query_indices: torch.Tensor,
+    labels: torch.Tensor,
+    queries: Sequence[str],
+    class_names: Sequence[str],
+    image_size: tuple[int, int],
+    nms: float | None = None,
+    limit: int | None = None,
+) -> Detections:
+    """Box-query pairs -> :class:`Detections`, best first: class-wise NMS at ``nms`` (box IoU;
+    None: none), then the ``limit`` best.
+
+    Args:
+        boxes: ``(N, 4)`` XYXY input-image pixels; scores ``(N,)``; ``query_indices`` and
+            ``labels`` ``(N,)`` int64 (the query and its class).
+    """
+    if nms is not None and len(scores):
+        order = torch.from_numpy(class_wise_nms(scores, labels, boxes=boxes, iou_threshold=nms))
+    else:
+        order = torch.argsort(scores, descending=True, stable=True)
+    if limit is not None:
+        order = order[: int(limit)]
+    return Detections(
+        boxes=boxes[order].numpy(),
+        scores=scores[order].numpy(),
+        query_indices=query_indices[order].numpy(),
+        labels=labels[order].numpy(),
+        queries=list(queries),
+        class_names=list(class_names),
+        image_size=(int(image_size[0]), int(image_size[1])),
+    )
 
 
 class OpenVocabularyDetector(nn.Module):
@@ -235,20 +270,14 @@ class OpenVocabularyDetector(nn.Module):
             )
         class_of = torch.as_tensor(query_set.query_to_class, dtype=torch.long)
         labels = class_of[queries] if len(queries) else queries
-        if nms_t is not None and len(scores):
-            order = torch.from_numpy(
-                class_wise_nms(scores, labels, boxes=boxes, iou_threshold=nms_t)
-            )
-        else:
-            order = torch.argsort(scores, descending=True, stable=True)
-        if limit is not None:
-            order = order[: int(limit)]
-        return Detections(
-            boxes=boxes[order].numpy(),
-            scores=scores[order].numpy(),
-            query_indices=queries[order].numpy(),
-            labels=labels[order].numpy(),
-            queries=list(query_set.queries),
-            class_names=list(query_set.class_names),
-            image_size=(height, width),
+        return ranked_detections(
+            boxes,
+            scores,
+            queries,
+            labels,
+            query_set.queries,
+            query_set.class_names,
+            (height, width),
+            nms=nms_t,
+            limit=limit,
         )
