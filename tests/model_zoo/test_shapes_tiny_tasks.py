@@ -63,14 +63,19 @@ def _class_masks(sample, class_names):
     }
 
 
-def test_referring_preset_finds_named_objects(scenes):
-    ref = ovseg.create_pipeline("shapes-tiny", task="referring")
+@pytest.mark.parametrize(
+    ("task", "bound"),
+    # measured on these 12 scenes (2026-12-03): detector boxes -> SAM 84.2, similarity points 51.9
+    [("referring", 65.0), ("referring_sasp", 25.0)],
+)
+def test_referring_preset_finds_named_objects(scenes, task, bound):
+    ref = ovseg.create_pipeline("shapes-tiny", task=task)
     metric = ReferringMetric()
     for sample in scenes:
         ref.set_image(sample["image"])
         for name, target in _class_masks(sample, scenes.class_names).items():
             metric.process(ref.predict(name).mask, target)
-    assert metric.compute()["gIoU"] > 25.0
+    assert metric.compute()["gIoU"] > bound
 
 
 @pytest.mark.parametrize("task", ["instance", "instance_sam"])
