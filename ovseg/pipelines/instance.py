@@ -74,7 +74,7 @@ from ovseg.settings import merge_settings
 from ovseg.structures import UNLABELLED, Instances, OVSegResult, PointPrompts
 from ovseg.vocab import Vocabulary
 
-__all__ = ["InstanceSegmenter", "refine_semantic", "with_background_classes"]
+__all__ = ["InstanceSegmenter", "refine_semantic"]
 
 POSTPROCESS_DEFAULTS = {
     "logit_scale": 40.0,

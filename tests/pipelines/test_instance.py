@@ -284,7 +284,7 @@ def test_refine_semantic_with_an_encoded_images_proposals(tiny_model_names, imag
 
 
 def test_background_classes_are_queried_then_dropped(tiny_model_names, image):
-    from ovseg.pipelines.instance import with_background_classes
+    from ovseg.models.classifiers import with_background_classes
     from ovseg.vocab import Vocabulary
 
     vocab = Vocabulary.create(["cat", "dog|puppy"])
