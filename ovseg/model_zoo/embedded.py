@@ -71,14 +71,15 @@ EMBEDDED_FOLDERS: dict[str, dict] = {
         "folder": "read-shapes-tiny",
         "sha256": {
             "config.json": "4a5e07541ba999cef13a6d8bbd18ce0d57fc038cb2a411aefdb86e1f871ae1d8",
-            "model.safetensors": "444b23fd546629edee26903134181c951012ac1ffa824636bf20487ad6a365f9",
+            "model.safetensors": "c94aa959422d9baff05fb3a00611eb613605cd1b9b7c8baf324da745832069d2",
             "tokenizer.json": "6ca7edb26b303afbef8b37da9dba116b21ea79bde9b19fafa87cf6eb0cfd1358",
             "tokenizer_config.json": "83a4422e1b411a29ecf5faeb68f4d34daf59344c6ea1f0578ab985fcaac1db95",
         },
         "recipe": (
             "ovseg train configs/read/shapes_tiny_read_caption.yaml && "
             "ovseg train configs/read/shapes_tiny_read.yaml && "
-            "python tools/export_read_folder.py work_dirs/shapes_tiny_read/read_model "
+            "ovseg train configs/read/shapes_tiny_read_sasp.yaml && "
+            "python tools/export_read_folder.py work_dirs/shapes_tiny_read_sasp/read_model "
             "ovseg/model_zoo/weights/read-shapes-tiny"
         ),
     },

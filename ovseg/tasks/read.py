@@ -57,7 +57,7 @@ from ovseg.engine import dist as edist
 from ovseg.engine.data import move_to_device
 from ovseg.errors import CheckpointError, ConfigError, DatasetError, WeightsNotFoundError
 from ovseg.evaluation.reasoning import ReasoningMetric
-from ovseg.registry import TASKS
+from ovseg.registry import POINT_SELECTORS, TASKS
 
 STAGES = ("caption", "reasoning")
 READ_FOLDER = "read_model"  # the READ folder export() writes beside the weights
@@ -256,6 +256,8 @@ class READTask(nn.Module):
         tokenizer: packaged tokenizer name or folder.
         language_model: LLaMA config fields (``DEFAULT_LM`` fills the rest).
         vision_tower: ``open_clip:<model>@<tag>`` or an HF CLIP folder.
+        vision_tiles: crops per side the tower encodes (config ``mm_vision_tiles``; 1, READ's
+            single crop, is the default; see :mod:`ovseg.models.multimodal.vision`).
         projector: LLaVA's ``mm_projector_type``.
         sam: SAM architecture name; ``sam_weights``: embedded tag or file (None: random).
         init_checkpoint: a previous stage's export (file) or a READ folder to start from.
@@ -266,6 +268,8 @@ class READTask(nn.Module):
         ce_loss_weight, bce_loss_weight, dice_loss_weight: LISA's 1.0 / 2.0 / 0.5.
         similarity_loss_weight: an extra loss on the map SasP reads (not in LISA / READ; 0, the
             default, is their loss); see :class:`~ovseg.models.multimodal.read.ReadModel`.
+        selector: the SasP selector (config) whose points SAM trains with (None: READ's,
+            ``SasPSelector(compat="read")``); give the pipeline the same one.
         max_length: longest sequence the LM sees (image tokens counted).
         sam_cache_size: SAM image embeddings kept (0: none).
     """
@@ -277,6 +281,7 @@ class READTask(nn.Module):
         tokenizer: str = "shapes-bpe",
         language_model: Mapping[str, Any] | None = None,
         vision_tower: str = "open_clip:ovseg-ViT-Ti-8@shapes",
+        vision_tiles: int = 1,
         projector: str = "mlp2x_gelu",
         sam: str = "ovseg-sam-tiny",
         sam_weights: str | None = "shapes",
@@ -287,6 +292,7 @@ class READTask(nn.Module):
         bce_loss_weight: float = 2.0,
         dice_loss_weight: float = 0.5,
         similarity_loss_weight: float = 0.0,
+        selector: Any = None,
         max_length: int = 256,
         sam_cache_size: int = 8192,
         attn_implementation: str = "sdpa",
@@ -324,6 +330,8 @@ class READTask(nn.Module):
             "mm_use_im_start_end": True,
             "out_dim": sam_arch.prompt_embed_dim,
         }
+        if int(vision_tiles) != 1:
+            config["mm_vision_tiles"] = int(vision_tiles)
         self.model = build_read_model(
             config,
             seg_token_idx,
@@ -335,6 +343,9 @@ class READTask(nn.Module):
             bce_loss_weight=bce_loss_weight,
             dice_loss_weight=dice_loss_weight,
             similarity_loss_weight=similarity_loss_weight,
+            selector=(
+                None if selector is None else POINT_SELECTORS.build_or_pass(selector, "selector")
+            ),
         )
         self.config = config
         self.vision_tower_spec = str(vision_tower)

@@ -314,3 +314,31 @@ def test_read_folder_export_loads_in_the_reasoning_pipeline_and_evaluates(task, 
     for key, value in loaded.state_dict().items():
         torch.testing.assert_close(value, merged[key], rtol=0, atol=0, msg=key)
     assert len(tokenizer) == len(task.tokenizer)
+
+
+def test_vision_tiles_and_selector_are_task_options_that_reach_the_export(tokenizer_dir, tmp_path):
+    from ovseg.models.multimodal.checkpoint import load_read_model
+
+    torch.manual_seed(0)
+    selector = {"type": "SasPSelector", "compat": "read", "down_sample": 1, "t_pos": 0.95}
+    tiled = READTask(
+        "reasoning", **_settings(tokenizer_dir, vision_tiles=2, max_length=320, selector=selector)
+    )
+    tower = tiled.model.mllm.vision_tower
+    assert tower.tiles == 2 and tower.image_size == 128 and tower.grid_size == (16, 16)
+    assert tiled.model.mllm.num_image_tokens == 256
+    assert tiled.model.selector.down_sample == 1 and tiled.model.selector.t_pos == 0.95
+    batch = _batch(tiled)
+    assert batch["images_clip"].shape[-2:] == (128, 128)
+    out = tiled(batch)
+    assert torch.isfinite(out["loss"])
+    assert all(grid.shape == (16, 16) for grid in [tiled.model.points_for(
+        torch.zeros(32), torch.zeros(256, 32), (48, 48))[1]])  # fmt: skip
+    folder = tiled.export_read_folder(tmp_path / "read_model")
+    import json
+
+    assert json.loads((folder / "config.json").read_text())["mm_vision_tiles"] == 2
+    loaded, _ = load_read_model(folder, vision_tower="open_clip:ovseg-ViT-Ti-8")
+    assert loaded.mllm.vision_tower.grid_size == (16, 16)
+    plain = READTask("reasoning", **_settings(tokenizer_dir))
+    assert "mm_vision_tiles" not in plain.read_config()  # READ's own config stays READ's

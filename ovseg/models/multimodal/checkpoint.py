@@ -31,6 +31,8 @@ in the READ folder, unless ``config.json`` has a ``vision_config`` mapping) (``o
 LLaVA-1.5 based models; its ``vision_model.*`` weights are loaded strictly, a full CLIP
 checkpoint's text tower is not used, as ``CLIPVisionModel.from_pretrained`` does), an open_clip
 spec ``"open_clip:MODEL@TAG"`` (e.g. ``open_clip:ovseg-ViT-Ti-8@shapes``), or a built module.
+``mm_vision_tiles`` (an ovseg field, default 1: READ's single crop) encodes the image as that
+many crops per side (:mod:`.vision`).
 
 SAM's architecture is found from the number of image-encoder blocks (12 / 24 / 32: ViT-B / L /
 H; READ uses ViT-H), or given (``sam_architecture=``, or ``ovseg_sam_architecture`` in
@@ -278,6 +280,7 @@ def build_vision_tower(
     select = {
         "select_layer": int(config.get("mm_vision_select_layer", -2)),
         "select_feature": str(config.get("mm_vision_select_feature", "patch")),
+        "tiles": int(config.get("mm_vision_tiles", 1)),
     }
     if isinstance(spec, nn.Module):
         return spec, None

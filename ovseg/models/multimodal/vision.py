@@ -15,6 +15,13 @@ layer norm, no projection), without the class token. Two implementations:
   ``ovseg-ViT-Ti-8``), the same layer selection over its residual blocks.
 
 Both are frozen (no gradients), as LLaVA's tower.
+
+Tiles (``tiles = t > 1``, config ``mm_vision_tiles``; an ovseg option, LLaVA-1.5 and READ use
+one crop): the tower's input is ``t`` times the CLIP's own size, cut into ``t x t`` crops of
+that size, each encoded on its own (the CLIP sees the image at ``t`` times the resolution it
+would otherwise, at the scale it was trained on), and their patch features are put back
+together as one ``(t h, t w)`` grid in row-major order over the whole image. With
+``cls_patch`` the class tokens of the crops come first, in crop order.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ __all__ = [
     "OpenClipVisionTower",
     "VisionTower",
     "selected_block_count",
+    "tiled_features",
 ]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -77,6 +85,37 @@ def _check_feature(select_feature: str) -> str:
     return select_feature
 
 
+def _check_tiles(tiles: int) -> int:
+    if int(tiles) != tiles or int(tiles) < 1:
+        raise ConfigError(f"mm_vision_tiles must be a whole number >= 1, got {tiles!r}.")
+    return int(tiles)
+
+
+def tiled_features(
+    encode: Any, images: torch.Tensor, tiles: int, grid: tuple[int, int], with_cls: bool
+) -> torch.Tensor:
+    """Encode ``(B, 3, t S, t S)`` as ``t x t`` crops of ``S`` and stitch their features.
+
+    ``encode`` maps ``(N, 3, S, S)`` to ``(N, 1 + h * w, C)`` (class token first); ``grid`` is
+    one crop's ``(h, w)``. Returns ``(B, t h * t w, C)`` in row-major order over the whole
+    image, preceded by the ``t * t`` class tokens when ``with_cls``.
+    """
+    if tiles == 1:
+        out = encode(images)
+        return out if with_cls else out[:, 1:]
+    batch, channels, height, width = images.shape
+    size_h, size_w = height // tiles, width // tiles
+    crops = images.reshape(batch, channels, tiles, size_h, tiles, size_w)
+    crops = crops.permute(0, 2, 4, 1, 3, 5).reshape(batch * tiles * tiles, channels, size_h, size_w)
+    out = encode(crops)
+    dim = out.shape[-1]
+    h, w = grid
+    cls = out[:, 0].reshape(batch, tiles * tiles, dim)
+    patches = out[:, 1:].reshape(batch, tiles, tiles, h, w, dim)
+    patches = patches.permute(0, 1, 3, 2, 4, 5).reshape(batch, tiles * h * tiles * w, dim)
+    return torch.cat([cls, patches], dim=1) if with_cls else patches
+
+
 class HFClipVisionTower(nn.Module):
     """transformers' ``CLIPVisionModel`` as LLaVA uses it.
 
@@ -86,6 +125,7 @@ class HFClipVisionTower(nn.Module):
         select_layer: LLaVA's ``mm_vision_select_layer`` (-2).
         select_feature: ``"patch"`` (drop the class token) or ``"cls_patch"``.
         mean, std: the image normalisation (OpenAI CLIP's by default).
+        tiles: crops per side (module docstring; 1: LLaVA's single crop).
     """
 
     def __init__(
@@ -95,6 +135,7 @@ class HFClipVisionTower(nn.Module):
         select_feature: str = "patch",
         mean: Sequence[float] = OPENAI_CLIP_MEAN,
         std: Sequence[float] = OPENAI_CLIP_STD,
+        tiles: int = 1,
     ) -> None:
         super().__init__()
         self.vision_tower = model.eval().requires_grad_(False)
@@ -102,10 +143,13 @@ class HFClipVisionTower(nn.Module):
         self.select_layer = int(select_layer)
         selected_block_count(int(config.num_hidden_layers), self.select_layer)
         self.select_feature = _check_feature(select_feature)
-        self.image_size = int(config.image_size)
+        self.tiles = _check_tiles(tiles)
+        self.crop_size = int(config.image_size)
+        self.image_size = self.crop_size * self.tiles
         self.hidden_size = int(config.hidden_size)
-        side = self.image_size // int(config.patch_size)
-        self.grid_size = (side, side)
+        side = self.crop_size // int(config.patch_size)
+        self.crop_grid = (side, side)
+        self.grid_size = (side * self.tiles, side * self.tiles)
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
 
@@ -127,17 +171,24 @@ class HFClipVisionTower(nn.Module):
     def num_patches(self) -> int:
         return self.grid_size[0] * self.grid_size[1]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, S, S)`` normalised -> ``(B, h * w, C)`` (``+1`` with ``cls_patch``)."""
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
         param = next(self.vision_tower.parameters())
+        out = self.vision_tower(
+            pixel_values=images.to(device=param.device, dtype=param.dtype),
+            output_hidden_states=True,
+        )
+        return out.hidden_states[self.select_layer]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` normalised -> ``(B, h * w, C)`` (``+ tiles**2`` with ``cls_patch``)."""
         with torch.no_grad():
-            out = self.vision_tower(
-                pixel_values=images.to(device=param.device, dtype=param.dtype),
-                output_hidden_states=True,
+            features = tiled_features(
+                self._encode,
+                images,
+                self.tiles,
+                self.crop_grid,
+                self.select_feature == "cls_patch",
             )
-        features = out.hidden_states[self.select_layer]
-        if self.select_feature == "patch":
-            features = features[:, 1:]
         return features.to(images.dtype)
 
 
@@ -147,7 +198,7 @@ class OpenClipVisionTower(nn.Module):
     Args:
         visual: ``open_clip`` model's ``.visual`` (a ``VisionTransformer`` with a class token).
         mean, std: the model's image normalisation.
-        select_layer, select_feature: as :class:`HFClipVisionTower`.
+        select_layer, select_feature, tiles: as :class:`HFClipVisionTower`.
     """
 
     def __init__(
@@ -157,6 +208,7 @@ class OpenClipVisionTower(nn.Module):
         std: Sequence[float],
         select_layer: int = -2,
         select_feature: str = "patch",
+        tiles: int = 1,
     ) -> None:
         super().__init__()
         if not hasattr(visual, "transformer") or not hasattr(visual, "class_embedding"):
@@ -168,11 +220,14 @@ class OpenClipVisionTower(nn.Module):
         self.select_layer = int(select_layer)
         self.num_blocks = selected_block_count(len(visual.transformer.resblocks), select_layer)
         self.select_feature = _check_feature(select_feature)
+        self.tiles = _check_tiles(tiles)
         size = visual.image_size
         patch = visual.patch_size
-        self.image_size = int(size[0] if isinstance(size, tuple) else size)
+        self.crop_size = int(size[0] if isinstance(size, tuple) else size)
+        self.image_size = self.crop_size * self.tiles
         patch = int(patch[0] if isinstance(patch, tuple) else patch)
-        self.grid_size = (self.image_size // patch, self.image_size // patch)
+        self.crop_grid = (self.crop_size // patch, self.crop_size // patch)
+        self.grid_size = (self.crop_grid[0] * self.tiles, self.crop_grid[1] * self.tiles)
         self.hidden_size = int(visual.class_embedding.shape[-1])
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
@@ -188,19 +243,27 @@ class OpenClipVisionTower(nn.Module):
     def num_patches(self) -> int:
         return self.grid_size[0] * self.grid_size[1]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, S, S)`` normalised -> ``(B, h * w, C)`` (``+1`` with ``cls_patch``)."""
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
         visual = self.visual
         param = visual.class_embedding
+        x = visual._embeds(images.to(device=param.device, dtype=param.dtype))
+        batch_first = getattr(visual.transformer, "batch_first", True)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        for block in visual.transformer.resblocks[: self.num_blocks]:
+            x = block(x)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        return x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` normalised -> ``(B, h * w, C)`` (``+ tiles**2`` with ``cls_patch``)."""
         with torch.no_grad():
-            x = visual._embeds(images.to(device=param.device, dtype=param.dtype))
-            batch_first = getattr(visual.transformer, "batch_first", True)
-            if not batch_first:
-                x = x.transpose(0, 1)
-            for block in visual.transformer.resblocks[: self.num_blocks]:
-                x = block(x)
-            if not batch_first:
-                x = x.transpose(0, 1)
-        if self.select_feature == "patch":
-            x = x[:, 1:]
+            x = tiled_features(
+                self._encode,
+                images,
+                self.tiles,
+                self.crop_grid,
+                self.select_feature == "cls_patch",
+            )
         return x.to(images.dtype)
