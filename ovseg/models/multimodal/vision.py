@@ -116,7 +116,41 @@ def tiled_features(
     return torch.cat([cls, patches], dim=1) if with_cls else patches
 
 
-class HFClipVisionTower(nn.Module):
+class _TiledTower(nn.Module):
+    """What both towers share: the tiled geometry and ``forward`` over their ``_encode``."""
+
+    select_feature: str
+
+    def _set_geometry(self, crop_size: int, patch_size: int, tiles: int) -> None:
+        self.tiles = _check_tiles(tiles)
+        self.crop_size = int(crop_size)
+        self.image_size = self.crop_size * self.tiles
+        side = self.crop_size // int(patch_size)
+        self.crop_grid = (side, side)
+        self.grid_size = (side * self.tiles, side * self.tiles)
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, S, S)`` -> ``(N, 1 + h * w, C)`` hidden states of the selected layer."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` normalised -> ``(B, h * w, C)`` (``+ tiles**2`` with ``cls_patch``)."""
+        with torch.no_grad():
+            features = tiled_features(
+                self._encode,
+                images,
+                self.tiles,
+                self.crop_grid,
+                self.select_feature == "cls_patch",
+            )
+        return features.to(images.dtype)
+
+
+class HFClipVisionTower(_TiledTower):
     """transformers' ``CLIPVisionModel`` as LLaVA uses it.
 
     Args:
@@ -143,13 +177,8 @@ class HFClipVisionTower(nn.Module):
         self.select_layer = int(select_layer)
         selected_block_count(int(config.num_hidden_layers), self.select_layer)
         self.select_feature = _check_feature(select_feature)
-        self.tiles = _check_tiles(tiles)
-        self.crop_size = int(config.image_size)
-        self.image_size = self.crop_size * self.tiles
+        self._set_geometry(int(config.image_size), int(config.patch_size), tiles)
         self.hidden_size = int(config.hidden_size)
-        side = self.crop_size // int(config.patch_size)
-        self.crop_grid = (side, side)
-        self.grid_size = (side * self.tiles, side * self.tiles)
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
 
@@ -167,10 +196,6 @@ class HFClipVisionTower(nn.Module):
 
         return CLIPVisionConfig.from_pretrained(str(folder), local_files_only=True)
 
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size[0] * self.grid_size[1]
-
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         param = next(self.vision_tower.parameters())
         out = self.vision_tower(
@@ -179,20 +204,8 @@ class HFClipVisionTower(nn.Module):
         )
         return out.hidden_states[self.select_layer]
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, S, S)`` normalised -> ``(B, h * w, C)`` (``+ tiles**2`` with ``cls_patch``)."""
-        with torch.no_grad():
-            features = tiled_features(
-                self._encode,
-                images,
-                self.tiles,
-                self.crop_grid,
-                self.select_feature == "cls_patch",
-            )
-        return features.to(images.dtype)
 
-
-class OpenClipVisionTower(nn.Module):
+class OpenClipVisionTower(_TiledTower):
     """An open_clip ``VisionTransformer`` with LLaVA's layer and token selection.
 
     Args:
@@ -220,14 +233,13 @@ class OpenClipVisionTower(nn.Module):
         self.select_layer = int(select_layer)
         self.num_blocks = selected_block_count(len(visual.transformer.resblocks), select_layer)
         self.select_feature = _check_feature(select_feature)
-        self.tiles = _check_tiles(tiles)
         size = visual.image_size
         patch = visual.patch_size
-        self.crop_size = int(size[0] if isinstance(size, tuple) else size)
-        self.image_size = self.crop_size * self.tiles
-        patch = int(patch[0] if isinstance(patch, tuple) else patch)
-        self.crop_grid = (self.crop_size // patch, self.crop_size // patch)
-        self.grid_size = (self.crop_grid[0] * self.tiles, self.crop_grid[1] * self.tiles)
+        self._set_geometry(
+            int(size[0] if isinstance(size, tuple) else size),
+            int(patch[0] if isinstance(patch, tuple) else patch),
+            tiles,
+        )
         self.hidden_size = int(visual.class_embedding.shape[-1])
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
@@ -238,10 +250,6 @@ class OpenClipVisionTower(nn.Module):
         mean = tuple(backbone.mean.flatten().tolist())
         std = tuple(backbone.std.flatten().tolist())
         return cls(backbone.model.visual, mean, std, **kwargs)
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size[0] * self.grid_size[1]
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         visual = self.visual
@@ -255,15 +263,3 @@ class OpenClipVisionTower(nn.Module):
         if not batch_first:
             x = x.transpose(0, 1)
         return x
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, S, S)`` normalised -> ``(B, h * w, C)`` (``+ tiles**2`` with ``cls_patch``)."""
-        with torch.no_grad():
-            x = tiled_features(
-                self._encode,
-                images,
-                self.tiles,
-                self.crop_grid,
-                self.select_feature == "cls_patch",
-            )
-        return x.to(images.dtype)
