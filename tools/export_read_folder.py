@@ -16,6 +16,13 @@ from pathlib import Path
 COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
+def _offline_tokenizer_config(path: Path) -> None:
+    """A packaged tokenizer never looks online: ``local_files_only`` is true whatever the
+    training run's loader recorded (the only field that differs between runs)."""
+    text = path.read_text()
+    path.write_text(text.replace('"local_files_only": false', '"local_files_only": true'))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="READ folder written by the training run")
@@ -36,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in COPIED:
         if (args.source / name).is_file():
             shutil.copyfile(args.source / name, args.destination / name)
+            if name == "tokenizer_config.json":
+                _offline_tokenizer_config(args.destination / name)
             digests[name] = sha256_file(args.destination / name)
     print(json.dumps(digests, indent=4, sort_keys=True))
     return 0

@@ -70,8 +70,8 @@ EMBEDDED_FOLDERS: dict[str, dict] = {
     "read-shapes-tiny": {
         "folder": "read-shapes-tiny",
         "sha256": {
-            "config.json": "4a5e07541ba999cef13a6d8bbd18ce0d57fc038cb2a411aefdb86e1f871ae1d8",
-            "model.safetensors": "c94aa959422d9baff05fb3a00611eb613605cd1b9b7c8baf324da745832069d2",
+            "config.json": "fc62b199fc532337cc373fe152e5421b9213c0ac72056a3203a4e12c4bc82989",
+            "model.safetensors": "0c7114182d6619f68421a08ebbc72a52c5e536bdb4ea84c09cc17234fc34f79c",
             "tokenizer.json": "6ca7edb26b303afbef8b37da9dba116b21ea79bde9b19fafa87cf6eb0cfd1358",
             "tokenizer_config.json": "83a4422e1b411a29ecf5faeb68f4d34daf59344c6ea1f0578ab985fcaac1db95",
         },

@@ -55,7 +55,8 @@ class ReasoningSegmenter(PromptablePipeline):
             snapshot of ``vision_tower_repo``.
         vision_tower_repo: the tower's repository (READ: openai/clip-vit-large-patch14-336).
         sam_architecture: SAM's architecture (default: from the weights).
-        selector: SasP selector or its config (default ``SasPSelector(compat="read")``).
+        selector: SasP selector or its config (default: the folder's ``ovseg_sasp_selector``,
+            the one the model was trained with; without it READ's ``SasPSelector(compat="read")``).
         max_new_tokens: longest answer (a per-call setting).
         max_length: longest prompt in text tokens, the image placeholder counting one (READ's
             ``model_max_length``: 512); longer questions are cut with a warning.

@@ -269,7 +269,8 @@ class READTask(nn.Module):
         similarity_loss_weight: an extra loss on the map SasP reads (not in LISA / READ; 0, the
             default, is their loss); see :class:`~ovseg.models.multimodal.read.ReadModel`.
         selector: the SasP selector (config) whose points SAM trains with (None: READ's,
-            ``SasPSelector(compat="read")``); give the pipeline the same one.
+            ``SasPSelector(compat="read")``); a config is written into the exported folder's
+            ``config.json`` (``ovseg_sasp_selector``), so the model is loaded with it.
         max_length: longest sequence the LM sees (image tokens counted).
         sam_cache_size: SAM image embeddings kept (0: none).
     """
@@ -348,6 +349,7 @@ class READTask(nn.Module):
             ),
         )
         self.config = config
+        self.selector_config = dict(selector) if isinstance(selector, Mapping) else None
         self.vision_tower_spec = str(vision_tower)
         self.sam_arch = sam_arch
         if not str(vision_tower).startswith("open_clip:"):  # an HF CLIP folder: its weights
@@ -540,8 +542,8 @@ class READTask(nn.Module):
         return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
     def read_config(self) -> dict[str, Any]:
-        """READ's ``config.json`` for the model (LLaMA fields, ``mm_*``, ``out_dim`` and the SAM
-        architecture), as :func:`~ovseg.models.multimodal.checkpoint.load_read_model` reads it."""
+        """READ's ``config.json`` for the model (LLaMA fields, ``mm_*``, ``out_dim``, the SAM
+        architecture and the task's selector config, if any), as :func:`~ovseg.models.multimodal.checkpoint.load_read_model` reads it."""
         from dataclasses import asdict
 
         sam = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.sam_arch).items()}
@@ -552,6 +554,7 @@ class READTask(nn.Module):
             "mm_vision_tower": self.vision_tower_spec,
             "mm_hidden_size": int(self.model.mllm.vision_tower.hidden_size),
             "ovseg_sam_architecture": sam,
+            **({"ovseg_sasp_selector": self.selector_config} if self.selector_config else {}),
             "torch_dtype": "float32",
         }
 

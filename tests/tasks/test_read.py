@@ -338,7 +338,19 @@ def test_vision_tiles_and_selector_are_task_options_that_reach_the_export(tokeni
     import json
 
     assert json.loads((folder / "config.json").read_text())["mm_vision_tiles"] == 2
+    config = json.loads((folder / "config.json").read_text())
+    assert config["ovseg_sasp_selector"] == selector
     loaded, _ = load_read_model(folder, vision_tower="open_clip:ovseg-ViT-Ti-8")
     assert loaded.mllm.vision_tower.grid_size == (16, 16)
+    # the folder's selector is the one the model trained with; an explicit one still wins
+    assert loaded.selector.down_sample == 1 and loaded.selector.t_pos == 0.95
+    from ovseg.models.prompts.sasp import SasPSelector
+
+    chosen, _ = load_read_model(
+        folder, vision_tower="open_clip:ovseg-ViT-Ti-8", selector=SasPSelector(t_pos=0.5)
+    )
+    assert chosen.selector.t_pos == 0.5 and chosen.selector.down_sample == 2
     plain = READTask("reasoning", **_settings(tokenizer_dir))
-    assert "mm_vision_tiles" not in plain.read_config()  # READ's own config stays READ's
+    # READ's own config stays READ's
+    assert "mm_vision_tiles" not in plain.read_config()
+    assert "ovseg_sasp_selector" not in plain.read_config()

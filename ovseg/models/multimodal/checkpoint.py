@@ -38,6 +38,11 @@ SAM's architecture is found from the number of image-encoder blocks (12 / 24 / 3
 H; READ uses ViT-H), or given (``sam_architecture=``, or ``ovseg_sam_architecture`` in
 ``config.json``, a name or a mapping of :class:`~ovseg.models.decoders.sam_build.SamArchitecture`
 fields).
+
+``ovseg_sasp_selector`` (an ovseg field; absent in READ's releases) is the config of the SasP
+selector the model was trained with (e.g. ``{type: SasPSelector, compat: read, down_sample: 1,
+t_pos: 0.95}``); the loaded model uses it unless ``selector=`` is given. Without it the model
+uses READ's selector (``SasPSelector(compat="read")``).
 """
 
 from __future__ import annotations
@@ -467,7 +472,8 @@ def load_read_model(
         sam_architecture: SAM's architecture (default: found from the weights).
         device, dtype: where and in what float type the model lives (dtype None: float32).
         missing_hint: added to the error when ``folder`` does not exist (what to download).
-        model_kwargs: :class:`ReadModel` options (``selector``, loss weights ...).
+        model_kwargs: :class:`ReadModel` options (``selector``: default the folder's
+            ``ovseg_sasp_selector``, else READ's; loss weights ...).
 
     Raises:
         WeightsNotFoundError: no folder, config, weights or vision tower.
@@ -493,6 +499,8 @@ def load_read_model(
             f"{folder}: {len(unknown)} keys belong to no part of READ: {sorted(unknown)[:8]}."
         )
     has_tower = any(k.startswith("mllm.vision_tower.") for k in state)
+    if model_kwargs.get("selector") is None and config.get("ovseg_sasp_selector") is not None:
+        model_kwargs["selector"] = _folder_selector(config["ovseg_sasp_selector"], folder)
     model = build_read_model(
         config,
         seg_token_idx,
@@ -509,6 +517,23 @@ def load_read_model(
         state.update(_tower_state(model, vision_tower, config))
     _check_and_load(model, state, str(folder))
     return model.to(device=device, dtype=dtype).eval(), tokenizer
+
+
+def _folder_selector(spec: Any, folder: Path) -> Any:
+    """The point selector a folder's ``ovseg_sasp_selector`` describes."""
+    from ovseg.registry import POINT_SELECTORS
+
+    if not isinstance(spec, Mapping) or "type" not in spec:
+        raise CheckpointError(
+            f"{folder}/config.json: ovseg_sasp_selector must be a mapping with a 'type' "
+            f"(e.g. {{'type': 'SasPSelector', 'compat': 'read'}}), got {spec!r}."
+        )
+    try:
+        return POINT_SELECTORS.build(dict(spec))
+    except (TypeError, ValueError, KeyError) as error:
+        raise CheckpointError(
+            f"{folder}/config.json: ovseg_sasp_selector {dict(spec)} does not build: {error}"
+        ) from error
 
 
 def _tower_state(model: nn.Module, vision_tower: Any, config: Mapping[str, Any]) -> dict:

@@ -294,3 +294,27 @@ def test_save_read_folder_round_trip(tiny_read, released, tmp_path):
     add_lora(adapted)
     with pytest.raises(CheckpointError, match="merge them first"):
         save_read_folder(tmp_path / "lora", adapted, tok, config)
+
+
+def test_folder_selector_is_used_and_a_bad_one_is_a_clear_error(tiny_read, released, tmp_path):
+    from ovseg.models.multimodal.checkpoint import save_read_folder
+    from ovseg.models.prompts.sasp import SasPSelector
+    from tests.models.multimodal.read_tiny import tiny_config
+
+    model, tok = tiny_read
+    config = tiny_config(tok, released["clip"])
+    default, _ = load_read_model(released["safetensors"], sam_architecture=TINY_SAM)
+    assert isinstance(default.selector, SasPSelector)
+    assert (default.selector.down_sample, default.selector.t_pos) == (2, 0.8)  # READ-7B's
+    spec = {"type": "SasPSelector", "compat": "read", "down_sample": 1, "t_pos": 0.9}
+    folder = save_read_folder(tmp_path / "own", model, tok, {**config, "ovseg_sasp_selector": spec})
+    loaded, _ = load_read_model(folder, sam_architecture=TINY_SAM)
+    assert (loaded.selector.down_sample, loaded.selector.t_pos) == (1, 0.9)
+    bad = save_read_folder(
+        tmp_path / "bad", model, tok, {**config, "ovseg_sasp_selector": {"type": "NoSuchSelector"}}
+    )
+    with pytest.raises(CheckpointError, match="ovseg_sasp_selector"):
+        load_read_model(bad, sam_architecture=TINY_SAM)
+    untyped = save_read_folder(tmp_path / "untyped", model, tok, {**config, "ovseg_sasp_selector": 3})
+    with pytest.raises(CheckpointError, match="mapping with a 'type'"):
+        load_read_model(untyped, sam_architecture=TINY_SAM)
