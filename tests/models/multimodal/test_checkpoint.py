@@ -315,6 +315,8 @@ def test_folder_selector_is_used_and_a_bad_one_is_a_clear_error(tiny_read, relea
     )
     with pytest.raises(CheckpointError, match="ovseg_sasp_selector"):
         load_read_model(bad, sam_architecture=TINY_SAM)
-    untyped = save_read_folder(tmp_path / "untyped", model, tok, {**config, "ovseg_sasp_selector": 3})
+    untyped = save_read_folder(
+        tmp_path / "untyped", model, tok, {**config, "ovseg_sasp_selector": 3}
+    )
     with pytest.raises(CheckpointError, match="mapping with a 'type'"):
         load_read_model(untyped, sam_architecture=TINY_SAM)
