@@ -71,7 +71,7 @@ EMBEDDED_FOLDERS: dict[str, dict] = {
         "folder": "read-shapes-tiny",
         "sha256": {
             "config.json": "fc62b199fc532337cc373fe152e5421b9213c0ac72056a3203a4e12c4bc82989",
-            "model.safetensors": "0c7114182d6619f68421a08ebbc72a52c5e536bdb4ea84c09cc17234fc34f79c",
+            "model.safetensors": "5e47403fc8dc9f7011ef2f1dc37d907762c293c1596c811159324b298223062c",
             "tokenizer.json": "6ca7edb26b303afbef8b37da9dba116b21ea79bde9b19fafa87cf6eb0cfd1358",
             "tokenizer_config.json": "83a4422e1b411a29ecf5faeb68f4d34daf59344c6ea1f0578ab985fcaac1db95",
         },
@@ -79,7 +79,8 @@ EMBEDDED_FOLDERS: dict[str, dict] = {
             "ovseg train configs/read/shapes_tiny_read_caption.yaml && "
             "ovseg train configs/read/shapes_tiny_read.yaml && "
             "ovseg train configs/read/shapes_tiny_read_sasp.yaml && "
-            "python tools/export_read_folder.py work_dirs/shapes_tiny_read_sasp/read_model "
+            "ovseg train configs/read/shapes_tiny_read_sasp_more.yaml && "
+            "python tools/export_read_folder.py work_dirs/shapes_tiny_read_sasp_more/read_model "
             "ovseg/model_zoo/weights/read-shapes-tiny"
         ),
     },

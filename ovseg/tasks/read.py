@@ -57,6 +57,7 @@ from ovseg.engine import dist as edist
 from ovseg.engine.data import move_to_device
 from ovseg.errors import CheckpointError, ConfigError, DatasetError, WeightsNotFoundError
 from ovseg.evaluation.reasoning import ReasoningMetric
+from ovseg.models.prompts.selector_config import selector_config
 from ovseg.registry import POINT_SELECTORS, TASKS
 
 STAGES = ("caption", "reasoning")
@@ -349,7 +350,13 @@ class READTask(nn.Module):
             ),
         )
         self.config = config
-        self.selector_config = dict(selector) if isinstance(selector, Mapping) else None
+        # the selector as a config, for the exported folder (None: READ's default selector)
+        self.selector_config = None if selector is None else selector_config(self.model.selector)
+        if selector is not None and self.selector_config is None:
+            raise ConfigError(
+                f"task.selector {type(self.model.selector).__name__} cannot be written into the "
+                "exported READ folder; use a registered point selector (e.g. SasPSelector)."
+            )
         self.vision_tower_spec = str(vision_tower)
         self.sam_arch = sam_arch
         if not str(vision_tower).startswith("open_clip:"):  # an HF CLIP folder: its weights

@@ -64,7 +64,7 @@ def test_class_questions_on_held_out_scenes(reasoning):
 
 
 def test_the_folder_carries_the_selector_the_model_trained_with(reasoning):
-    # configs/read/shapes_tiny_read_sasp.yaml's task.selector, read from the packaged config.json
+    # configs/read/shapes_tiny_read_sasp(_more).yaml's task.selector, from the packaged config.json
     selector = reasoning.model.selector
     assert (selector.compat, selector.down_sample, selector.t_pos) == ("read", 1, 0.95)
 

@@ -15,6 +15,7 @@ from ovseg.data.world_tokenizer import train_world_tokenizer
 from ovseg.engine import train
 from ovseg.errors import CheckpointError, ConfigError, DatasetError, WeightsNotFoundError
 from ovseg.models.multimodal.constants import IGNORE_INDEX
+from ovseg.registry import POINT_SELECTORS
 from ovseg.tasks.read import READTask
 from ovseg.weights import load_state_dict
 from tests.models.decoders.sam_tiny import TINY_SAM
@@ -272,9 +273,18 @@ def test_shipped_configs_parse():
         "shapes_tiny_read.yaml",
         "shapes_tiny_read_long.yaml",
         "shapes_tiny_read_long_simloss.yaml",
+        "shapes_tiny_read_sasp.yaml",
+        "shapes_tiny_read_sasp_more.yaml",
     ):
         cfg = load_config(CONFIGS / name)
         assert cfg["task"]["type"] == "READ"
+    stage3 = load_config(CONFIGS / "shapes_tiny_read_sasp.yaml")
+    stage4 = load_config(CONFIGS / "shapes_tiny_read_sasp_more.yaml")
+    # stage 4 starts from stage 3's export and keeps its model and selector
+    assert stage4["task"]["init_checkpoint"] == f"{stage3['work_dir']}/read_model"
+    assert stage4["task"]["selector"] == stage3["task"]["selector"]
+    assert stage4["task"]["similarity_loss_weight"] == 1.0 and stage4["task"]["lora"]["r"] == 0
+    assert stage4["data"]["val"]["seed"] != 1000 and stage4["data"]["train"]["num"] == 16000
     stage2 = load_config(CONFIGS / "shapes_tiny_read.yaml")
     assert stage2["task"]["lora"]["r"] == 8 and stage2["task"]["lora"]["alpha"] == 16
     assert np.isclose(stage2["task"]["bce_loss_weight"], 2.0)
@@ -350,6 +360,13 @@ def test_vision_tiles_and_selector_are_task_options_that_reach_the_export(tokeni
         folder, vision_tower="open_clip:ovseg-ViT-Ti-8", selector=SasPSelector(t_pos=0.5)
     )
     assert chosen.selector.t_pos == 0.5 and chosen.selector.down_sample == 2
+    # a config file's nested selector arrives built (TASKS.build): it is written all the same
+    built = READTask(
+        "reasoning", **_settings(tokenizer_dir, selector=POINT_SELECTORS.build(selector))
+    )
+    assert built.read_config()["ovseg_sasp_selector"] == selector
+    with pytest.raises(ConfigError, match="cannot be written"):
+        READTask("reasoning", **_settings(tokenizer_dir, selector=lambda grid, placement: None))
     plain = READTask("reasoning", **_settings(tokenizer_dir))
     # READ's own config stays READ's
     assert "mm_vision_tiles" not in plain.read_config()
