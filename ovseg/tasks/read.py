@@ -550,7 +550,8 @@ class READTask(nn.Module):
 
     def read_config(self) -> dict[str, Any]:
         """READ's ``config.json`` for the model (LLaMA fields, ``mm_*``, ``out_dim``, the SAM
-        architecture and the task's selector config, if any), as :func:`~ovseg.models.multimodal.checkpoint.load_read_model` reads it."""
+        architecture and the task's selector config, if any), as
+        :func:`~ovseg.models.multimodal.checkpoint.load_read_model` reads it."""
         from dataclasses import asdict
 
         sam = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.sam_arch).items()}

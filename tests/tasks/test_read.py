@@ -347,9 +347,8 @@ def test_vision_tiles_and_selector_are_task_options_that_reach_the_export(tokeni
     folder = tiled.export_read_folder(tmp_path / "read_model")
     import json
 
-    assert json.loads((folder / "config.json").read_text())["mm_vision_tiles"] == 2
     config = json.loads((folder / "config.json").read_text())
-    assert config["ovseg_sasp_selector"] == selector
+    assert config["mm_vision_tiles"] == 2 and config["ovseg_sasp_selector"] == selector
     loaded, _ = load_read_model(folder, vision_tower="open_clip:ovseg-ViT-Ti-8")
     assert loaded.mllm.vision_tower.grid_size == (16, 16)
     # the folder's selector is the one the model trained with; an explicit one still wins

@@ -62,6 +62,7 @@ from ovseg.errors import (
     CheckpointError,
     ConfigError,
     MissingDependencyError,
+    UnknownComponentError,
     WeightsNotFoundError,
 )
 from ovseg.models.multimodal.constants import (
@@ -523,16 +524,12 @@ def _folder_selector(spec: Any, folder: Path) -> Any:
     """The point selector a folder's ``ovseg_sasp_selector`` describes."""
     from ovseg.registry import POINT_SELECTORS
 
-    if not isinstance(spec, Mapping) or "type" not in spec:
-        raise CheckpointError(
-            f"{folder}/config.json: ovseg_sasp_selector must be a mapping with a 'type' "
-            f"(e.g. {{'type': 'SasPSelector', 'compat': 'read'}}), got {spec!r}."
-        )
     try:
-        return POINT_SELECTORS.build(dict(spec))
-    except (TypeError, ValueError, KeyError) as error:
+        return POINT_SELECTORS.build(spec)
+    except (ConfigError, UnknownComponentError) as error:
         raise CheckpointError(
-            f"{folder}/config.json: ovseg_sasp_selector {dict(spec)} does not build: {error}"
+            f"{folder}/config.json: ovseg_sasp_selector {spec!r} does not build a point "
+            f"selector: {error}"
         ) from error
 
 
