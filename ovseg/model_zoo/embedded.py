@@ -33,7 +33,7 @@ EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
     },
     ("denseclip-ovseg-ViT-Ti-8", "shapes"): {
         "file": "ovseg-ViT-Ti-8-shapes-denseclip.safetensors",
-        "sha256": "b8d6e206e4443be8d6d8398a625a1277e7f63544d91c4e6f8fb0e1d97298b0d2",
+        "sha256": "62e48b83aefb55eeb960da38e9be7d32553c44e5c0a2e5696fb37b4a59048816",
         "recipe": (
             "ovseg train configs/shapes/shapes_tiny_denseclip.yaml && "
             "python tools/export_weights.py "

@@ -34,7 +34,7 @@ def test_packaged_weights_are_small_and_verified(key):
     assert embedded_checkpoint(*key) == path
 
 
-def test_denseclip_preset_beats_chance_on_seen_and_unseen(scenes):
+def test_denseclip_preset_segments_seen_and_unseen_classes(scenes):
     seg = ovseg.create_pipeline("shapes-tiny-denseclip")
     metric = SemSegMetric(
         num_classes=len(scenes.class_names),
@@ -47,10 +47,11 @@ def test_denseclip_preset_beats_chance_on_seen_and_unseen(scenes):
     for sample in scenes:
         metric.process(seg(sample["image"]).sem_seg, sample["label"])
     results = metric.compute()
-    chance = 100.0 / len(scenes.class_names)
-    assert results["aAcc"] > 80.0
-    assert results["groups"]["seen"]["mIoU"] > 10 * chance
-    assert results["groups"]["unseen"]["mIoU"] > 5 * chance
+    # measured on these 12 scenes (2026-12-03): aAcc 96.37, seen 40.55, unseen 48.15; the
+    # previous head (backbone at lr x0.1, 3000 iterations) gave 94.34, 31.52 and 22.77
+    assert results["aAcc"] > 90.0
+    assert results["groups"]["seen"]["mIoU"] > 35.0
+    assert results["groups"]["unseen"]["mIoU"] > 40.0
 
 
 def _class_masks(sample, class_names):
