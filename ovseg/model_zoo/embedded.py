@@ -33,7 +33,7 @@ EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
     },
     ("denseclip-ovseg-ViT-Ti-8", "shapes"): {
         "file": "ovseg-ViT-Ti-8-shapes-denseclip.safetensors",
-        "sha256": "62e48b83aefb55eeb960da38e9be7d32553c44e5c0a2e5696fb37b4a59048816",
+        "sha256": "d07a926f6284d6745aee5f4f7e41bb7e61b7cae67bf326d3241d1b33c8be4b71",
         "recipe": (
             "ovseg train configs/shapes/shapes_tiny_denseclip.yaml && "
             "python tools/export_weights.py "

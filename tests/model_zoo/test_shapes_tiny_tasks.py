@@ -47,12 +47,39 @@ def test_denseclip_preset_segments_seen_and_unseen_classes(scenes):
     for sample in scenes:
         metric.process(seg(sample["image"]).sem_seg, sample["label"])
     results = metric.compute()
-    # measured on these 12 scenes (2026-12-03): aAcc 97.33, seen 45.71, unseen 57.36; the
-    # previous head (backbone at lr x0.1, 3000 iterations, 128 px scenes, windows every 43 px)
-    # gave 94.34, 31.52 and 22.77
-    assert results["aAcc"] > 92.0
-    assert results["groups"]["seen"]["mIoU"] > 40.0
+    # measured on these 12 scenes (2026-12-03): aAcc 97.75, seen 59.24, unseen 52.88; the head
+    # of half the schedule (5000 iterations) gave 97.33, 45.71 and 57.36, the first head
+    # (backbone at lr x0.1, 3000 iterations, 128 px scenes, windows every 43 px) 94.34, 31.52
+    # and 22.77
+    assert results["aAcc"] > 94.0
+    assert results["groups"]["seen"]["mIoU"] > 50.0
     assert results["groups"]["unseen"]["mIoU"] > 45.0
+
+
+def test_quick_start_names_the_objects_of_its_ground_truth(tmp_path):
+    """README's quick-start command on demo/examples/shapes_scene.jpg, against the scene's
+    ground truth (demo/examples/shapes_scene_gt.png, the same encoding as *_labels.png)."""
+    from PIL import Image
+
+    from ovseg.cli import main
+
+    out = tmp_path / "demo"
+    vocab_file = DEMO / "shapes_scene.txt"
+    args = ["predict", str(DEMO / "shapes_scene.jpg"), "--preset", "shapes-tiny-denseclip"]
+    assert main([*args, "--vocab-file", str(vocab_file), "--out", str(out), "--quiet"]) == 0
+    classes = vocab_file.read_text().splitlines()
+    labels = np.asarray(Image.open(out / "shapes_scene_labels.png"))
+    truth = np.asarray(Image.open(DEMO / "shapes_scene_gt.png"))
+    named = {}
+    for index, name in enumerate(classes[:4]):  # the objects; water and wall follow
+        votes = np.bincount(labels[truth == index], minlength=len(classes))
+        named[name] = classes[int(votes.argmax())]
+    # measured (2026-12-03): the blue square (unseen in training) 85 % of its pixels right, the
+    # ring 98 %, the star 87 %; the red diamond is called "red star" (README, DenseCLIP section)
+    assert named["blue square"] == "blue square"
+    assert named["blue ring"] == "blue ring"
+    assert named["red star"] == "red star"
+    assert (labels == truth).mean() > 0.9
 
 
 def _class_masks(sample, class_names):
