@@ -425,10 +425,16 @@ class Shard:
         gathered = all_gather_object(parts)
         return {key: [item for part in gathered for item in part[key]] for key in parts}
 
-    def close(self) -> None:
+    def close(self, *, wait_for_peers: bool = True) -> None:
+        """Leave the job. With ``wait_for_peers`` (the normal end) every process first waits
+        at a barrier: a process that tore its Gloo connections down while a peer was still
+        writing its report could abort (SIGABRT) at exit. After an error nobody waits, as the
+        peers may never reach the barrier."""
         if self.owns_group:
             import torch.distributed as dist
 
+            if wait_for_peers:
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -493,9 +499,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     shard = Shard.from_environment(args.device)
     try:
-        return _predict_input(args, shard, source, images, out_dir, vocabulary, overrides, dataset)
-    finally:
-        shard.close()
+        code = _predict_input(args, shard, source, images, out_dir, vocabulary, overrides, dataset)
+    except BaseException:
+        shard.close(wait_for_peers=False)
+        raise
+    shard.close()
+    return code
 
 
 def _predict_input(

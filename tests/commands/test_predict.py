@@ -47,3 +47,19 @@ def test_output_stems_are_reexported_by_the_cli():
     from ovseg import cli
 
     assert cli.output_stems is output_stems
+
+
+def test_a_job_ends_at_a_barrier_unless_it_failed(monkeypatch):
+    import torch.distributed as dist
+
+    calls = []
+    monkeypatch.setattr(dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+    Shard(rank=1, world=2, owns_group=True).close()
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    Shard(rank=1, world=2, owns_group=True).close(wait_for_peers=False)
+    assert calls == ["destroy"]
+    calls.clear()
+    Shard(rank=0, world=2, owns_group=False).close()  # a group made by someone else stays
+    assert calls == []
