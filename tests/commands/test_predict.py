@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ovseg.commands.predict import Shard, _labelled_summary, output_stems
 from ovseg.structures import Detections
@@ -63,3 +64,30 @@ def test_a_job_ends_at_a_barrier_unless_it_failed(monkeypatch):
     calls.clear()
     Shard(rank=0, world=2, owns_group=False).close()  # a group made by someone else stays
     assert calls == []
+
+
+def test_predict_waits_at_the_barrier_only_when_it_succeeds(monkeypatch, tmp_path):
+    from PIL import Image
+
+    from ovseg.cli import main
+    from ovseg.commands import predict
+
+    closed = []
+
+    class RecordingShard(Shard):
+        def close(self, *, wait_for_peers: bool = True) -> None:
+            closed.append(wait_for_peers)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("model failed")
+
+    monkeypatch.setattr(Shard, "from_environment", classmethod(lambda cls, d: RecordingShard()))
+    monkeypatch.setattr(predict, "_predict_input", broken)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    command = ["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--quiet"]
+    with pytest.raises(RuntimeError, match="model failed"):
+        main(command)
+    assert closed == [False]
+    monkeypatch.setattr(predict, "_predict_input", lambda *args, **kwargs: 0)
+    assert main(command) == 0
+    assert closed == [False, True]
