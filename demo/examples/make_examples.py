@@ -30,7 +30,8 @@ from ovseg.data.synthetic import (
     generate_scene,
     scene_rng,
 )
-from ovseg.fileio import atomic_write_bytes, atomic_write_text, encode_image, save_jpeg
+from ovseg.fileio import atomic_write_text, save_jpeg
+from ovseg.io import write_png_atomic
 
 SEED = 7
 SCENES = (0, 23)  # validation scenes with 3-4 objects, at least one of an unseen class
@@ -70,8 +71,7 @@ def main() -> None:
     scene = quick_start_scene()
     save_jpeg(out / "shapes_scene.jpg", scene.image)
     atomic_write_text(out / "shapes_scene.txt", "\n".join(QUICK_START_CLASSES) + "\n")
-    labels = vocabulary_labels(scene, QUICK_START_CLASSES)
-    atomic_write_bytes(out / "shapes_scene_gt.png", encode_image(labels, "PNG"))
+    write_png_atomic(vocabulary_labels(scene, QUICK_START_CLASSES), out / "shapes_scene_gt.png")
     print(f"shapes_scene: {scene.caption}")
     for index in SCENES:
         scene = generate_scene(scene_rng(SEED, "val", index), split="val")

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import ovseg
+from ovseg.cli import main
 from ovseg.data.synthetic import SyntheticSceneDataset
 from ovseg.evaluation.referring import ReferringMetric
 from ovseg.evaluation.semseg import SemSegMetric
@@ -59,10 +61,6 @@ def test_denseclip_preset_segments_seen_and_unseen_classes(scenes):
 def test_quick_start_names_the_objects_of_its_ground_truth(tmp_path):
     """README's quick-start command on demo/examples/shapes_scene.jpg, against the scene's
     ground truth (demo/examples/shapes_scene_gt.png, the same encoding as *_labels.png)."""
-    from PIL import Image
-
-    from ovseg.cli import main
-
     out = tmp_path / "demo"
     vocab_file = DEMO / "shapes_scene.txt"
     args = ["predict", str(DEMO / "shapes_scene.jpg"), "--preset", "shapes-tiny-denseclip"]
