@@ -33,11 +33,15 @@ EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
     },
     ("denseclip-ovseg-ViT-Ti-8", "shapes"): {
         "file": "ovseg-ViT-Ti-8-shapes-denseclip.safetensors",
-        "sha256": "d07a926f6284d6745aee5f4f7e41bb7e61b7cae67bf326d3241d1b33c8be4b71",
+        "sha256": "3c2be1886b54e6bd36bb848bf50480d45758e0c2f154dc322349310e848c877e",
         "recipe": (
             "ovseg train configs/shapes/shapes_tiny_denseclip.yaml && "
             "python tools/export_weights.py "
             "work_dirs/shapes_tiny_denseclip/model_final.safetensors "
+            "work_dirs/shapes_tiny_denseclip/model_fp16.safetensors && "
+            "ovseg train configs/shapes/shapes_tiny_denseclip_ft.yaml && "
+            "python tools/export_weights.py "
+            "work_dirs/shapes_tiny_denseclip_ft/model_final.safetensors "
             "ovseg/model_zoo/weights/ovseg-ViT-Ti-8-shapes-denseclip.safetensors"
         ),
     },

@@ -47,11 +47,17 @@ def build_from_export(
     for key in ("pretrained", "checkpoint", "load_clip_weights"):
         cfg.pop(key, None)
     segmentor = DenseCLIPSegmentor(**cfg, load_clip_weights=False)
+    load_export_weights(segmentor, path)
+    return segmentor.eval()
+
+
+def load_export_weights(segmentor: DenseCLIPSegmentor, path: str | os.PathLike) -> None:
+    """Copy an exported file's weights into ``segmentor`` (strict keys and shapes; fp16 files
+    are cast to the segmentor's dtype), through the safe loader of :mod:`ovseg.weights`."""
     state = load_state_dict(path)
     try:
         segmentor.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(
-            f"{path} does not fit the DenseCLIP architecture {cfg.get('model_name')!r}: {exc}"
+            f"{path} does not fit the DenseCLIP architecture {segmentor.config['model_name']!r}: {exc}"
         ) from exc
-    return segmentor.eval()

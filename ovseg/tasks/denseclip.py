@@ -32,7 +32,7 @@ from ovseg.errors import ConfigError, DatasetError, VocabularyError
 from ovseg.inference.resize import rescale_size, resize_bilinear
 from ovseg.inference.sliding import slide_inference
 from ovseg.models.denseclip import IGNORE_INDEX, DenseCLIPSegmentor
-from ovseg.models.denseclip_export import export_segmentor
+from ovseg.models.denseclip_export import export_segmentor, load_export_weights
 from ovseg.models.heads.denseclip import score_map_loss, segmentation_cross_entropy
 from ovseg.registry import TASKS
 from ovseg.settings import merge_settings
@@ -101,6 +101,9 @@ class DenseCLIPTask(nn.Module):
             frozen, ``norm`` parameters without weight decay (the recipes).
         sync_bn: under multi-GPU training, synchronise the BatchNorms of the decode head and
             the ViT pyramid (SyncBN in the reference); the CLIP ResNet keeps plain BatchNorm.
+        load_from: a DenseCLIP export (``model_final.safetensors`` of an earlier run, or a
+            packaged file) whose weights start this run, as mmseg's ``load_from``: weights
+            only (strict keys, same architecture), with a fresh optimizer and schedule.
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class DenseCLIPTask(nn.Module):
         ignore_index: int = IGNORE_INDEX,
         paramwise: Mapping[str, Mapping[str, float]] | None = None,
         sync_bn: bool = True,
+        load_from: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         from ovseg.vocab import Vocabulary
@@ -141,6 +145,8 @@ class DenseCLIPTask(nn.Module):
             self.class_names.index(name): index for index, name in enumerate(self.train_names)
         }
         self.segmentor = DenseCLIPSegmentor(**dict(model))
+        if load_from is not None:
+            load_export_weights(self.segmentor, load_from)
         self.register_buffer("train_tokens", self.segmentor.tokenize(self.train_names), False)
         self.register_buffer("eval_tokens", self.segmentor.tokenize(self.class_names), False)
         self.crop_size = int(crop_size)

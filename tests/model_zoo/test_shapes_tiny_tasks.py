@@ -49,13 +49,13 @@ def test_denseclip_preset_segments_seen_and_unseen_classes(scenes):
     for sample in scenes:
         metric.process(seg(sample["image"]).sem_seg, sample["label"])
     results = metric.compute()
-    # measured on these 12 scenes (2026-12-03): aAcc 97.75, seen 59.24, unseen 52.88; the head
-    # of half the schedule (5000 iterations) gave 97.33, 45.71 and 57.36, the first head
-    # (backbone at lr x0.1, 3000 iterations, 128 px scenes, windows every 43 px) 94.34, 31.52
-    # and 22.77
-    assert results["aAcc"] > 94.0
-    assert results["groups"]["seen"]["mIoU"] > 50.0
-    assert results["groups"]["unseen"]["mIoU"] > 45.0
+    # measured on these 12 scenes (2026-12-03): aAcc 98.52, seen 67.93, unseen 78.44 (the two
+    # stages, 10000 + 6000 iterations); the first stage alone gave 97.75, 59.24 and 52.88, the
+    # head of half its schedule (5000 iterations) 97.33, 45.71 and 57.36, the first head (backbone
+    # at lr x0.1, 3000 iterations, 128 px scenes, windows every 43 px) 94.34, 31.52 and 22.77
+    assert results["aAcc"] > 96.0
+    assert results["groups"]["seen"]["mIoU"] > 60.0
+    assert results["groups"]["unseen"]["mIoU"] > 60.0
 
 
 def test_quick_start_names_the_objects_of_its_ground_truth(tmp_path):
@@ -73,7 +73,8 @@ def test_quick_start_names_the_objects_of_its_ground_truth(tmp_path):
         votes = np.bincount(labels[truth == index], minlength=len(classes))
         named[name] = classes[int(votes.argmax())]
     # measured (2026-12-03): the blue square (unseen in training) 85 % of its pixels right, the
-    # ring 98 %, the star 87 %; the red diamond is called "red star" (README, DenseCLIP section)
+    # ring 99 %, the star 85 %, 96.8 % of all pixels; the red diamond is called "red star"
+    # (README, DenseCLIP section: its neighbours, the star and the square, pull it there)
     assert named["blue square"] == "blue square"
     assert named["blue ring"] == "blue ring"
     assert named["red star"] == "red star"

@@ -13,7 +13,7 @@ import yaml
 from ovseg.config import load_config, to_container
 from ovseg.data.synthetic_vocab import CLASS_NAMES, UNSEEN_CLASSES
 from ovseg.engine import train
-from ovseg.errors import VocabularyError
+from ovseg.errors import CheckpointError, VocabularyError, WeightsNotFoundError
 from ovseg.models.denseclip_export import build_from_export
 from ovseg.registry import TASKS
 from ovseg.tasks.denseclip import DenseCLIPTask
@@ -214,3 +214,39 @@ def test_recipe_and_shapes_configs_build(tiny_model_names, tmp_path):
     assert task.segmentor.config["model_name"] == "ovseg-ViT-Ti-8" and len(task.train_names) == 60
     assert task.segmentor.score_level == 1
     assert shapes["data"]["train"]["dataset"]["root"] == "data/synth"
+
+
+def test_load_from_starts_training_from_an_export(tiny_model_names, tmp_path):
+    source = _task(tiny_model_names)
+    with torch.no_grad():
+        source.segmentor.gamma.fill_(0.25)
+    exported = tmp_path / "first.safetensors"
+    source.export(exported)
+    task = _task(tiny_model_names, load_from=exported)
+    for name, value in source.segmentor.state_dict().items():
+        assert torch.equal(task.segmentor.state_dict()[name], value), name
+    fresh = _task(tiny_model_names)
+    assert not torch.equal(fresh.segmentor.gamma, task.segmentor.gamma)
+
+
+def test_load_from_refuses_another_architecture(tiny_model_names, tmp_path):
+    exported = tmp_path / "first.safetensors"
+    _task(tiny_model_names).export(exported)
+    model = {"model_name": tiny_model_names["vit"], **SMALL, "num_contexts": 4}
+    with pytest.raises(CheckpointError, match="does not fit the DenseCLIP architecture"):
+        DenseCLIPTask(model, list(CLASS_NAMES), crop_size=32, load_from=exported)
+    with pytest.raises(WeightsNotFoundError):
+        _task(tiny_model_names, load_from=tmp_path / "missing.safetensors")
+
+
+def test_second_stage_config_starts_from_the_first_stage(tmp_path):
+    first = to_container(load_config(ROOT / "configs" / "shapes" / "shapes_tiny_denseclip.yaml"))
+    second = to_container(
+        load_config(ROOT / "configs" / "shapes" / "shapes_tiny_denseclip_ft.yaml")
+    )
+    assert second["task"]["load_from"] == f"{first['work_dir']}/model_fp16.safetensors"
+    assert second["work_dir"] != first["work_dir"]
+    assert second["optimizer"]["lr"] < first["optimizer"]["lr"]
+    unchanged = {k: v for k, v in second["task"].items() if k != "load_from"}
+    assert unchanged == first["task"]
+    assert second["data"] == first["data"]
