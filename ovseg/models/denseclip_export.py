@@ -58,6 +58,7 @@ def load_export_weights(segmentor: DenseCLIPSegmentor, path: str | os.PathLike) 
     try:
         segmentor.load_state_dict(state, strict=True)
     except RuntimeError as exc:
+        name = segmentor.config["model_name"]
         raise CheckpointError(
-            f"{path} does not fit the DenseCLIP architecture {segmentor.config['model_name']!r}: {exc}"
+            f"{path} does not fit the DenseCLIP architecture {name!r}: {exc}"
         ) from exc

@@ -144,8 +144,10 @@ class DenseCLIPTask(nn.Module):
         self.label_map = {
             self.class_names.index(name): index for index, name in enumerate(self.train_names)
         }
-        self.segmentor = DenseCLIPSegmentor(**dict(model))
-        if load_from is not None:
+        if load_from is None:
+            self.segmentor = DenseCLIPSegmentor(**dict(model))
+        else:  # every weight comes from the export: the CLIP checkpoint is not read
+            self.segmentor = DenseCLIPSegmentor(**{**dict(model), "load_clip_weights": False})
             load_export_weights(self.segmentor, load_from)
         self.register_buffer("train_tokens", self.segmentor.tokenize(self.train_names), False)
         self.register_buffer("eval_tokens", self.segmentor.tokenize(self.class_names), False)

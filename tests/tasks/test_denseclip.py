@@ -29,9 +29,9 @@ SMALL = {
 NAMES = ["red circle", "blue star", "grass", "sky"]
 
 
-def _task(tiny_model_names, **kwargs):
+def _task(tiny_model_names, model_extra=None, **kwargs):
     torch.manual_seed(0)
-    model = {"model_name": tiny_model_names["vit"], **SMALL}
+    model = {"model_name": tiny_model_names["vit"], **SMALL, **(model_extra or {})}
     return DenseCLIPTask(model, list(CLASS_NAMES), crop_size=32, **kwargs)
 
 
@@ -227,6 +227,12 @@ def test_load_from_starts_training_from_an_export(tiny_model_names, tmp_path):
         assert torch.equal(task.segmentor.state_dict()[name], value), name
     fresh = _task(tiny_model_names)
     assert not torch.equal(fresh.segmentor.gamma, task.segmentor.gamma)
+    # the export holds every weight, so the CLIP checkpoint is not read
+    absent = {"checkpoint": tmp_path / "absent_clip.pt"}
+    with pytest.raises(WeightsNotFoundError):
+        _task(tiny_model_names, model_extra=absent)
+    task = _task(tiny_model_names, model_extra=absent, load_from=exported)
+    assert torch.equal(task.segmentor.gamma, source.segmentor.gamma)
 
 
 def test_load_from_refuses_another_architecture(tiny_model_names, tmp_path):
