@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ovseg.cli import main, output_stems
@@ -192,7 +191,7 @@ def test_negative_workers_are_refused(tmp_path, capsys):
     assert "--workers" in capsys.readouterr().err
 
 
-def test_torchrun_shards_a_folder_and_matches_one_process(tmp_path):
+def test_torchrun_shards_a_folder_and_matches_one_process(tmp_path, one_torch_thread):
     from tests.torchrun import REPO_ROOT, run_torchrun
 
     folder = tmp_path / "in"
@@ -202,14 +201,9 @@ def test_torchrun_shards_a_folder_and_matches_one_process(tmp_path):
     (folder / "broken.png").write_bytes(b"not a png")
     one, two = tmp_path / "one", tmp_path / "two"
     args = [str(folder), *BASE[1:]]
-    # one thread, as each torchrun process has: the thread count can change the last bit of a
-    # float sum (mean scores in the JSON), sharding must change nothing else
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main([*BASE[:1], *args, "--out", str(one)]) == 1
-    finally:
-        torch.set_num_threads(previous)
+    # one_torch_thread: one thread, as each torchrun process has; the thread count can change
+    # the last bit of a float sum (mean scores in the JSON), sharding must change nothing else
+    assert main([*BASE[:1], *args, "--out", str(one)]) == 1
     proc = run_torchrun(
         REPO_ROOT / "tests" / "torchrun_predict.py", *args, "--out", str(two), timeout=240
     )
