@@ -178,8 +178,13 @@ class ClipBackbone(nn.Module):
             if checkpoint is None or not Path(checkpoint).is_dir()
             else f"local-dir:{checkpoint}"
         )
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        # on the model's device: ``device`` below reads it, and inputs follow it
+        self.register_buffer(
+            "mean", torch.tensor(mean, device=device).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(std, device=device).view(1, 3, 1, 1), persistent=False
+        )
         self._text_cache: dict[str, torch.Tensor] = {}
         visual = self.model.visual
         self.is_vit = hasattr(visual, "transformer")

@@ -176,3 +176,14 @@ def test_resnet_backbone_dense_shape(tiny_model_names):
     backbone = ClipBackbone(tiny_model_names["rn"])
     dense = backbone.encode_dense(torch.randn(1, 3, 96, 128))
     assert dense.shape == (1, 32, 3, 4)
+
+
+def test_the_backbone_reports_and_feeds_the_device_its_model_was_built_on(tiny_model_names):
+    # the meta device stands in for a GPU: inputs and text tokens go to ``backbone.device``, so
+    # a backbone built with device="cuda" must report it (its normalisation buffers included)
+    backbone = ClipBackbone(tiny_model_names["vit"], device="meta")
+    assert backbone.device.type == "meta"
+    assert backbone.mean.device.type == "meta" and backbone.std.device.type == "meta"
+    assert next(backbone.model.parameters()).device.type == "meta"
+    tokens = backbone.encode_dense(torch.zeros(1, 3, 32, 32))
+    assert tokens.device.type == "meta"
