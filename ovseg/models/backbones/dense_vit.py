@@ -164,7 +164,18 @@ def _onednn_linear_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(ops, "_linear_pointwise")
 
 
+def _onednn_bf16_available() -> bool:
+    """Whether oneDNN has bfloat16 matrix kernels on this CPU (AVX-512 BF16 / AMX; on a CPU
+    with AVX2 alone ``_linear_pointwise`` refuses bfloat16 inputs)."""
+    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
 _ONEDNN_LINEAR = _onednn_linear_available()
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16) if _onednn_bf16_available() else (torch.float32,)
 
 
 def _linear(
@@ -172,7 +183,7 @@ def _linear(
 ) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, then exact GELU when ``gelu``, for ``(..., C_in)``.
 
-    On the CPU (float32 / bfloat16) this is one oneDNN call with the bias and the GELU applied
+    On the CPU (float32, and bfloat16 where oneDNN has bfloat16 kernels) this is one oneDNN call with the bias and the GELU applied
     inside the matrix product; PyTorch's ``addmm`` first copies the bias into the whole output
     and GELU makes another pass over it. Elsewhere, or where the op is missing, it is
     ``F.linear`` (+ ``F.gelu``). Same arithmetic up to float32 summation order.
@@ -180,7 +191,7 @@ def _linear(
     if (
         _ONEDNN_LINEAR
         and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
+        and x.dtype in _ONEDNN_DTYPES
         and weight.dtype == x.dtype
         and not torch.is_grad_enabled()
     ):

@@ -170,3 +170,21 @@ def test_pos_embed_interpolation_keeps_cls_and_matches_grid():
 def test_unknown_mode_is_a_config_error(vit):
     with pytest.raises(ConfigError, match="dense_mode"):
         vit_dense_tokens(vit.visual, _images(), "bogus")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("gelu", [False, True])
+def test_the_fused_linear_layer_is_f_linear_on_this_cpu(dtype, gelu):
+    # oneDNN takes bfloat16 only with AVX-512 BF16 / AMX; elsewhere F.linear runs (no error)
+    from ovseg.models.backbones.dense_vit import _linear
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16).to(dtype)
+    weight, bias = torch.randn(8, 16).to(dtype), torch.randn(8).to(dtype)
+    with torch.no_grad():
+        got = _linear(x, weight, bias, gelu=gelu)
+        want = torch.nn.functional.linear(x, weight, bias)
+        want = torch.nn.functional.gelu(want) if gelu else want
+    assert got.shape == (2, 5, 8) and got.dtype == dtype
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    assert_close_to_scale(got.float(), want.float(), rtol=tolerance)
