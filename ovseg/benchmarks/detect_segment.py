@@ -148,6 +148,7 @@ def run_detect_segment_benchmark(
     sizes: tuple[tuple[int, int], ...] = ((480, 640),),
     num_classes: int = 8,
     boxes_per_image: int = 10,
+    attention: str = "native",
     repeats: int = 3,
     warmup: int = 1,
     seed: int = 0,
@@ -162,6 +163,7 @@ def run_detect_segment_benchmark(
         num_images, sizes: synthetic RGB images of these ``(H, W)`` sizes in turn.
         num_classes: vocabulary size (:func:`class_names`).
         boxes_per_image: boxes kept per image, each one SAM prompt.
+        attention: SAM's image-encoder attention, ``native`` or ``sdpa`` (fused).
         repeats, warmup: timed passes over all images (median reported), untimed ones first.
 
     Returns a JSON-ready dict: ``settings``, ``machine``, ``build_seconds``, per stage
@@ -199,7 +201,9 @@ def run_detect_segment_benchmark(
         )
         with torch.device(target):
             sam = build_sam(DETECT_SIZES[size][1], device=target)
-    decoder = SamDecoder.from_model(sam, multimask=False, precision=precision, image_batch_size=1)
+    decoder = SamDecoder.from_model(
+        sam, multimask=False, precision=precision, image_batch_size=1, attention=attention
+    )
     pipeline = InstanceSegmenter(
         None,
         decoder=decoder,
@@ -266,6 +270,7 @@ def run_detect_segment_benchmark(
             "sizes": [f"{h}x{w}" for h, w in sizes],
             "num_classes": num_classes,
             "boxes_per_image": boxes_per_image,
+            "attention": attention,
             "repeats": repeats,
             "warmup": warmup,
             "seed": seed,

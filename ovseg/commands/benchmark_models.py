@@ -34,6 +34,10 @@ def build_parser(prog: str = "tools/benchmark_models.py") -> argparse.ArgumentPa
     detect.add_argument("--sizes", default="480x640", help="HEIGHTxWIDTH,... of the images")
     detect.add_argument("--classes", type=int, default=8, help="vocabulary size")
     detect.add_argument("--boxes", type=int, default=10, help="boxes (SAM prompts) per image")
+    detect.add_argument(
+        "--attention", default="native", choices=["native", "sdpa"],
+        help="SAM image-encoder attention: native (segment-anything's) or sdpa (fused)",
+    )  # fmt: skip
     for each in (read, detect):
         each.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
         each.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
@@ -86,6 +90,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "tools/benchmark_models.
                 sizes=tuple(parse_size(s) for s in args.sizes.split(",") if s.strip()),
                 num_classes=args.classes,
                 boxes_per_image=args.boxes,
+                attention=args.attention,
                 repeats=args.repeats,
                 warmup=args.warmup,
                 seed=args.seed,

@@ -43,6 +43,10 @@ def build_parser(prog: str = "tools/benchmark_sam.py") -> argparse.ArgumentParse
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--image-batch-size", type=int, default=2, help="images per encoder call")
     parser.add_argument("--compile", action="store_true", help="torch.compile the image encoder")
+    parser.add_argument(
+        "--attention", default="native", choices=["native", "sdpa"],
+        help="SAM image-encoder attention: native (segment-anything's) or sdpa (fused)",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -77,6 +81,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "tools/benchmark_sam.py"
             precision=args.precision,
             image_batch_size=args.image_batch_size,
             compile_encoder=args.compile,
+            attention=args.attention,
             repeats=args.repeats,
             warmup=args.warmup,
             threads=args.threads,

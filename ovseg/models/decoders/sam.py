@@ -29,6 +29,7 @@ from ovseg.models.decoders.prompted import (
     PromptedMaskDecoder,
     as_rgb_image,
 )
+from ovseg.models.decoders.sam_attention import ATTENTION_MODES, with_sdpa_attention
 from ovseg.models.decoders.sam_build import build_sam, resolve_sam_architecture
 from ovseg.models.decoders.sam_weights import resolve_sam_checkpoint
 from ovseg.models.precision import autocast_for, compile_options, dtype_for
@@ -58,6 +59,10 @@ class SamDecoder(PromptedMaskDecoder):
             encoder; the first image of each new batch size then takes the compile time.
         channels_last: the encoder's convolutions in channels-last memory format.
         image_batch_size: images per image-encoder call in :meth:`embed_batch`.
+        attention: ``native`` (default: segment-anything's attention, bit for bit) or
+            ``sdpa``: the image encoder's attention as one fused
+            ``scaled_dot_product_attention`` call with the relative positions as its additive
+            mask (:mod:`ovseg.models.decoders.sam_attention`; faster, equal up to rounding).
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class SamDecoder(PromptedMaskDecoder):
         compile: bool | Mapping[str, Any] | None = False,
         channels_last: bool = False,
         image_batch_size: int = 1,
+        attention: str = "native",
     ) -> None:
         super().__init__()
         dtype_for(precision)  # checked before the (possibly slow) model build
@@ -83,12 +89,14 @@ class SamDecoder(PromptedMaskDecoder):
             compile=compile,
             channels_last=channels_last,
             image_batch_size=image_batch_size,
+            attention=attention,
         )
 
     @classmethod
     def from_model(cls, model: Sam, multimask: bool = True, **speed: Any) -> SamDecoder:
         """Wrap an already built ``Sam`` (its device is kept); ``speed``: ``precision``,
-        ``compile``, ``channels_last``, ``image_batch_size`` as in the constructor."""
+        ``compile``, ``channels_last``, ``image_batch_size``, ``attention`` as in the
+        constructor; ``model`` itself is not changed)."""
         decoder = cls.__new__(cls)
         nn.Module.__init__(decoder)
         decoder._setup(model, multimask, **speed)
@@ -103,7 +111,12 @@ class SamDecoder(PromptedMaskDecoder):
         compile: bool | Mapping[str, Any] | None = False,
         channels_last: bool = False,
         image_batch_size: int = 1,
+        attention: str = "native",
     ) -> None:
+        if attention not in ATTENTION_MODES:
+            raise ConfigError(
+                f"attention must be one of {', '.join(ATTENTION_MODES)}, not {attention!r}."
+            )
         self.model = model.eval()
         self.multimask = bool(multimask)
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
@@ -115,10 +128,17 @@ class SamDecoder(PromptedMaskDecoder):
         if self.channels_last:
             self.model.image_encoder.to(memory_format=torch.channels_last)
         options = compile_options(compile)
+        self.attention = attention
         encoder = self.model.image_encoder
+        if attention == "sdpa":
+            try:
+                encoder = with_sdpa_attention(encoder)
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
         if options is not None:
             encoder = torch.compile(encoder, **options)
-        # kept out of the module tree: the compiled wrapper shares the encoder's parameters
+        # kept out of the module tree: the compiled wrapper and the sdpa copy share the
+        # encoder's parameters
         object.__setattr__(self, "_image_encoder", encoder)
         self._reset_state()
 

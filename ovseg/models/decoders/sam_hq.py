@@ -194,7 +194,7 @@ class HqSamDecoder(SamDecoder):
         device: where the model runs (default CPU).
         multimask: default of ``predict``'s ``multimask`` (the SAM part is the best of three).
         hq_token_only: masks from the HQ token alone instead of SAM's mask plus the HQ mask.
-        precision, compile, channels_last, image_batch_size: as :class:`SamDecoder`.
+        precision, compile, channels_last, image_batch_size, attention: as :class:`SamDecoder`.
     """
 
     def __init__(
@@ -208,6 +208,7 @@ class HqSamDecoder(SamDecoder):
         compile: bool | Mapping[str, Any] | None = False,
         channels_last: bool = False,
         image_batch_size: int = 1,
+        attention: str = "native",
     ) -> None:
         nn.Module.__init__(self)
         self._setup(
@@ -217,6 +218,7 @@ class HqSamDecoder(SamDecoder):
             compile=compile,
             channels_last=channels_last,
             image_batch_size=image_batch_size,
+            attention=attention,
         )
         self.hq_token_only = bool(hq_token_only)
 

@@ -181,3 +181,19 @@ def test_missing_release_weights_name_file_and_repo(tmp_path, monkeypatch):
     assert "checkpoint: PATH" in message
     with pytest.raises(WeightsNotFoundError, match="sam_hq_vit_tiny.pth"):
         HqSamDecoder("vit_tiny", checkpoint=tmp_path / "absent.pth")
+
+
+def test_sdpa_attention_keeps_the_hq_embedding_and_its_early_features():
+    model = tiny_sam_hq(seed=3)
+    with torch.no_grad():
+        for name, parameter in model.image_encoder.named_parameters():
+            if "rel_pos" in name:
+                parameter.copy_(torch.randn(parameter.shape))
+    native = HqSamDecoder.from_model(model)
+    fused = HqSamDecoder.from_model(model, attention="sdpa")
+    image = random_image(40, 48, seed=1)
+    a, b = native.embed(image), fused.embed(image)
+    torch.testing.assert_close(b.features, a.features, rtol=1e-4, atol=1e-5)
+    assert len(b.high_res_features) == len(a.high_res_features) > 0
+    for x, y in zip(b.high_res_features, a.high_res_features, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
