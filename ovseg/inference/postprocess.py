@@ -154,9 +154,15 @@ def semantic_result(
     )
     if background_index is None and prob_threshold > 0:
         labels = torch.where(probs.amax(0) < prob_threshold, UNLABELLED, labels)
+    # each pixel's label probability where the probabilities are (on the device), so that only
+    # the maps leave it; 0 where UNLABELLED
+    valid = labels != UNLABELLED
+    label_scores = probs.gather(0, torch.where(valid, labels, 0)[None])[0]
+    label_scores = torch.where(valid, label_scores, 0.0)
     return OVSegResult(
-        sem_seg=labels.cpu().numpy().astype(np.int64),
+        sem_seg=labels.cpu().numpy().astype(np.int64, copy=False),
         class_names=vocab.names,
-        probs=probs.cpu().numpy().astype(np.float32),
+        probs=probs.cpu().numpy().astype(np.float32, copy=False),
         meta=dict(meta or {}),
+        label_scores=label_scores.cpu().numpy().astype(np.float32, copy=False),
     )

@@ -1,10 +1,13 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from ovseg.errors import ConfigError, VocabularyError
-from ovseg.inference.postprocess import labels_from_logits, reduce_synonyms
+from ovseg.inference.postprocess import labels_from_logits, reduce_synonyms, semantic_result
+from ovseg.structures import UNLABELLED
+from ovseg.vocab import Vocabulary
 
 
 def test_reduce_synonyms_takes_max_over_each_class_queries():
@@ -117,3 +120,22 @@ def test_bad_settings_raise_typed_errors():
         labels_from_logits(logits, prob_threshold=1.5)
     with pytest.raises(ValueError):
         labels_from_logits(torch.zeros(1, 2, 1, 1))
+
+
+def test_semantic_result_scores_each_pixel_with_its_labels_probability():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 5) * 3
+    vocab = Vocabulary.create(["red star", "blue ring", "sand"])
+    result = semantic_result(
+        logits, vocab, background_index=None, prob_threshold=0.6, area_threshold=0.0
+    )
+    probs = torch.softmax(logits, dim=0).numpy()
+    unlabelled = result.sem_seg == UNLABELLED
+    assert unlabelled.any() and not unlabelled.all()
+    rows, cols = np.nonzero(~unlabelled)
+    np.testing.assert_array_equal(
+        result.label_scores[rows, cols], result.probs[result.sem_seg[rows, cols], rows, cols]
+    )
+    np.testing.assert_allclose(result.probs, probs, rtol=1e-6)
+    assert (result.label_scores[unlabelled] == 0).all()
+    assert result.sem_seg.dtype == np.int64 and result.label_scores.dtype == np.float32
