@@ -44,6 +44,7 @@ from ovseg.model_zoo.sam_release import (
 
 TASK_ORDER = (
     "semantic",
+    "semantic_painted",
     "referring",
     "referring_sasp",
     "referring_grounded",

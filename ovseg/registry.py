@@ -164,6 +164,7 @@ PIPELINES = Registry(
         "instance",
         "vocab_free",
         "vocab_free_instance",
+        "painted_semantic",
         "detection",
         "reasoning",
         "video",

@@ -415,6 +415,10 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "needs a text database and a SAM",
         "tests/pipelines/test_vocab_free_instance.py",
     ),
+    ("pipeline", "PaintedSemanticSegmenter"): (
+        "wraps a semantic and an instance pipeline",
+        "tests/pipelines/test_painted_semantic.py",
+    ),
     ("pipeline", "VideoSegmenter"): (
         "wraps a referring or instance pipeline and reads a video",
         "tests/pipelines/test_video.py",

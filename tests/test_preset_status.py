@@ -49,6 +49,7 @@ def test_list_groups_presets_by_task_and_marks_what_runs(empty_hf_cache, no_mode
             sections[current][name] = state.strip()
     assert list(sections) == [
         "semantic",
+        "semantic_painted",
         "referring",
         "referring_sasp",
         "referring_grounded",

@@ -443,6 +443,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if len(inputs) != 1:
         raise OVSegError(f"predict takes one image or folder, got {inputs}.")
     _check_task_arguments(args)
+    if args.pipeline and (args.vocab_free or args.video):
+        raise OVSegError(
+            "--pipeline picks a section of the preset for a vocabulary of yours; drop it with "
+            "--vocab-free or --video."
+        )
     vocabulary = _vocabulary_from_args(args)
     source, out_dir = Path(inputs[0]), Path(args.out)
     if args.video:
@@ -529,7 +534,7 @@ def _predict_input(
         pipeline = create_pipeline(
             args.preset or DEFAULT_PRESET,
             vocabulary,
-            task=args.task,
+            task=args.pipeline or args.task,
             overrides=overrides,
             device=device,
         )
@@ -574,6 +579,13 @@ def predict_parser() -> argparse.ArgumentParser:
         help="semantic (default), referring (needs --prompt), instance, detection or reasoning "
         "(needs --prompt; READ presets); the preset needs a pipelines.<task> section for all but "
         "the first",
+    )
+    p.add_argument(
+        "--pipeline",
+        metavar="NAME",
+        help="run the preset's pipelines.NAME section for the task instead of the task's own; it "
+        "must give the task's results (e.g. --pipeline semantic_painted: SAM's named masks "
+        "painted over the semantic map, shapes-tiny)",
     )
     p.add_argument(
         "--prompt",

@@ -48,6 +48,9 @@ class DatasetEvaluator:
 
     task: ClassVar[str] = "semantic"
     vocabulary: list[str] | None = None
+    #: the config section whose pipeline is scored instead of the task's own (a
+    #: ``pipelines.<name>`` key such as ``semantic_painted``; it must give the task's results)
+    pipeline_key: str | None = None
     #: per-call overrides of the ``grounding`` task's ``predict``
     predict_settings: ClassVar[dict[str, Any]] = {}
 

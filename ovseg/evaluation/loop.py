@@ -13,7 +13,9 @@ dataset) and an optional ``evaluation`` section whose ``type`` names a registere
       groups: auto            #   ReasoningMetric, VocabFreeEvaluator ...
     work_dir: work_dirs/eval_shapes_tiny
 
-The evaluator says which pipeline it scores (its ``task``); :func:`evaluate` builds that
+The evaluator says which pipeline it scores (its ``task``, or the ``pipelines.<name>`` section
+named by its ``pipeline_key``, e.g. ``evaluation.pipeline: semantic_painted`` for
+``SemSegEvaluator``); :func:`evaluate` builds that
 pipeline with the dataset's classes as vocabulary (the config's ``vocabulary`` if it sets one),
 runs every image through it and the evaluator, prints the evaluator's tables and writes
 ``results.json`` (and any other file the evaluator produces) plus the resolved ``config.yaml``
@@ -223,7 +225,10 @@ def build_pipeline(cfg: Any, evaluator: DatasetEvaluator, device: str) -> Any:
         return create_pipeline(cfg, task="detection", device=device)
     vocabulary = to_container(cfg)["vocabulary"] if cfg.get("vocabulary") else None
     return create_pipeline(
-        cfg, vocabulary or evaluator.vocabulary, task=evaluator.task, device=device
+        cfg,
+        vocabulary or evaluator.vocabulary,
+        task=evaluator.pipeline_key or evaluator.task,
+        device=device,
     )
 
 

@@ -62,6 +62,9 @@ class SemSegEvaluator(DatasetEvaluator):
         class_names: the C classes; label value ``i`` is ``class_names[i]``.
         ignore_index: label value left out of the evaluation.
         groups: optional named subsets of the classes (e.g. seen / unseen), reported apart.
+        pipeline: the pipeline scored: ``semantic`` (the config's ``pipeline`` section, the
+            default) or the name of a ``pipelines.<name>`` section giving ``OVSegResult`` s
+            (e.g. ``semantic_painted``).
 
     ``process(inputs, outputs)``: ``inputs`` holds "label" ((H, W) integer); ``outputs`` is the
     pipeline's result (its ``sem_seg``) or the (H, W) index map itself (numpy or torch).
@@ -74,19 +77,36 @@ class SemSegEvaluator(DatasetEvaluator):
         class_names: Sequence[str],
         ignore_index: int = 255,
         groups: Mapping[str, Sequence[str]] | None = None,
+        pipeline: str = "semantic",
     ) -> None:
+        if not isinstance(pipeline, str) or not pipeline:
+            raise ConfigError(
+                f"evaluation.pipeline must name a pipeline section (semantic, or a pipelines.<name> "
+                f"key), not {pipeline!r}."
+            )
         self.metric = SemSegMetric(len(class_names), class_names, ignore_index, groups)
         self.vocabulary = list(self.metric.class_names)
+        self.pipeline_key = None if pipeline == "semantic" else pipeline
 
     @classmethod
     def from_dataset(
-        cls, dataset: Any, *, groups: Any = "auto", ignore_index: int | None = None
+        cls,
+        dataset: Any,
+        *,
+        groups: Any = "auto",
+        ignore_index: int | None = None,
+        pipeline: str = "semantic",
     ) -> SemSegEvaluator:
         """Classes and ``ignore_index`` from the dataset; ``groups`` as :func:`resolve_groups`."""
         class_names = list(dataset.class_names)
         if ignore_index is None:
             ignore_index = getattr(dataset, "ignore_index", 255)
-        return cls(class_names, int(ignore_index), resolve_groups(groups, dataset, class_names))
+        return cls(
+            class_names,
+            int(ignore_index),
+            resolve_groups(groups, dataset, class_names),
+            pipeline=pipeline,
+        )
 
     def reset(self) -> None:
         self.metric.reset()

@@ -191,3 +191,15 @@ def test_two_process_torchrun_equals_one_process(worker, tmp_path) -> None:
     rank0 = (distributed / "rank0").read_text()
     assert rank0 == (distributed / "rank1").read_text()  # every rank returns the totals
     assert json.loads(rank0)["num_images"] == 7
+
+
+def test_the_scored_pipeline_section_is_a_setting():
+    from ovseg.errors import ConfigError
+    from ovseg.evaluation.semseg_evaluator import SemSegEvaluator
+
+    assert SemSegEvaluator(["a", "b"]).pipeline_key is None  # the config's `pipeline`
+    assert SemSegEvaluator(["a", "b"], pipeline="semantic_painted").pipeline_key == (
+        "semantic_painted"
+    )
+    with pytest.raises(ConfigError, match="evaluation.pipeline must name"):
+        SemSegEvaluator(["a", "b"], pipeline="")
