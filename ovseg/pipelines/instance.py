@@ -31,7 +31,9 @@ SAM-proposal flow for one image (HWC uint8 RGB, input-image pixels):
 4. with ``merge_overlap``, same-label masks that are parts of one object are joined into
    their union (:func:`~ovseg.models.classifiers.merge_parts`: a small SAM often proposes a
    ring as several arcs); box = the mask's extent (XYXY, exclusive ``x2, y2``); score threshold; class-wise NMS
-   (box IoU, or mask IoU with ``nms_mode: mask``); the ``max_instances`` best, by score.
+   (box IoU, or mask IoU with ``nms_mode: mask``); with ``cross_class_iou``, mask NMS across
+   classes (one object named twice keeps its better-scored name); the ``max_instances`` best,
+   by score.
 
 :meth:`InstanceSegmenter.segment_clicks` names the mask SAM draws from clicks;
 :func:`refine_semantic` snaps a semantic map to SAM's masks.
@@ -84,6 +86,7 @@ POSTPROCESS_DEFAULTS = {
     "nms_threshold": 0.5,
     "nms_mode": "box",
     "merge_overlap": None,
+    "cross_class_iou": None,
     "max_instances": 100,
     "min_area": 1,
     "drop_background": True,
@@ -202,7 +205,9 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
         postprocess: ``logit_scale``, ``crop_weight``, ``crop_logit_scale``,
             ``score_threshold``, ``nms_threshold``, ``nms_mode`` (``box``/``mask``),
             ``merge_overlap`` (None: off; else same-label masks whose intersection is at least
-            this share of the smaller one are joined before NMS),
+            this share of the smaller one are joined before NMS), ``cross_class_iou`` (None:
+            off; else after the class-wise NMS a mask whose mask IoU with a better-scored mask
+            of any class exceeds it is dropped: one object named twice keeps its best name),
             ``max_instances``, ``min_area`` (pixels), ``drop_background``,
             ``background_classes`` (names queried with the vocabulary whose masks are dropped,
             e.g. the stuff of a scene, so that a road is not named the closest thing class).
@@ -274,6 +279,13 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
         if self.postprocess["nms_mode"] not in ("box", "mask"):
             raise ConfigError(
                 f"postprocess.nms_mode must be 'box' or 'mask', not {self.postprocess['nms_mode']!r}."
+            )
+        cross = self.postprocess["cross_class_iou"]
+        if cross is not None and not (
+            isinstance(cross, (int, float)) and not isinstance(cross, bool) and 0 < cross <= 1
+        ):
+            raise ConfigError(
+                f"postprocess.cross_class_iou must be null or a mask IoU in (0, 1], got {cross!r}."
             )
         crop_weight = float(self.postprocess["crop_weight"])
         if not 0.0 <= crop_weight <= 1.0:
@@ -378,15 +390,7 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
                 class_names=vocab.names,
             )
         boxes = boxes_from_masks(masks)
-        order = class_wise_nms(
-            scores,
-            labels,
-            boxes=boxes,
-            masks=masks if self.postprocess["nms_mode"] == "mask" else None,
-            iou_threshold=float(settings["nms_threshold"]),
-            mode=self.postprocess["nms_mode"],
-        )[: int(settings["max_instances"])]
-        order_t = torch.from_numpy(order)
+        order_t = torch.from_numpy(self._kept_order(scores, labels, boxes, masks, settings))
         return Instances(
             masks=masks[order_t].numpy(),
             boxes=boxes[order_t].numpy(),
@@ -394,6 +398,40 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
             labels=labels[order_t].numpy(),
             class_names=vocab.names,
         )
+
+    def _kept_order(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        boxes: torch.Tensor,
+        masks: torch.Tensor,
+        settings: Mapping[str, Any],
+    ) -> np.ndarray:
+        """Indices kept by class-wise NMS, then (``cross_class_iou``) by mask NMS across
+        classes, best score first, at most ``max_instances``; ``masks`` ``(N, H, W)``."""
+        order = class_wise_nms(
+            scores,
+            labels,
+            boxes=boxes,
+            masks=masks if self.postprocess["nms_mode"] == "mask" else None,
+            iou_threshold=float(settings["nms_threshold"]),
+            mode=self.postprocess["nms_mode"],
+        )
+        cross = self.postprocess["cross_class_iou"]
+        if cross is not None and len(order) > 1:
+            # one object named twice: the lower-scored name goes (one label for all: no class
+            # boundary); class_wise_nms keeps the score order
+            kept = torch.from_numpy(order)
+            order = order[
+                class_wise_nms(
+                    torch.as_tensor(scores)[kept],
+                    torch.zeros(len(order), dtype=torch.int64),
+                    masks=torch.as_tensor(masks)[kept],
+                    iou_threshold=float(cross),
+                    mode="mask",
+                )
+            ]
+        return order[: int(settings["max_instances"])]
 
     # ----------------------------------------------------------------- entry points
     def _predict(
@@ -436,16 +474,7 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
         if self.postprocess["drop_background"] and background is not None:
             keep &= labels != background
         masks, scores, labels, boxes = masks[keep], scores[keep], labels[keep], boxes[keep]
-        order = torch.from_numpy(
-            class_wise_nms(
-                scores,
-                labels,
-                boxes=boxes,
-                masks=masks if self.postprocess["nms_mode"] == "mask" else None,
-                iou_threshold=float(settings["nms_threshold"]),
-                mode=self.postprocess["nms_mode"],
-            )[: int(settings["max_instances"])]
-        )
+        order = torch.from_numpy(self._kept_order(scores, labels, boxes, masks, settings))
         return Instances(
             masks=masks[order].numpy().reshape(-1, height, width),
             boxes=boxes[order].numpy(),

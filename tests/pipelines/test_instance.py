@@ -315,3 +315,25 @@ def test_background_classes_are_queried_then_dropped(tiny_model_names, image):
     )
     assert set(kept.labels.tolist()) <= {0, 1} and kept.class_names == ["cat", "dog"]
     assert (everything.labels >= 2).any()  # the check above dropped something
+
+
+def test_cross_class_nms_keeps_one_name_per_object(tiny_model_names):
+    masks = torch.zeros(4, 8, 8, dtype=torch.bool)
+    masks[0, :4, :4] = True  # "cat", best
+    masks[1, :4, :3] = True  # the same object as "dog": IoU 0.75 with mask 0
+    masks[2, 4:, 4:] = True  # another object, "dog"
+    masks[3, :4, 2:6] = True  # "sofa", IoU 1/3 with mask 0
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    labels = torch.tensor([0, 1, 1, 2])
+    boxes = torch.tensor([[0, 0, 4, 4], [0, 0, 3, 4], [4, 4, 8, 8], [2, 0, 6, 4]])
+    settings = {"nms_threshold": 0.5, "max_instances": 100}
+    plain = build(tiny_model_names["vit"], postprocess={"nms_mode": "mask"})
+    assert plain._kept_order(scores, labels, boxes, masks, settings).tolist() == [0, 1, 2, 3]
+    for threshold, kept in ((0.5, [0, 2, 3]), (0.3, [0, 2])):
+        one_name = build(
+            tiny_model_names["vit"],
+            postprocess={"nms_mode": "mask", "cross_class_iou": threshold},
+        )
+        assert one_name._kept_order(scores, labels, boxes, masks, settings).tolist() == kept
+    with pytest.raises(ConfigError, match="cross_class_iou"):
+        build(tiny_model_names["vit"], postprocess={"cross_class_iou": 1.5})
