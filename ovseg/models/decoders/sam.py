@@ -96,7 +96,7 @@ class SamDecoder(PromptedMaskDecoder):
     def from_model(cls, model: Sam, multimask: bool = True, **speed: Any) -> SamDecoder:
         """Wrap an already built ``Sam`` (its device is kept); ``speed``: ``precision``,
         ``compile``, ``channels_last``, ``image_batch_size``, ``attention`` as in the
-        constructor; ``model`` itself is not changed)."""
+        constructor; ``attention: sdpa`` leaves ``model``'s own modules as they are)."""
         decoder = cls.__new__(cls)
         nn.Module.__init__(decoder)
         decoder._setup(model, multimask, **speed)
