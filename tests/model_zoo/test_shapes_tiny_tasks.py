@@ -6,20 +6,15 @@ well below the measured values so that only a real regression fails.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
 
 import ovseg
-from ovseg.cli import main
 from ovseg.data.synthetic import SyntheticSceneDataset
 from ovseg.evaluation.referring import ReferringMetric
 from ovseg.evaluation.semseg import SemSegMetric
 from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, WEIGHTS_DIR, embedded_checkpoint
-
-DEMO = Path(__file__).resolve().parents[2] / "demo" / "examples"
+from tests.quick_start import SCENE, run_quick_start
 
 
 @pytest.fixture(scope="module")
@@ -76,24 +71,14 @@ def test_painted_route_lifts_the_training_free_map(scenes):
 def test_quick_start_names_the_objects_of_its_ground_truth(tmp_path):
     """README's quick-start command on demo/examples/shapes_scene.jpg, against the scene's
     ground truth (demo/examples/shapes_scene_gt.png, the same encoding as *_labels.png)."""
-    out = tmp_path / "demo"
-    vocab_file = DEMO / "shapes_scene.txt"
-    args = ["predict", str(DEMO / "shapes_scene.jpg"), "--preset", "shapes-tiny-denseclip"]
-    assert main([*args, "--vocab-file", str(vocab_file), "--out", str(out), "--quiet"]) == 0
-    classes = vocab_file.read_text().splitlines()
-    labels = np.asarray(Image.open(out / "shapes_scene_labels.png"))
-    truth = np.asarray(Image.open(DEMO / "shapes_scene_gt.png"))
-    named = {}
-    for index, name in enumerate(classes[:4]):  # the objects; water and wall follow
-        votes = np.bincount(labels[truth == index], minlength=len(classes))
-        named[name] = classes[int(votes.argmax())]
+    run = run_quick_start(tmp_path / "demo", "--preset", "shapes-tiny-denseclip")
     # measured (2026-12-03): the blue square (unseen in training) 85 % of its pixels right, the
     # ring 99 %, the star 85 %, 96.8 % of all pixels; the red diamond is called "red star"
     # (README, DenseCLIP section: its neighbours, the star and the square, pull it there)
-    assert named["blue square"] == "blue square"
-    assert named["blue ring"] == "blue ring"
-    assert named["red star"] == "red star"
-    assert (labels == truth).mean() > 0.9
+    assert run.named["blue square"] == "blue square"
+    assert run.named["blue ring"] == "blue ring"
+    assert run.named["red star"] == "red star"
+    assert (run.labels == run.truth).mean() > 0.9
 
 
 def _class_masks(sample, class_names):
@@ -143,7 +128,7 @@ def test_instance_preset_names_objects_and_skips_stuff(scenes, task):
 
 
 def test_demo_scene_referring_and_clicks():
-    image = ovseg.io.read_image(DEMO / "shapes_scene.jpg")
+    image = ovseg.io.read_image(SCENE)
     ref = ovseg.create_pipeline("shapes-tiny", task="referring")
     found = ref(image, "blue ring")
     assert found.mask.shape == image.shape[:2] and found.mask.any()
@@ -160,5 +145,5 @@ def test_vocab_free_instances_take_the_sam_route():
     class-agnostic proposals, so they are built from pipelines.instance_sam."""
     pipeline = ovseg.create_pipeline("shapes-tiny", task="vocab_free_instance")
     assert pipeline.instance.proposal_source == "sam"
-    found = pipeline(ovseg.io.read_image(DEMO / "shapes_scene.jpg"))
+    found = pipeline(ovseg.io.read_image(SCENE))
     assert len(found) > 0 and found.masks.any(axis=(1, 2)).all()

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
 
 import ovseg
 from ovseg.cli import main
@@ -18,10 +15,9 @@ from ovseg.pipelines.painted_semantic import (
     paint_instances,
     thing_vocabulary,
 )
-from ovseg.structures import UNLABELLED, Instances, OVSegResult
+from ovseg.structures import Instances, OVSegResult
 from ovseg.vocab import Vocabulary
-
-DEMO = Path(__file__).resolve().parents[2] / "demo" / "examples"
+from tests.quick_start import SCENE, run_quick_start
 
 
 def test_masks_are_painted_in_ascending_score_order_and_weak_ones_skipped():
@@ -128,24 +124,14 @@ def test_bad_parts_are_config_errors():
 
 def test_shapes_tiny_painted_route_names_the_quick_start_objects(tmp_path):
     """``--pipeline semantic_painted`` on the quick-start scene against its ground truth."""
-    out = tmp_path / "painted"
-    vocab_file = DEMO / "shapes_scene.txt"
-    args = ["predict", str(DEMO / "shapes_scene.jpg"), "--pipeline", "semantic_painted"]
-    assert main([*args, "--vocab-file", str(vocab_file), "--out", str(out), "--quiet"]) == 0
-    classes = vocab_file.read_text().splitlines()
-    labels = np.asarray(Image.open(out / "shapes_scene_labels.png"))
-    truth = np.asarray(Image.open(DEMO / "shapes_scene_gt.png"))
-    named = {
-        name: classes[int(np.bincount(labels[truth == index], minlength=UNLABELLED + 1).argmax())]
-        for index, name in enumerate(classes[:4])
-    }
+    run = run_quick_start(tmp_path / "painted", "--pipeline", "semantic_painted")
     # measured (2026-12-04): square 82 % of its pixels right (the dense map alone calls 52 % of it
     # "blue ring"), ring 87 %, star 99 %; the diamond's SAM mask is named "red star" by the CLIP
-    assert named["blue square"] == "blue square"
-    assert named["blue ring"] == "blue ring"
-    assert named["red star"] == "red star"
-    plain = ovseg.create_pipeline("shapes-tiny", classes)(read_image(DEMO / "shapes_scene.jpg"))
-    assert (labels == truth).mean() > (plain.sem_seg == truth).mean()
+    assert run.named["blue square"] == "blue square"
+    assert run.named["blue ring"] == "blue ring"
+    assert run.named["red star"] == "red star"
+    plain = ovseg.create_pipeline("shapes-tiny", run.classes)(read_image(SCENE))
+    assert (run.labels == run.truth).mean() > (plain.sem_seg == run.truth).mean()
 
 
 def test_eval_scores_the_painted_section(tmp_path):
@@ -170,8 +156,7 @@ def test_eval_scores_the_painted_section(tmp_path):
 
 
 def test_predict_refuses_pipeline_with_vocab_free(tmp_path, capsys):
-    image = str(DEMO / "shapes_scene.jpg")
-    args = ["predict", image, "--pipeline", "semantic_painted", "--vocab-free"]
+    args = ["predict", str(SCENE), "--pipeline", "semantic_painted", "--vocab-free"]
     assert main([*args, "--out", str(tmp_path / "out")]) == 2
     assert "--pipeline picks a section" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
