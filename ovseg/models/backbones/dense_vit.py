@@ -183,9 +183,9 @@ def _linear(
 ) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, then exact GELU when ``gelu``, for ``(..., C_in)``.
 
-    On the CPU (float32, and bfloat16 where oneDNN has bfloat16 kernels) this is one oneDNN call with the bias and the GELU applied
-    inside the matrix product; PyTorch's ``addmm`` first copies the bias into the whole output
-    and GELU makes another pass over it. Elsewhere, or where the op is missing, it is
+    On the CPU (float32, and bfloat16 where oneDNN has bfloat16 kernels) this is one oneDNN
+    call with the bias and the GELU applied inside the matrix product; PyTorch's ``addmm``
+    first copies the bias into the whole output and GELU makes another pass over it. Elsewhere, or where the op is missing, it is
     ``F.linear`` (+ ``F.gelu``). Same arithmetic up to float32 summation order.
     """
     if (

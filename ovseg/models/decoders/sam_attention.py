@@ -4,7 +4,8 @@ segment-anything's ``Attention`` (ViT blocks with decomposed relative positions,
 the ``(B * heads, L, L)`` score matrix, adds the relative-position terms, takes the softmax and
 multiplies by the values: with ``L = 64 * 64`` tokens in the global blocks that matrix is
 materialised in float32 (autocast keeps softmax in float32). Here the relative-position terms
-``rel_h[..., None] + rel_w[..., None, :]`` become the additive ``attn_mask`` of
+``rel_h[..., None] + rel_w[..., None, :]`` (segment-anything's own ``get_rel_pos`` tables)
+become the additive ``attn_mask`` of
 :func:`torch.nn.functional.scaled_dot_product_attention`, which fuses the rest; the scale is
 the same ``head_dim ** -0.5``. Same arithmetic up to summation order and where the scale is
 applied, so masks match the reference closely but not bit for bit (the default ``native``
@@ -20,22 +21,10 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from segment_anything.modeling.image_encoder import get_rel_pos
 from torch import nn
 
 ATTENTION_MODES = ("native", "sdpa")
-
-
-def _rel_pos(size: int, rel_pos: torch.Tensor) -> torch.Tensor:
-    """``(size, size, C)`` relative-position embeddings for query and key grids of ``size``
-    (segment-anything's ``get_rel_pos`` for equal sizes: linear resize to ``2 size - 1``)."""
-    length = 2 * size - 1
-    if rel_pos.shape[0] != length:
-        rel_pos = F.interpolate(
-            rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=length, mode="linear"
-        )
-        rel_pos = rel_pos.reshape(-1, length).permute(1, 0)
-    coords = torch.arange(size, device=rel_pos.device)
-    return rel_pos[coords[:, None] - coords[None, :] + (size - 1)]
 
 
 class SdpaRelPosAttention(nn.Module):
@@ -55,8 +44,12 @@ class SdpaRelPosAttention(nn.Module):
         bias = None
         if attention.use_rel_pos:
             r_q = q.reshape(batch * heads, height, width, -1)
-            rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, _rel_pos(height, attention.rel_pos_h))
-            rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, _rel_pos(width, attention.rel_pos_w))
+            rel_h = torch.einsum(
+                "bhwc,hkc->bhwk", r_q, get_rel_pos(height, height, attention.rel_pos_h)
+            )
+            rel_w = torch.einsum(
+                "bhwc,wkc->bhwk", r_q, get_rel_pos(width, width, attention.rel_pos_w)
+            )
             bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(
                 batch, heads, height * width, height * width
             )
