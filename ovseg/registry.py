@@ -17,21 +17,53 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from ovseg.errors import ConfigError, UnknownComponentError
 
 _ALL_REGISTRIES: dict[str, Registry] = {}
+#: components built so far in the outermost ``build`` call, by config (registries that share)
+_SHARED_BUILDS: ContextVar[dict[tuple[str, str], Any] | None] = ContextVar(
+    "_SHARED_BUILDS", default=None
+)
+
+
+def _config_key(cfg: Mapping[str, Any]) -> str | None:
+    """A canonical text of a plain config, or None when it holds anything but plain values."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return value
+        raise TypeError
+
+    try:
+        return json.dumps(plain(cfg), sort_keys=True)
+    except TypeError:
+        return None
 
 
 class Registry:
     """Maps names (and aliases) to classes or factory functions of one component kind."""
 
-    def __init__(self, kind: str, builtins: Sequence[str] = ()) -> None:
-        """``builtins``: modules (dotted names) whose import registers the built-in entries."""
+    def __init__(
+        self, kind: str, builtins: Sequence[str] = (), share_identical: bool = False
+    ) -> None:
+        """``builtins``: modules (dotted names) whose import registers the built-in entries.
+
+        ``share_identical``: within one outermost :meth:`build` (of any registry), configs of
+        this kind that are equal (plain values only) build one object, used wherever they occur,
+        e.g. the CLIP named by two sub-pipelines of one pipeline is loaded once.
+        """
         self.kind = kind
+        self.share_identical = share_identical
         self._entries: dict[str, Callable[..., Any]] = {}
         self._builtins = tuple(builtins)
         self._loaded = not self._builtins
@@ -105,6 +137,24 @@ class Registry:
             raise ConfigError(
                 f"A {self.kind} config must be a mapping with a 'type' key, got {cfg!r}."
             )
+        shared = _SHARED_BUILDS.get()
+        token = None
+        if shared is None:  # the outermost build: components shared until it returns
+            shared = {}
+            token = _SHARED_BUILDS.set(shared)
+        try:
+            key = _config_key(cfg) if self.share_identical and not defaults else None
+            if key is not None and (self.kind, key) in shared:
+                return shared[(self.kind, key)]
+            built = self._build(cfg, defaults)
+            if key is not None:
+                shared[(self.kind, key)] = built
+            return built
+        finally:
+            if token is not None:
+                _SHARED_BUILDS.reset(token)
+
+    def _build(self, cfg: Mapping[str, Any], defaults: Mapping[str, Any]) -> Any:
         kwargs = {**defaults, **{k: v for k, v in cfg.items() if k != "type"}}
         kwargs = {k: build_nested(v) for k, v in kwargs.items()}
         factory = self.get(cfg["type"])
@@ -152,7 +202,11 @@ def _modules(package: str, *names: str) -> tuple[str, ...]:
     return tuple(f"{package}.{name}" for name in names)
 
 
-BACKBONES = Registry("backbone", _modules("ovseg.models.backbones", "clip", "proxyclip", "scclip"))
+BACKBONES = Registry(
+    "backbone",
+    _modules("ovseg.models.backbones", "clip", "proxyclip", "scclip"),
+    share_identical=True,
+)
 PIPELINES = Registry(
     "pipeline",
     _modules(

@@ -55,3 +55,38 @@ def test_duplicate_name_and_bad_config():
 
     with pytest.raises(ConfigError, match="Cannot build"):
         reg.build({"type": "needs_x", "y": 1})
+
+
+def test_a_sharing_registry_builds_equal_configs_once_per_outermost_build():
+    encoders = Registry("test-shared-encoder", share_identical=True)
+    parts = Registry("test-unshared-part")
+    wholes = Registry("test-shared-whole")
+
+    @encoders.register()
+    class Encoder:
+        def __init__(self, width: int = 1) -> None:
+            self.width = width
+
+    @parts.register()
+    class Part:
+        def __init__(self, encoder, size: int = 1) -> None:
+            self.encoder, self.size = encoder, size
+
+    @wholes.register()
+    class Whole:
+        def __init__(self, first, second, third) -> None:
+            self.first, self.second, self.third = first, second, third
+
+    encoder = {"type": "Encoder", "width": 4}
+    whole = wholes.build(
+        {
+            "type": "Whole",
+            "first": {"type": "Part", "encoder": dict(encoder)},
+            "second": {"type": "Part", "encoder": dict(encoder)},
+            "third": {"type": "Part", "encoder": {"type": "Encoder", "width": 5}},
+        }
+    )
+    assert whole.first.encoder is whole.second.encoder  # equal configs: one object
+    assert whole.third.encoder is not whole.first.encoder  # another config: its own
+    assert whole.first is not whole.second  # the registry that does not share builds twice
+    assert encoders.build(encoder) is not encoders.build(encoder)  # each build starts afresh

@@ -18,7 +18,8 @@ semantic pipeline's; its ``probs`` are dropped (they no longer describe the labe
 ``label_scores``, when the semantic map had them, hold the instance score on painted pixels.
 ``meta["painted_instances"]`` counts the masks painted.
 
-Both pipelines are built from their own configs, so a shared CLIP is loaded once per pipeline.
+Built from one config, the two pipelines share their CLIP when they name the same one (the
+backbone registry builds equal configs once per build).
 """
 
 from __future__ import annotations

@@ -160,3 +160,8 @@ def test_predict_refuses_pipeline_with_vocab_free(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "out")]) == 2
     assert "--pipeline picks a section" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_two_parts_of_the_shapes_tiny_painted_route_share_one_clip():
+    pipeline = ovseg.create_pipeline("shapes-tiny", task="semantic_painted")
+    assert pipeline.instance.backbone is pipeline.semantic.backbone
