@@ -60,7 +60,7 @@ def test_duplicate_name_and_bad_config():
 def test_a_sharing_registry_builds_equal_configs_once_per_outermost_build():
     encoders = Registry("test-shared-encoder", share_identical=True)
     parts = Registry("test-unshared-part")
-    wholes = Registry("test-shared-whole")
+    wholes = Registry("test-whole-of-parts")
 
     @encoders.register()
     class Encoder:
