@@ -47,10 +47,14 @@ EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
     },
     ("ovseg-sam-tiny", "shapes"): {
         "file": "ovseg-sam-tiny-shapes.safetensors",
-        "sha256": "669fa2230d41ed1552108fac198af97955cac23c45376a7487903e12a801eee0",
+        "sha256": "818724e00b28a1cd2d0ad9c98ea993e03bde677cc44bb5a501ccddc48f8d8d7b",
         "recipe": (
             "ovseg train configs/sam/shapes_tiny_sam.yaml && "
             "python tools/export_weights.py work_dirs/shapes_tiny_sam/model_final.safetensors "
+            "work_dirs/shapes_tiny_sam/model_fp16.safetensors && "
+            "ovseg train configs/sam/shapes_tiny_sam_stage2.yaml && "
+            "python tools/export_weights.py "
+            "work_dirs/shapes_tiny_sam_stage2/model_final.safetensors "
             "ovseg/model_zoo/weights/ovseg-sam-tiny-shapes.safetensors"
         ),
     },

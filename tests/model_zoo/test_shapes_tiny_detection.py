@@ -96,10 +96,10 @@ def test_grounded_instances_segment_the_detector_boxes(scenes):
     assert found.scores.max() <= 1.0 and all(found.masks[i].any() for i in range(len(found)))
 
 
-def test_grounded_instances_outscore_the_sam_route(scenes):
+def test_both_instance_routes_find_the_held_out_objects(scenes):
     """Box AP of the instances (boxes = mask extents) on the held-out scenes: the preset's
-    instance task (detector boxes -> SAM masks named by CLIP), against SAM's automatic
-    proposals named by CLIP (``instance_sam``)."""
+    instance task (detector boxes -> SAM masks named by CLIP) and SAM's automatic proposals
+    named by CLIP (``instance_sam``)."""
     from ovseg.evaluation.coco import instances_to_coco_results
 
     truth = _ground_truth(scenes)
@@ -113,9 +113,12 @@ def test_grounded_instances_outscore_the_sam_route(scenes):
                 found, i + 1, list(range(1, 65)), include_masks=False
             )
         box_ap[task] = evaluate_coco(truth, results, ["bbox"])["bbox"]["AP"]
-    # measured on these 16 scenes (2026-12-03): grounded 39.1, SAM route 24.2
-    assert box_ap["instance"] > 30.0
-    assert box_ap["instance"] > box_ap["instance_sam"] + 5.0
+    # measured on these 16 scenes (2026-12-05, ovseg-sam-tiny's second stage): grounded 47.0,
+    # SAM route 56.2 (the first stage: 39.1 and 24.2, its parts joined at half overlap). On the
+    # 100-scene sets of README the grounded route leads (box AP 44.1 vs 39.5 on seed 4242, 54.8
+    # vs 47.3 on seed 11); on these 16 the SAM route does
+    assert box_ap["instance"] > 35.0
+    assert box_ap["instance_sam"] > 35.0
 
 
 def test_predict_detection_with_the_embedded_preset(scenes, tmp_path, capsys):
