@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import ovseg
 from ovseg.data.synthetic import SyntheticSceneDataset
 from ovseg.evaluation.referring import ReferringMetric
 from ovseg.evaluation.semseg import SemSegMetric
 from ovseg.model_zoo.embedded import EMBEDDED_WEIGHTS, WEIGHTS_DIR, embedded_checkpoint
-from tests.quick_start import SCENE, run_quick_start
+from tests.quick_start import CLASS_FILE, DEMO, NUM_OBJECTS, SCENE, run_quick_start
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +127,28 @@ def test_instance_preset_names_objects_and_skips_stuff(scenes, task):
             ]
             hits += bool(best) and max(best) > 0.5
     assert hits / total > 0.3
+
+
+def test_sam_route_gives_each_quick_start_object_a_mask_with_its_name():
+    """``instance_sam`` on the quick-start scene against its ground truth: every object has a
+    mask of its own, with its right name, overlapping it at IoU > 0.5."""
+    truth = np.asarray(Image.open(DEMO / "shapes_scene_gt.png"))
+    classes = CLASS_FILE.read_text().splitlines()
+    found = ovseg.create_pipeline("shapes-tiny", task="instance_sam")(
+        ovseg.io.read_image(SCENE), classes
+    )
+    best = {}
+    for index, name in enumerate(classes[:NUM_OBJECTS]):
+        target = truth == index
+        best[name] = max(
+            ((mask & target).sum() / (mask | target).sum() for mask, label in
+             zip(found.masks, found.labels, strict=True) if label == index),
+            default=0.0,
+        )  # fmt: skip
+    # measured (2026-12-05, ovseg-sam-tiny's second stage): star 0.83, diamond 0.65, square
+    # 0.80, ring 0.93 (README, SAM section); with the first stage the diamond's only mask was
+    # named "blue ring" and the ring came in arcs (IoU 0.43 at best)
+    assert min(best.values()) > 0.5, best
 
 
 def test_demo_scene_referring_and_clicks():
