@@ -142,6 +142,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         formats=tuple(args.formats.split(",")),
         progress=not args.quiet,
         overwrite=args.overwrite,
+        neighbour_fraction=args.neighbour_fraction,
     )
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -229,6 +230,13 @@ def _synth_parser() -> argparse.ArgumentParser:
     s.add_argument("--frames", type=int, default=12, help="with --video: frames per clip")
     s.add_argument("--crop-size", type=int, default=64, help="caption crop size")
     s.add_argument("--formats", default="ade20k,coco,captions")
+    s.add_argument(
+        "--neighbour-fraction",
+        type=float,
+        default=0.0,
+        help="probability that an object after a scene's first is another shape of an earlier "
+        "object's colour, placed against it (default 0)",
+    )
     s.add_argument("--overwrite", action="store_true", help="replace existing format folders")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_data_synth)

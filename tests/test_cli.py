@@ -130,3 +130,16 @@ def test_data_synth_small(tmp_path, capsys):
     root = tmp_path / "w" / "ADEChallengeData2016"
     assert len(list((root / "images" / "training").iterdir())) == 3
     assert len(list((root / "annotations" / "validation").iterdir())) == 2
+    assert (
+        json.loads((tmp_path / "w" / "synthetic_world.json").read_text())["neighbour_fraction"]
+        == 0.0
+    )
+    args = ["data", "synth", "--out", str(tmp_path / "n"), "--num", "1", "--quiet"]
+    assert main([*args, "--neighbour-fraction", "0.5", "--formats", "ade20k"]) == 0
+    assert (
+        json.loads((tmp_path / "n" / "synthetic_world.json").read_text())["neighbour_fraction"]
+        == 0.5
+    )
+    capsys.readouterr()
+    assert main([*args, "--neighbour-fraction", "2", "--overwrite"]) == 2
+    assert "neighbour_fraction" in capsys.readouterr().err

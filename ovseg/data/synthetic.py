@@ -4,7 +4,10 @@ A scene is a square RGB image (default 128x128) with one or two stuff regions (g
 water, wall; two regions are split by a wavy horizontal boundary, top and bottom, half of the
 time) and 1-4 objects, each a "<colour> <shape>" thing class. Later objects occlude earlier
 ones; every object keeps at least half of its pixels visible. The label map, instance masks and
-boxes describe visible pixels only. Training scenes never contain an unseen class
+boxes describe visible pixels only. With ``neighbour_fraction`` > 0, each object after the first
+is, with that probability, a different shape of the same colour as an earlier object, placed
+against it (touching or slightly overlapping): same-coloured neighbours are the hardest case for
+a dense model, since only the outline tells the two apart. Training scenes never contain an unseen class
 (``UNSEEN_CLASSES``); validation/test scenes draw about a third of their objects from them.
 
 Generation is deterministic given the ``numpy.random.Generator`` passed in; ``scene_rng`` gives
@@ -28,12 +31,14 @@ from ovseg.data.synthetic_vocab import (
     NUM_THINGS,
     SEEN_CLASSES,
     SEEN_THING_IDS,
+    SHAPES,
     STUFF_CLASSES,
     THING_CLASSES,
     UNSEEN_CLASSES,
     UNSEEN_IDS,
     split_thing,
     stuff_id,
+    thing_id,
     write_class_file,
 )
 from ovseg.data.textures import render_texture
@@ -163,6 +168,32 @@ def _sample_class(rng: np.random.Generator, split: str, unseen_fraction: float) 
     return int(SEEN_THING_IDS[int(rng.integers(len(SEEN_THING_IDS)))])
 
 
+def _sample_neighbour_class(
+    rng: np.random.Generator, split: str, unseen_fraction: float, colour: str, shape: str
+) -> int | None:
+    """A class of ``colour`` but not ``shape`` (seen only for ``train``; for val/test an unseen
+    one with ``unseen_fraction`` when the colour has one), or None when there is none."""
+    others = [thing_id(colour, other) for other in SHAPES if other != shape]
+    seen = [c for c in others if c in SEEN_THING_IDS]
+    unseen = [c for c in others if c in UNSEEN_IDS]
+    if split != "train" and unseen and rng.random() < unseen_fraction:
+        return int(unseen[int(rng.integers(len(unseen)))])
+    return int(seen[int(rng.integers(len(seen)))]) if seen else None
+
+
+def _neighbour_center(
+    rng: np.random.Generator, neighbour: dict[str, Any], radius: float, size: int
+) -> tuple[float, float]:
+    """A centre (x, y pixels) ``radius`` from the image border whose object of that radius
+    touches ``neighbour`` or overlaps it a little: the centres lie 0.75-1.05 times the sum of
+    the two radii apart, in a random direction."""
+    direction = rng.uniform(0.0, 2 * np.pi)
+    distance = (neighbour["size"] / 2 + radius) * rng.uniform(0.75, 1.05)
+    x = neighbour["center"][0] + distance * np.cos(direction)
+    y = neighbour["center"][1] + distance * np.sin(direction)
+    return float(np.clip(x, radius, size - radius)), float(np.clip(y, radius, size - radius))
+
+
 def _paint_object(
     image: np.ndarray,
     mask: np.ndarray,
@@ -190,6 +221,7 @@ def generate_scene(
     num_objects: int | None = None,
     unseen_fraction: float = 1 / 3,
     min_visible: float = 0.5,
+    neighbour_fraction: float = 0.0,
 ) -> Scene:
     """Generate one scene; deterministic given ``rng``'s state.
 
@@ -201,6 +233,9 @@ def generate_scene(
             placed with enough of everything visible are dropped, so a scene may hold fewer.
         unseen_fraction: probability that a val/test object is of an unseen class.
         min_visible: fraction of each object's pixels that must stay visible.
+        neighbour_fraction: probability that an object after the first is a same-coloured
+            neighbour of an earlier one (module docstring); 0 draws no extra random numbers, so
+            scenes are those of earlier versions.
     """
     _split_code(split)
     size = int(image_size)
@@ -213,13 +248,25 @@ def generate_scene(
     placed: list[dict[str, Any]] = []
     min_area = 60 * scale * scale
     for _ in range(num_objects):
-        class_id = _sample_class(rng, split, unseen_fraction)
+        neighbour, class_id = None, None
+        if placed and neighbour_fraction > 0 and rng.random() < neighbour_fraction:
+            neighbour = placed[int(rng.integers(len(placed)))]
+            class_id = _sample_neighbour_class(
+                rng, split, unseen_fraction, neighbour["colour"], neighbour["shape"]
+            )
+            if class_id is None:
+                neighbour = None
+        if class_id is None:
+            class_id = _sample_class(rng, split, unseen_fraction)
         colour, shape = split_thing(class_id)
         max_size = 60.0 if num_objects <= 2 else 48.0
         for _attempt in range(30):
             diameter = float(rng.uniform(22.0, max_size)) * scale
             r = diameter / 2
-            center = (float(rng.uniform(r, size - r)), float(rng.uniform(r, size - r)))
+            if neighbour is not None:
+                center = _neighbour_center(rng, neighbour, r, size)
+            else:
+                center = (float(rng.uniform(r, size - r)), float(rng.uniform(r, size - r)))
             angle = sample_angle(shape, rng)
             mask = shape_mask(shape, center, diameter, angle, size, size)
             full_area = int(mask.sum())

@@ -59,6 +59,7 @@ def write_synthetic_world(
     progress: bool = True,
     coco_segmentation: str = "rle",
     overwrite: bool = False,
+    neighbour_fraction: float = 0.0,
 ) -> dict:
     """Generate ``num_train`` + ``num_val`` scenes and write them in ``formats``.
 
@@ -72,6 +73,8 @@ def write_synthetic_world(
         progress: show a tqdm bar.
         coco_segmentation: "rle" (compressed, counts as str) or "polygon".
         overwrite: replace existing, non-empty format folders instead of refusing.
+        neighbour_fraction: probability that an object after a scene's first is a different
+            shape of an earlier object's colour placed against it (``generate_scene``).
 
     Returns:
         A summary dict (also written to ``OUT/synthetic_world.json``): output paths and counts
@@ -82,6 +85,10 @@ def write_synthetic_world(
         raise DatasetError(f"Unknown dataset formats {unknown}; choose from {list(FORMATS)}.")
     if num_train < 0 or (num_val is not None and num_val < 0):
         raise DatasetError("num_train and num_val must be >= 0.")
+    if not 0.0 <= neighbour_fraction <= 1.0:
+        raise DatasetError(
+            f"neighbour_fraction is a probability in [0, 1], got {neighbour_fraction}."
+        )
     num_val = default_num_val(num_train) if num_val is None else int(num_val)
     out = Path(out_dir)
     _prepare(out, formats, overwrite)
@@ -98,7 +105,10 @@ def write_synthetic_world(
         for split, count in (("train", num_train), ("val", num_val)):
             for i in range(count):
                 scene = generate_scene(
-                    scene_rng(seed, split, i), image_size=image_size, split=split
+                    scene_rng(seed, split, i),
+                    image_size=image_size,
+                    split=split,
+                    neighbour_fraction=neighbour_fraction,
                 )
                 for writer in writers.values():
                     writer.add(scene, split, i + 1)
@@ -109,6 +119,7 @@ def write_synthetic_world(
         "seed": seed,
         "image_size": image_size,
         "crop_size": crop_size,
+        "neighbour_fraction": neighbour_fraction,
         "num_train": num_train,
         "num_val": num_val,
         "classes": list(CLASS_NAMES),

@@ -33,8 +33,10 @@ EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
     },
     ("denseclip-ovseg-ViT-Ti-8", "shapes"): {
         "file": "ovseg-ViT-Ti-8-shapes-denseclip.safetensors",
-        "sha256": "3c2be1886b54e6bd36bb848bf50480d45758e0c2f154dc322349310e848c877e",
+        "sha256": "dc0d006a48f0aa38786e777477e5624eb24af7e62ee6bd19c311e1da6fb59d1b",
         "recipe": (
+            "ovseg data synth --out data/synth_pairs --num 8000 --num-val 0 --seed 3 "
+            "--formats ade20k --neighbour-fraction 0.5 && "
             "ovseg train configs/shapes/shapes_tiny_denseclip.yaml && "
             "python tools/export_weights.py "
             "work_dirs/shapes_tiny_denseclip/model_final.safetensors "
@@ -42,6 +44,14 @@ EMBEDDED_WEIGHTS: dict[tuple[str, str], dict[str, str]] = {
             "ovseg train configs/shapes/shapes_tiny_denseclip_ft.yaml && "
             "python tools/export_weights.py "
             "work_dirs/shapes_tiny_denseclip_ft/model_final.safetensors "
+            "work_dirs/shapes_tiny_denseclip_ft/model_fp16.safetensors && "
+            "ovseg train configs/shapes/shapes_tiny_denseclip_neighbours.yaml && "
+            "python tools/export_weights.py "
+            "work_dirs/shapes_tiny_denseclip_neighbours/model_final.safetensors "
+            "work_dirs/shapes_tiny_denseclip_neighbours/model_fp16.safetensors && "
+            "ovseg train configs/shapes/shapes_tiny_denseclip_neighbours2.yaml && "
+            "python tools/export_weights.py "
+            "work_dirs/shapes_tiny_denseclip_neighbours2/model_final.safetensors "
             "ovseg/model_zoo/weights/ovseg-ViT-Ti-8-shapes-denseclip.safetensors"
         ),
     },

@@ -105,6 +105,49 @@ def test_scenes_overlap_sometimes_and_objects_sizes_vary():
     assert {len(s.instances) for s in scenes} == {1, 2, 3, 4}
 
 
+def _touches(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two (H, W) bool masks share an edge (4-neighbourhood)."""
+    grown = a.copy()
+    grown[1:] |= a[:-1]
+    grown[:-1] |= a[1:]
+    grown[:, 1:] |= a[:, :-1]
+    grown[:, :-1] |= a[:, 1:]
+    return bool((grown & b).any())
+
+
+def _same_colour_touching_pairs(scene) -> int:
+    objects = scene.instances
+    return sum(
+        objects[i].colour == objects[j].colour
+        and objects[i].shape != objects[j].shape
+        and _touches(objects[i].mask, objects[j].mask)
+        for i in range(len(objects))
+        for j in range(i + 1, len(objects))
+    )
+
+
+def test_neighbour_fraction_places_same_coloured_shapes_against_each_other():
+    plain = [generate_scene(scene_rng(4, "train", i)) for i in range(60)]
+    paired = [generate_scene(scene_rng(4, "train", i), neighbour_fraction=0.5) for i in range(60)]
+    # a fraction of 0 draws no extra random numbers: the scenes are the plain ones
+    for i in range(5):
+        again = generate_scene(scene_rng(4, "train", i), neighbour_fraction=0.0)
+        assert np.array_equal(again.image, plain[i].image)
+    plain_pairs = sum(_same_colour_touching_pairs(s) for s in plain)
+    many = sum(_same_colour_touching_pairs(s) for s in paired)
+    assert many >= 15 and many >= 4 * max(plain_pairs, 1), (plain_pairs, many)
+    unseen = set(UNSEEN_IDS)
+    for s in paired:  # training scenes stay seen-only and keep every object half visible
+        assert unseen.isdisjoint(np.unique(s.label).tolist())
+        assert all(o.area >= 0.5 * o.full_area for o in s.instances)
+    val = [
+        o
+        for i in range(80)
+        for o in generate_scene(scene_rng(4, "val", i), split="val", neighbour_fraction=1.0).instances
+    ]
+    assert any(o.class_id in unseen for o in val)
+
+
 def test_captions_use_vertical_relations_only():
     assert relation((0, 0, 10, 10), (0, 40, 10, 50)) == "above"
     assert relation((0, 40, 10, 50), (0, 0, 10, 10)) == "below"

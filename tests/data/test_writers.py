@@ -175,4 +175,6 @@ def test_bad_arguments(tmp_path):
         write_synthetic_world(tmp_path, num_train=1, formats=("voc",), progress=False)
     with pytest.raises(DatasetError, match=">= 0"):
         write_synthetic_world(tmp_path, num_train=-1, progress=False)
+    with pytest.raises(DatasetError, match="neighbour_fraction"):
+        write_synthetic_world(tmp_path, num_train=1, neighbour_fraction=1.5, progress=False)
     assert default_num_val(10) == 50 and default_num_val(2000) == 200

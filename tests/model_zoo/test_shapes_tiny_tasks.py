@@ -45,8 +45,9 @@ def test_denseclip_preset_segments_seen_and_unseen_classes(scenes):
     for sample in scenes:
         metric.process(seg(sample["image"]).sem_seg, sample["label"])
     results = metric.compute()
-    # measured on these 12 scenes (2026-12-03): aAcc 98.52, seen 67.93, unseen 78.44 (the two
-    # stages, 10000 + 6000 iterations); the first stage alone gave 97.75, 59.24 and 52.88, the
+    # measured on these 12 scenes (2026-12-05): aAcc 98.84, seen 68.33, unseen 87.13 (the four
+    # stages, 176 px, windows every 21 px); the two first stages (160 px, every 27 px) gave
+    # 98.52, 67.93 and 78.44 (2026-12-03), the first stage alone 97.75, 59.24 and 52.88, the
     # head of half its schedule (5000 iterations) 97.33, 45.71 and 57.36, the first head (backbone
     # at lr x0.1, 3000 iterations, 128 px scenes, windows every 43 px) 94.34, 31.52 and 22.77
     assert results["aAcc"] > 96.0
@@ -73,13 +74,14 @@ def test_quick_start_names_the_objects_of_its_ground_truth(tmp_path):
     """README's quick-start command on demo/examples/shapes_scene.jpg, against the scene's
     ground truth (demo/examples/shapes_scene_gt.png, the same encoding as *_labels.png)."""
     run = run_quick_start(tmp_path / "demo", "--preset", "shapes-tiny-denseclip")
-    # measured (2026-12-03): the blue square (unseen in training) 85 % of its pixels right, the
-    # ring 99 %, the star 85 %, 96.8 % of all pixels; the red diamond is called "red star"
-    # (README, DenseCLIP section: its neighbours, the star and the square, pull it there)
-    assert run.named["blue square"] == "blue square"
-    assert run.named["blue ring"] == "blue ring"
-    assert run.named["red star"] == "red star"
-    assert (run.labels == run.truth).mean() > 0.9
+    # measured (2026-12-05, the four stages): the red diamond 150 of its 226 pixels right (43
+    # "red star"), the blue square (unseen in training) 92 %, the ring 97 %, the star 85 %,
+    # 98.2 % of all pixels. The two first stages called the diamond "red star" (192 pixels):
+    # the third and fourth train on same-coloured neighbours (README, DenseCLIP section).
+    assert run.named == {name: name for name in run.classes[:NUM_OBJECTS]}
+    diamond = run.truth == run.classes.index("red diamond")
+    assert (run.labels[diamond] == run.classes.index("red diamond")).mean() > 0.5
+    assert (run.labels == run.truth).mean() > 0.95
 
 
 def _class_masks(sample, class_names):
