@@ -4,11 +4,12 @@ A scene is a square RGB image (default 128x128) with one or two stuff regions (g
 water, wall; two regions are split by a wavy horizontal boundary, top and bottom, half of the
 time) and 1-4 objects, each a "<colour> <shape>" thing class. Later objects occlude earlier
 ones; every object keeps at least half of its pixels visible. The label map, instance masks and
-boxes describe visible pixels only. With ``neighbour_fraction`` > 0, each object after the first
-is, with that probability, a different shape of the same colour as an earlier object, placed
-against it (touching or slightly overlapping): same-coloured neighbours are the hardest case for
-a dense model, since only the outline tells the two apart. Training scenes never contain an unseen class
+boxes describe visible pixels only. Training scenes never contain an unseen class
 (``UNSEEN_CLASSES``); validation/test scenes draw about a third of their objects from them.
+With ``neighbour_fraction`` > 0, each object after the first is, with that probability, a
+different shape of the same colour as an earlier object, placed against it (touching or
+slightly overlapping): same-coloured neighbours are the hardest case for a dense model, since
+only the outline tells the two apart.
 
 Generation is deterministic given the ``numpy.random.Generator`` passed in; ``scene_rng`` gives
 the per-scene generator the writers use, so scene ``i`` of a split does not depend on how many
