@@ -219,6 +219,7 @@ PIPELINES = Registry(
         "vocab_free",
         "vocab_free_instance",
         "painted_semantic",
+        "semantic_instance",
         "detection",
         "reasoning",
         "video",

@@ -8,7 +8,13 @@ import pytest
 from PIL import Image
 
 from ovseg.demo.app import build_demo, create_context
-from ovseg.demo.handlers import PipelineProvider, SemanticHandler, SessionFiles
+from ovseg.demo.handlers import (
+    ClickHandler,
+    InstanceHandler,
+    PipelineProvider,
+    SemanticHandler,
+    SessionFiles,
+)
 from ovseg.demo.tabs import TABS, TabSpec
 from ovseg.demo.tabs.base import MODEL_CONCURRENCY_ID
 from ovseg.errors import ConfigError
@@ -261,7 +267,12 @@ def test_the_denseclip_preset_serves_its_semantic_tab(tmp_path, examples_dir, on
         examples_dir=examples_dir,
         files=SessionFiles(tmp_path / "sessions"),
     )
-    assert tab_labels(build_demo(ctx)) == ["Semantic segmentation"]
+    assert tab_labels(build_demo(ctx)) == [
+        "Semantic segmentation",
+        "Instances / detection",
+        "Click to segment",
+        "Video",
+    ]
     vocabulary = (examples_dir / "shapes_scene.txt").read_text().splitlines()
     scene = read_image(examples_dir / "shapes_scene.jpg")
     handler = SemanticHandler(ctx.provider.get("semantic"))
@@ -270,3 +281,12 @@ def test_the_denseclip_preset_serves_its_semantic_tab(tmp_path, examples_dir, on
     square = vocabulary.index("blue square")
     # measured (2026-12-03): 85 % of the unseen blue square's pixels get its name
     assert (out.result.sem_seg[truth == square] == square).mean() > 0.7
+    # the instance tab: the DenseCLIP map's regions redrawn by SAM, one per object
+    instance = ctx.provider.get("instance")
+    found = InstanceHandler(instance).run(scene, ", ".join(vocabulary), out_dir=tmp_path / "i")
+    assert sorted(found.shown.class_names[k] for k in found.shown.labels) == sorted(vocabulary[:4])
+    # the click tab: a click on the diamond names SAM's mask by the map under it
+    ys, xs = np.nonzero(truth == vocabulary.index("red diamond"))
+    click = [[int(np.median(xs)), int(np.median(ys)), 1]]
+    named = ClickHandler(instance).run(scene, click, ", ".join(vocabulary), out_dir=tmp_path / "c")
+    assert [named.instances.class_names[k] for k in named.instances.labels] == ["red diamond"]
