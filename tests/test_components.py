@@ -419,6 +419,10 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "wraps a semantic and an instance pipeline",
         "tests/pipelines/test_painted_semantic.py",
     ),
+    ("pipeline", "SemanticInstanceSegmenter"): (
+        "wraps a semantic pipeline and a SAM decoder",
+        "tests/pipelines/test_semantic_instance.py",
+    ),
     ("pipeline", "VideoSegmenter"): (
         "wraps a referring or instance pipeline and reads a video",
         "tests/pipelines/test_video.py",
