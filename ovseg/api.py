@@ -200,7 +200,8 @@ def build_vocab_free_pipeline(
     The preset's semantic (or, with ``task="instance"``, instance) pipeline is built as usual;
     the search reads the config's ``database`` section (``{path: ..., k: ..., alpha: ...,
     max_ngram: ...}``; ``db`` replaces its path) and the optional ``vocab_free`` section
-    (``mode``, ``grids`` ...; ``kwargs`` override it). ``search`` overrides search options.
+    (``mode``, ``grids`` ...) or, for instances, ``vocab_free_instance`` (``crop_classifier``);
+    ``kwargs`` override them. ``search`` overrides search options.
     The result is a ``VocabFreeSegmenter`` or, for instances, a ``VocabFreeInstanceSegmenter``
     that names every SAM proposal by its own search (from ``pipelines.instance_sam`` when the
     config has that section, else ``pipelines.instance``).
@@ -236,8 +237,9 @@ def build_vocab_free_pipeline(
     pretrained = raw["pipeline"].get("backbone", {}).get("pretrained")
     searcher = CasedSearch(inner.backbone, path, pretrained=pretrained, preset=name, **section)
     if task == "instance":
+        options = {**(raw.get("vocab_free_instance") or {}), **kwargs}
         pipeline = PIPELINES.build(
-            {"type": "VocabFreeInstanceSegmenter", "instance": inner, "search": searcher}
+            {"type": "VocabFreeInstanceSegmenter", "instance": inner, "search": searcher, **options}
         )
     else:
         options = {**(raw.get("vocab_free") or {}), **kwargs}

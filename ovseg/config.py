@@ -46,6 +46,7 @@ KNOWN_TOP_LEVEL_KEYS = frozenset(
         "task",
         "train",
         "vocab_free",
+        "vocab_free_instance",
         "video",
         "vocabulary",
         "work_dir",

@@ -4,7 +4,10 @@ For the image given to :meth:`VocabFreeInstanceSegmenter.set_image`:
 
 1. the instance pipeline's SAM proposals (cached by that pipeline);
 2. each mask's region embedding: the masked crop through CLIP (outside pixels set to CLIP's
-   mean colour), as :meth:`CasedSearch.embed_regions` makes it;
+   mean colour), as :meth:`CasedSearch.embed_regions` makes it, or with ``crop_classifier``
+   that classifier's crop (e.g. a square 1.3x the mask's box with its surroundings:
+   ``{type: MaskedCropClassifier, context_scale: 1.3, mask_background: false}``, for a CLIP
+   trained on such crops);
 3. each embedding searched in the text database (:meth:`CasedSearch.name_regions`): the mask
    takes the best candidate name, and score = that name's CaSED score x SAM's predicted IoU;
 4. score threshold, class-wise box NMS and the instance cap of the instance pipeline's
@@ -23,7 +26,12 @@ import numpy as np
 import torch
 
 from ovseg.errors import ConfigError
-from ovseg.models.classifiers import boxes_from_masks, class_wise_nms
+from ovseg.models.classifiers import (
+    MaskContext,
+    boxes_from_masks,
+    build_crop_classifier,
+    class_wise_nms,
+)
 from ovseg.pipelines.base import PromptablePipeline, SamClipImage
 from ovseg.registry import PIPELINES
 from ovseg.structures import Instances
@@ -48,6 +56,8 @@ class VocabFreeInstanceSegmenter(PromptablePipeline):
         instance: an :class:`~ovseg.pipelines.instance.InstanceSegmenter` (its SAM proposals
             and ``postprocess`` thresholds are used; its vocabulary is not).
         search: a :class:`~ovseg.cased.search.CasedSearch` over the same CLIP.
+        crop_classifier: None (CaSED's masked region crop) or a crop classifier (or its config)
+            whose ``embed`` gives the region embeddings that are searched.
 
     :meth:`encode` is the instance pipeline's; a vocabulary given to :meth:`predict` names the
     proposals with it instead of searching.
@@ -55,7 +65,7 @@ class VocabFreeInstanceSegmenter(PromptablePipeline):
 
     encoded_type = SamClipImage
 
-    def __init__(self, instance: Any, search: Any) -> None:
+    def __init__(self, instance: Any, search: Any, crop_classifier: Any = None) -> None:
         if getattr(instance, "proposal_source", "sam") != "sam":
             raise ConfigError(
                 "Vocabulary-free instances name SAM's class-agnostic proposals; this instance "
@@ -64,6 +74,9 @@ class VocabFreeInstanceSegmenter(PromptablePipeline):
             )
         self.instance = instance
         self.search = search
+        self.crop_classifier = (
+            None if crop_classifier is None else build_crop_classifier(crop_classifier)
+        )
         self.meta: dict[str, Any] = {}
         self.config: Any = None
 
@@ -73,6 +86,13 @@ class VocabFreeInstanceSegmenter(PromptablePipeline):
 
     def encode(self, image: Any) -> SamClipImage:
         return self.instance.encode(image)
+
+    def region_embeddings(self, image: np.ndarray, masks: torch.Tensor) -> torch.Tensor:
+        """``(M, H, W)`` bool masks of ``image`` -> ``(M, D)`` embeddings to search."""
+        if self.crop_classifier is None:
+            return self.search.embed_regions(image, masks=masks.numpy())
+        context = MaskContext(image=image, tokens=None, backbone=self.search.backbone)
+        return self.crop_classifier.embed(masks, context)
 
     def _predict(
         self, encoded: SamClipImage, vocabulary: Any, settings: Mapping[str, Any]
@@ -87,6 +107,7 @@ class VocabFreeInstanceSegmenter(PromptablePipeline):
             "vocab_free": {
                 "database": str(self.search.database.path),
                 "pos_filter": self.search.pos_filter,
+                "region_crop": "cased" if self.crop_classifier is None else "crop_classifier",
             }
         }
         proposals = self.instance.proposals(encoded)
@@ -96,7 +117,7 @@ class VocabFreeInstanceSegmenter(PromptablePipeline):
         masks, ious = masks[keep], ious[keep]
         if not len(masks):
             return _empty(height, width, meta)
-        found = self.search.name_regions(self.search.embed_regions(image, masks=masks.numpy()))
+        found = self.search.name_regions(self.region_embeddings(image, masks))
         names = [result.best for result in found]
         name_scores = torch.tensor([float(result.scores[0]) for result in found])
         scores = name_scores * ious.clamp(0.0, 1.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import ovseg
@@ -225,3 +226,26 @@ def test_vocab_free_instances_take_the_sam_route():
     assert pipeline.instance.proposal_source == "sam"
     found = pipeline(ovseg.io.read_image(SCENE))
     assert len(found) > 0 and found.masks.any(axis=(1, 2)).all()
+
+
+def test_vocab_free_names_objects_from_crops_with_their_surroundings(scenes):
+    """The preset searches 50 texts for each object's square crop 1.3x its box with the
+    surroundings (vocab_free_instance.crop_classifier), as the CLIP was trained."""
+    pipeline = ovseg.create_pipeline("shapes-tiny", task="vocab_free_instance")
+    assert pipeline.search.k == 50 and pipeline.crop_classifier.context_scale == 1.3
+    right = {"crops": 0, "cased": 0}
+    total = 0
+    for sample in scenes:
+        truth = _class_masks(sample, scenes.class_names)
+        masks = torch.from_numpy(np.stack(list(truth.values())))
+        total += len(truth)
+        for key, embeddings in (
+            ("crops", pipeline.region_embeddings(sample["image"], masks)),
+            ("cased", pipeline.search.embed_regions(sample["image"], masks=masks.numpy())),
+        ):
+            names = [found.best for found in pipeline.search.name_regions(embeddings)]
+            right[key] += sum(name == target for name, target in zip(names, truth, strict=True))
+    # measured on these 12 scenes (2026-12-05): 23 of the 28 objects named exactly with the
+    # preset's crops, 11 with CaSED's masked region crops
+    assert right["crops"] / total > 0.6
+    assert right["crops"] > right["cased"]

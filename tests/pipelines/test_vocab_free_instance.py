@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ovseg.cased.build import build_database
 from ovseg.cased.search import CasedSearch
@@ -74,3 +75,23 @@ def test_a_given_vocabulary_uses_the_instance_pipeline(pipeline):
     image = random_image(40, 48)
     named = pipeline(image, ["cat", "dog"])
     assert named.class_names == ["cat", "dog"]
+
+
+def test_a_crop_classifier_gives_the_region_embeddings(pipeline):
+    """crop_classifier: each mask is searched with that classifier's crop (here a square 1.3x
+    its box with the surroundings), not CaSED's masked region crop."""
+    from ovseg.models.classifiers import MaskContext, MaskedCropClassifier
+
+    crops = {"type": "MaskedCropClassifier", "context_scale": 1.3, "mask_background": False}
+    with_crops = VocabFreeInstanceSegmenter(pipeline.instance, pipeline.search, crops)
+    assert isinstance(with_crops.crop_classifier, MaskedCropClassifier)
+    image = random_image(40, 48)
+    found = with_crops(image)
+    assert len(found) > 0 and found.meta["vocab_free"]["region_crop"] == "crop_classifier"
+    context = MaskContext(image=image, tokens=None, backbone=pipeline.search.backbone)
+    expected = with_crops.crop_classifier.embed(torch.from_numpy(found.masks), context)
+    again = pipeline.search.name_regions(expected)
+    assert [found.class_names[label] for label in found.labels] == [r.best for r in again]
+    masked = pipeline.search.embed_regions(image, masks=found.masks)
+    assert not torch.allclose(F.normalize(masked, dim=-1), expected, atol=1e-3)
+    assert pipeline(image).meta["vocab_free"]["region_crop"] == "cased"
