@@ -65,6 +65,7 @@ from ovseg.models.classifiers import (
     query_probabilities,
     with_background_classes,
 )
+from ovseg.models.decoders.prompted import masks_for_boxes
 from ovseg.pipelines.base import (
     DENSE_TOKEN_DEFAULTS,
     SamClipImage,
@@ -104,8 +105,6 @@ DETECTOR_POSTPROCESS_DEFAULTS = {
 }
 BOX_SOURCES = ("detector", "mask")
 NAMING_SOURCES = ("detector", "clip")
-#: box prompts per SAM decoder call (bounds the memory of the masks of one call)
-BOX_PROMPTS_PER_CALL = 64
 
 
 def proposal_source(proposals: Any) -> tuple[str, dict[str, Any]]:
@@ -486,20 +485,9 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
     def segment_boxes(
         self, encoded: SamClipImage, boxes: np.ndarray
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(N, 4)`` XYXY input-pixel boxes -> ``(N, H, W)`` bool masks and ``(N,)`` SAM IoUs,
-        one single-mask SAM call per :data:`BOX_PROMPTS_PER_CALL` boxes."""
-        height, width = encoded.size
-        masks = torch.zeros(0, height, width, dtype=torch.bool)
-        ious = torch.zeros(0)
-        for start in range(0, len(boxes), BOX_PROMPTS_PER_CALL):
-            prediction = self.decoder.predict(
-                boxes=boxes[start : start + BOX_PROMPTS_PER_CALL],
-                multimask=False,
-                embedding=encoded.embedding,
-            )
-            masks = torch.cat([masks, prediction.masks[:, 0].detach().cpu().bool()])
-            ious = torch.cat([ious, prediction.iou_scores[:, 0].detach().float().cpu()])
-        return masks, ious
+        """``(N, 4)`` XYXY input-pixel boxes -> ``(N, H, W)`` bool masks and ``(N,)`` SAM IoUs
+        (:func:`~ovseg.models.decoders.prompted.masks_for_boxes`)."""
+        return masks_for_boxes(self.decoder, encoded.embedding, boxes, encoded.size)
 
     def segment_clicks(
         self, encoded: Any, points: PointPrompts | None = None, vocabulary: Any = None

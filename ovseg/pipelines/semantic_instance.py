@@ -11,7 +11,8 @@ input-image pixels):
 2. every thing class (neither a stuff class nor the vocabulary's background class) is split
    into its connected regions (8-connected by default; ``connectivity: 4``); regions smaller
    than ``min_area`` pixels are dropped; score = the mean probability of the label over the
-   region (the semantic result's ``label_scores``);
+   region (the semantic result's ``label_scores``); the ``max_regions`` best-scored go on (their
+   masks bound the memory: ``max_regions x H x W`` bytes);
 3. with a SAM ``decoder``, each region's box (XYXY, exclusive ``x2, y2``) is one SAM box prompt
    (one mask per box) and SAM's mask replaces the region when the two agree (mask IoU at least
    ``min_agreement``); the score is then multiplied by SAM's predicted IoU;
@@ -38,6 +39,7 @@ from scipy import ndimage
 
 from ovseg.errors import ConfigError, PromptError
 from ovseg.models.classifiers import boxes_from_masks, class_wise_nms, with_background_classes
+from ovseg.models.decoders.prompted import masks_for_boxes
 from ovseg.pipelines.base import EncodedImage, PromptablePipeline, VocabularyDefault, decode_image
 from ovseg.registry import MASK_DECODERS, PIPELINES
 from ovseg.structures import Instances, PointPrompts
@@ -51,10 +53,9 @@ POSTPROCESS_DEFAULTS: dict[str, Any] = {
     "nms_threshold": 0.5,
     "cross_class_iou": None,
     "max_instances": 100,
+    "max_regions": 300,
 }
 CALL_SETTINGS = ("score_threshold", "nms_threshold", "max_instances", "min_area")
-#: box prompts per SAM decoder call (bounds the memory of the masks of one call)
-BOX_PROMPTS_PER_CALL = 64
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +78,7 @@ def connected_regions(
     *,
     min_area: int = 1,
     connectivity: int = 8,
+    limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Connected regions of the ``classes`` of an ``(H, W)`` label map.
 
@@ -86,6 +88,8 @@ def connected_regions(
         classes: the class indices split into regions, in this order.
         min_area: smallest region kept, in pixels.
         connectivity: 8 (diagonal neighbours join) or 4.
+        limit: at most this many regions, the best-scored (ties: the earlier); None: all.
+            Only the kept regions' masks are made, so memory is ``limit x H x W`` bytes at most.
 
     Returns:
         ``(masks (N, H, W) bool, labels (N,) int64, scores (N,) float32)``: the regions of each
@@ -96,9 +100,14 @@ def connected_regions(
         raise ConfigError(f"connectivity must be 4 or 8, not {connectivity!r}.")
     structure = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
     sem_seg = np.asarray(sem_seg)
-    masks, labels, scores = [], [], []
+    height, width = sem_seg.shape
+
+    def label(index: int) -> tuple[np.ndarray, int]:
+        return ndimage.label(sem_seg == index, structure=structure)
+
+    found: list[tuple[int, int, float]] = []  # (class, region id, mean score)
     for index in classes:
-        regions, count = ndimage.label(sem_seg == index, structure=structure)
+        regions, count = label(index)
         if not count:
             continue
         areas = np.bincount(regions.ravel(), minlength=count + 1)
@@ -107,16 +116,25 @@ def connected_regions(
         else:
             sums = np.bincount(regions.ravel(), weights=label_scores.ravel(), minlength=count + 1)
             means = sums / np.maximum(areas, 1)
-        for region in range(1, count + 1):
-            if areas[region] >= max(1, int(min_area)):
-                masks.append(regions == region)
-                labels.append(int(index))
-                scores.append(float(means[region]))
-    height, width = sem_seg.shape
+        found += [
+            (int(index), region, float(means[region]))
+            for region in range(1, count + 1)
+            if areas[region] >= max(1, int(min_area))
+        ]
+    if limit is not None and len(found) > limit:
+        best = sorted(range(len(found)), key=lambda i: (-found[i][2], i))[: max(0, int(limit))]
+        found = [found[i] for i in sorted(best)]
+    masks = np.zeros((len(found), height, width), dtype=bool)
+    position = 0
+    for index in dict.fromkeys(cls for cls, _, _ in found):  # label each kept class once more
+        regions, _ = label(index)
+        while position < len(found) and found[position][0] == index:
+            masks[position] = regions == found[position][1]
+            position += 1
     return (
-        np.asarray(masks, dtype=bool).reshape(-1, height, width),
-        np.asarray(labels, dtype=np.int64),
-        np.asarray(scores, dtype=np.float32),
+        masks,
+        np.asarray([cls for cls, _, _ in found], dtype=np.int64),
+        np.asarray([score for _, _, score in found], dtype=np.float32),
     )
 
 
@@ -156,9 +174,9 @@ class SemanticInstanceSegmenter(PromptablePipeline, VocabularyDefault):
         vocabulary: default vocabulary (see :meth:`Vocabulary.create`).
         stuff: class names that are labelled but never instances (e.g. grass, water); queried
             after the vocabulary when it lacks them.
-        postprocess: ``min_area``, ``connectivity``, ``min_agreement``, ``score_threshold``,
-            ``nms_threshold``, ``max_instances`` (:data:`POSTPROCESS_DEFAULTS`; the
-            :data:`CALL_SETTINGS` per call too).
+        postprocess: ``min_area``, ``connectivity``, ``max_regions``, ``min_agreement``,
+            ``score_threshold``, ``nms_threshold``, ``cross_class_iou``, ``max_instances``
+            (:data:`POSTPROCESS_DEFAULTS`; the :data:`CALL_SETTINGS` per call too).
     """
 
     encoded_type = SemanticInstanceImage
@@ -234,20 +252,9 @@ class SemanticInstanceSegmenter(PromptablePipeline, VocabularyDefault):
         self, encoded: SemanticInstanceImage, regions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SAM's masks for the boxes of ``(N, H, W)`` bool regions -> ``(N, H, W)`` bool masks and
-        ``(N,)`` predicted IoUs, one single-mask call per :data:`BOX_PROMPTS_PER_CALL` boxes."""
+        ``(N,)`` predicted IoUs (:func:`~ovseg.models.decoders.prompted.masks_for_boxes`)."""
         boxes = boxes_from_masks(regions).numpy()
-        height, width = encoded.size
-        masks = torch.zeros(0, height, width, dtype=torch.bool)
-        ious = torch.zeros(0)
-        for start in range(0, len(boxes), BOX_PROMPTS_PER_CALL):
-            prediction = self.decoder.predict(
-                boxes=boxes[start : start + BOX_PROMPTS_PER_CALL],
-                multimask=False,
-                embedding=encoded.embedding,
-            )
-            masks = torch.cat([masks, prediction.masks[:, 0].detach().cpu().bool()])
-            ious = torch.cat([ious, prediction.iou_scores[:, 0].detach().float().cpu()])
-        return masks, ious
+        return masks_for_boxes(self.decoder, encoded.embedding, boxes, encoded.size)
 
     def segment_clicks(
         self, encoded: Any, points: PointPrompts | None = None, vocabulary: Any = None
@@ -316,6 +323,7 @@ class SemanticInstanceSegmenter(PromptablePipeline, VocabularyDefault):
             things,
             min_area=int(settings["min_area"]),
             connectivity=int(self.postprocess["connectivity"]),
+            limit=int(self.postprocess["max_regions"]),
         )
         masks_t = torch.from_numpy(masks)
         scores_t = torch.from_numpy(scores).double()

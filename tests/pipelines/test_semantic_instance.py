@@ -43,6 +43,12 @@ def test_connected_regions_split_each_class_and_average_its_scores():
     assert empty.shape == (0, 4, 5) and len(no_labels) == len(no_scores) == 0
     with pytest.raises(ConfigError, match="connectivity"):
         connected_regions(sem_seg, None, [1], connectivity=6)
+    # limit: the best-scored regions only, in the same order
+    best_two, labels_two, scores_two = connected_regions(sem_seg, scores, [1, 2], limit=2)
+    assert labels_two.tolist() == [1, 1] and len(best_two) == 2
+    np.testing.assert_array_equal(best_two, masks[:2])  # class 2's region scores lowest
+    np.testing.assert_allclose(scores_two, means[:2])
+    assert len(connected_regions(sem_seg, scores, [1, 2], limit=0)[0]) == 0
 
 
 def test_mask_iou_row_wise():

@@ -49,6 +49,30 @@ class MaskPrediction:
         return self.masks[prompt, index].detach().cpu().numpy(), float(scores[index]), index
 
 
+#: box prompts per decoder call in :func:`masks_for_boxes` (bounds the memory of one call's masks)
+BOX_PROMPTS_PER_CALL = 64
+
+
+def masks_for_boxes(
+    decoder: Any, embedding: Any, boxes: np.ndarray, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One mask per box prompt: ``(N, 4)`` XYXY input-pixel boxes -> ``(N, H, W)`` bool CPU
+    masks and ``(N,)`` float32 predicted IoUs, one single-mask ``decoder.predict`` call per
+    :data:`BOX_PROMPTS_PER_CALL` boxes on the kept ``embedding``; ``size`` is ``(H, W)``."""
+    height, width = size
+    masks = [torch.zeros(0, height, width, dtype=torch.bool)]
+    ious = [torch.zeros(0)]
+    for start in range(0, len(boxes), BOX_PROMPTS_PER_CALL):
+        prediction = decoder.predict(
+            boxes=boxes[start : start + BOX_PROMPTS_PER_CALL],
+            multimask=False,
+            embedding=embedding,
+        )
+        masks.append(prediction.masks[:, 0].detach().cpu().bool())
+        ious.append(prediction.iou_scores[:, 0].detach().float().cpu())
+    return torch.cat(masks), torch.cat(ious)
+
+
 @dataclass
 class ImageEmbedding:
     """One embedded image: features ``(1, C, e, e)``, the resized size before padding ``(h, w)``
