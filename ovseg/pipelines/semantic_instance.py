@@ -53,7 +53,7 @@ POSTPROCESS_DEFAULTS: dict[str, Any] = {
     "nms_threshold": 0.5,
     "cross_class_iou": None,
     "max_instances": 100,
-    "max_regions": 300,
+    "max_regions": 100,
 }
 CALL_SETTINGS = ("score_threshold", "nms_threshold", "max_instances", "min_area")
 
