@@ -24,7 +24,7 @@ backbone registry builds equal configs once per build).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from ovseg.errors import ConfigError
 from ovseg.pipelines.base import EncodedImage, PromptablePipeline, VocabularyDefault, decode_image
 from ovseg.registry import PIPELINES
 from ovseg.structures import OVSegResult
-from ovseg.vocab import Vocabulary
+from ovseg.vocab import Vocabulary, thing_vocabulary
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,24 +48,6 @@ class PaintedImage(EncodedImage):
 
     semantic: Any = None
     instance: Any = None
-
-
-def thing_vocabulary(vocab: Vocabulary, stuff: Iterable[str]) -> tuple[Vocabulary | None, list]:
-    """The classes of ``vocab`` that instances may paint, and their indices in ``vocab``.
-
-    A class is left out when its display name (case-insensitive) is one of ``stuff`` or it is
-    the vocabulary's background class. Returns ``(None, [])`` when no class is left.
-    """
-    stuff_names = {name.strip().lower() for name in stuff}
-    background = vocab.background_index
-    indices = [
-        index
-        for index, name in enumerate(vocab.names)
-        if name.lower() not in stuff_names and index != background
-    ]
-    if not indices:
-        return None, []
-    return Vocabulary(tuple(vocab.classes[index] for index in indices)), indices
 
 
 def paint_instances(

@@ -38,12 +38,17 @@ import torch
 from scipy import ndimage
 
 from ovseg.errors import ConfigError, PromptError
-from ovseg.models.classifiers import boxes_from_masks, class_wise_nms, with_background_classes
+from ovseg.models.classifiers import (
+    boxes_from_masks,
+    class_wise_nms,
+    matched_mask_iou,
+    with_background_classes,
+)
 from ovseg.models.decoders.prompted import masks_for_boxes
 from ovseg.pipelines.base import EncodedImage, PromptablePipeline, VocabularyDefault, decode_image
 from ovseg.registry import MASK_DECODERS, PIPELINES
 from ovseg.structures import Instances, PointPrompts
-from ovseg.vocab import Vocabulary
+from ovseg.vocab import Vocabulary, thing_vocabulary
 
 POSTPROCESS_DEFAULTS: dict[str, Any] = {
     "min_area": 16,
@@ -152,14 +157,6 @@ def majority_class(
     winner = int(np.argmax(np.bincount(labels[inside], minlength=num_classes)))
     weights = np.ones(labels.shape) if label_scores is None else np.asarray(label_scores)[mask]
     return winner, float(weights[labels == winner].sum() / max(int(mask.sum()), 1))
-
-
-def mask_iou(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Row-wise IoU of two ``(N, H, W)`` bool mask stacks -> ``(N,)`` (0 where both are empty)."""
-    first, second = first.flatten(1), second.flatten(1)
-    inter = (first & second).sum(dim=1).double()
-    union = (first | second).sum(dim=1).double()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
 
 
 @PIPELINES.register()
@@ -311,12 +308,7 @@ class SemanticInstanceSegmenter(PromptablePipeline, VocabularyDefault):
         vocab = self.resolve_vocabulary(vocabulary)
         labelled = with_background_classes(vocab, self.stuff)
         result = self.semantic.predict(encoded.semantic, labelled)
-        stuff_names = {name.lower() for name in self.stuff}
-        things = [
-            index
-            for index, name in enumerate(vocab.names)
-            if name.lower() not in stuff_names and index != vocab.background_index
-        ]
+        _, things = thing_vocabulary(vocab, self.stuff)
         masks, labels, scores = connected_regions(
             result.sem_seg,
             result.label_scores,
@@ -329,7 +321,7 @@ class SemanticInstanceSegmenter(PromptablePipeline, VocabularyDefault):
         scores_t = torch.from_numpy(scores).double()
         if self.decoder is not None and len(masks):
             redrawn, ious = self.redraw(encoded, masks_t)
-            agree = mask_iou(redrawn, masks_t) >= float(self.postprocess["min_agreement"])
+            agree = matched_mask_iou(redrawn, masks_t) >= float(self.postprocess["min_agreement"])
             masks_t = torch.where(agree[:, None, None], redrawn, masks_t)
             scores_t = scores_t * torch.where(agree, ious.double().clamp(0.0, 1.0), 1.0)
         labels_t = torch.from_numpy(labels)

@@ -16,7 +16,7 @@ stuff words); pixels whose best probability is under the probability threshold g
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -192,3 +192,21 @@ class Vocabulary:
             if name.lower() == BACKGROUND_NAME:
                 return index
         return None
+
+
+def thing_vocabulary(vocab: Vocabulary, stuff: Iterable[str]) -> tuple[Vocabulary | None, list]:
+    """The thing classes of ``vocab`` (those instances may take) and their indices in ``vocab``.
+
+    A class is left out when its display name (case-insensitive) is one of ``stuff`` or it is
+    the vocabulary's background class. Returns ``(None, [])`` when no class is left.
+    """
+    stuff_names = {name.strip().lower() for name in stuff}
+    background = vocab.background_index
+    indices = [
+        index
+        for index, name in enumerate(vocab.names)
+        if name.lower() not in stuff_names and index != background
+    ]
+    if not indices:
+        return None, []
+    return Vocabulary(tuple(vocab.classes[index] for index in indices)), indices

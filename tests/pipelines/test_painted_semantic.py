@@ -10,13 +10,8 @@ from ovseg.cli import main
 from ovseg.errors import ConfigError
 from ovseg.io import read_image
 from ovseg.pipelines.base import EncodedImage
-from ovseg.pipelines.painted_semantic import (
-    PaintedSemanticSegmenter,
-    paint_instances,
-    thing_vocabulary,
-)
+from ovseg.pipelines.painted_semantic import PaintedSemanticSegmenter, paint_instances
 from ovseg.structures import Instances, OVSegResult
-from ovseg.vocab import Vocabulary
 from tests.quick_start import SCENE, run_quick_start
 
 
@@ -37,14 +32,6 @@ def test_masks_are_painted_in_ascending_score_order_and_weak_ones_skipped():
     assert (sem_seg == 0).all()  # the input map is not changed
     with pytest.raises(ConfigError, match="do not fit"):
         paint_instances(sem_seg, np.zeros((1, 3, 4), dtype=bool), np.ones(1), [0], 0.0)
-
-
-def test_stuff_and_the_background_class_are_never_painted():
-    vocab = Vocabulary.create(["background", "red star", "Sand", "blue ring|ring"])
-    things, indices = thing_vocabulary(vocab, ["sand", "water"])
-    assert things.names == ["red star", "blue ring"] and indices == [1, 3]
-    assert things.classes[1] == ("blue ring", "ring")  # synonyms kept
-    assert thing_vocabulary(Vocabulary.create(["sand"]), ["sand"]) == (None, [])
 
 
 class _FakeSemantic:

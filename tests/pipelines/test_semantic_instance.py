@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from ovseg.errors import ConfigError, PromptError
+from ovseg.models.classifiers import mask_iou, matched_mask_iou
 from ovseg.pipelines.base import EncodedImage
 from ovseg.pipelines.semantic_instance import (
     SemanticInstanceSegmenter,
     connected_regions,
     majority_class,
-    mask_iou,
 )
 from ovseg.structures import OVSegResult, PointPrompts
 
@@ -51,13 +51,16 @@ def test_connected_regions_split_each_class_and_average_its_scores():
     assert len(connected_regions(sem_seg, scores, [1, 2], limit=0)[0]) == 0
 
 
-def test_mask_iou_row_wise():
+def test_matched_mask_iou_pairs_masks_by_index():
     first = torch.zeros(3, 2, 2, dtype=torch.bool)
     second = torch.zeros(3, 2, 2, dtype=torch.bool)
     first[0, 0] = True
     second[0, :, 0] = True  # overlap 1 of union 3
     first[1] = second[1] = True
-    np.testing.assert_allclose(mask_iou(first, second).numpy(), [1 / 3, 1.0, 0.0])
+    np.testing.assert_allclose(matched_mask_iou(first, second).numpy(), [1 / 3, 1.0, 0.0])
+    np.testing.assert_allclose(
+        matched_mask_iou(first, second).numpy(), mask_iou(first, second).diagonal().numpy()
+    )
 
 
 class _FakeSemantic:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ovseg.errors import VocabularyError
-from ovseg.vocab import Vocabulary, load_class_file
+from ovseg.vocab import Vocabulary, load_class_file, thing_vocabulary
 
 
 def test_string_list_and_file_forms(tmp_path):
@@ -75,3 +75,11 @@ def test_unreadable_class_files_say_what_to_give(tmp_path):
     bom = tmp_path / "bom.txt"
     bom.write_bytes("cat\ndog\n".encode("utf-8-sig"))
     assert Vocabulary.from_file(bom).names == ["cat", "dog"]
+
+
+def test_thing_vocabulary_leaves_out_stuff_and_the_background_class():
+    vocab = Vocabulary.create(["background", "red star", "Sand", "blue ring|ring"])
+    things, indices = thing_vocabulary(vocab, ["sand", "water"])
+    assert things.names == ["red star", "blue ring"] and indices == [1, 3]
+    assert things.classes[1] == ("blue ring", "ring")  # synonyms kept
+    assert thing_vocabulary(Vocabulary.create(["sand"]), ["sand"]) == (None, [])

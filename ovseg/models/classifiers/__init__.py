@@ -21,6 +21,7 @@ from ovseg.models.classifiers.nms import (
     boxes_from_masks,
     class_wise_nms,
     mask_iou,
+    matched_mask_iou,
     merge_parts,
 )
 from ovseg.models.classifiers.scoring import (
@@ -46,6 +47,7 @@ __all__ = [
     "ensemble_probabilities",
     "mask_area_weights",
     "mask_iou",
+    "matched_mask_iou",
     "merge_parts",
     "pool_tokens",
     "query_probabilities",
