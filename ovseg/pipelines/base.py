@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ovseg.errors import ConfigError
+from ovseg.errors import ConfigError, PromptError
 from ovseg.inference.dense import whole_image_tokens
 from ovseg.inference.labels import (
     DEFAULT_MAX_WORK_PIXELS,
@@ -47,6 +47,8 @@ __all__ = [
     "SemanticImage",
     "VocabularyDefault",
     "decode_image",
+    "decode_like",
+    "resolve_clicks",
 ]
 
 
@@ -56,6 +58,36 @@ def decode_image(image: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.
     if isinstance(image, EncodedImage):
         return image.image
     return read_image(image, max_pixels=max_pixels)
+
+
+def decode_like(pipeline: Any, image: Any) -> np.ndarray:
+    """:func:`decode_image` under ``pipeline``'s ``inference.max_pixels`` when it sets one (a
+    pipeline that wraps another decodes as the wrapped one would)."""
+    settings = getattr(pipeline, "inference", None) or {}
+    if "max_pixels" in settings:
+        return decode_image(image, settings["max_pixels"])
+    return decode_image(image)
+
+
+def resolve_clicks(
+    pipeline: Any, encoded: Any, points: Any, vocabulary: Any
+) -> tuple[Any, Any, Any]:
+    """The ``(encoded, points, vocabulary)`` of a ``segment_clicks`` call, which takes
+    ``(encoded, points, vocabulary)`` or ``(points, vocabulary=...)`` on the image kept by
+    ``pipeline.set_image``.
+
+    Raises:
+        PromptError: no image was set, or no click was given.
+    """
+    if not isinstance(encoded, pipeline.encoded_type):
+        if points is not None and vocabulary is None:
+            vocabulary = points
+        encoded, points = pipeline._current, encoded
+        if encoded is None:
+            raise PromptError("No image; pass encode(image) or call set_image(image) first.")
+    if points is None or len(points) == 0:
+        raise PromptError("Give at least one click (PointPrompts with one point or more).")
+    return encoded, points, vocabulary
 
 
 @dataclass(frozen=True, eq=False)

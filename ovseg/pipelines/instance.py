@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 import ovseg.models.classifiers  # noqa: F401  (registers the mask classifiers)
-from ovseg.errors import ConfigError, PromptError
+from ovseg.errors import ConfigError
 from ovseg.models.backbones.clip import ClipBackbone
 from ovseg.models.classifiers import (
     MaskContext,
@@ -71,6 +71,7 @@ from ovseg.pipelines.base import (
     SamClipImage,
     SamClipPipeline,
     VocabularyDefault,
+    resolve_clicks,
 )
 from ovseg.registry import BACKBONES, DETECTORS, MASK_CLASSIFIERS, MASK_DECODERS, PIPELINES
 from ovseg.settings import merge_settings
@@ -498,15 +499,8 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
 
         ``segment_clicks(encoded, points, vocabulary)``, or ``segment_clicks(points,
         vocabulary=...)`` on the image given to :meth:`set_image`."""
-        if not isinstance(encoded, SamClipImage):
-            if points is not None and vocabulary is None:
-                vocabulary = points
-            encoded, points = self._current, encoded
-            if encoded is None:
-                raise PromptError("No image; pass encode(image) or call set_image(image) first.")
+        encoded, points, vocabulary = resolve_clicks(self, encoded, points, vocabulary)
         vocab = self.resolve_vocabulary(vocabulary)
-        if points is None or len(points) == 0:
-            raise PromptError("Give at least one click (PointPrompts with one point or more).")
         coords, labels = points.sam_frame()
         prediction = self.decoder.predict(
             point_coords=coords,

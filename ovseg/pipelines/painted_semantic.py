@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ovseg.errors import ConfigError
-from ovseg.pipelines.base import EncodedImage, PromptablePipeline, VocabularyDefault, decode_image
+from ovseg.pipelines.base import EncodedImage, PromptablePipeline, VocabularyDefault, decode_like
 from ovseg.registry import PIPELINES
 from ovseg.structures import OVSegResult
 from ovseg.vocab import Vocabulary, thing_vocabulary
@@ -137,10 +137,7 @@ class PaintedSemanticSegmenter(PromptablePipeline, VocabularyDefault):
         return {"min_score": self.min_score}
 
     def load_image(self, image: Any) -> np.ndarray:
-        settings = getattr(self.semantic, "inference", None) or {}
-        if "max_pixels" in settings:
-            return decode_image(image, settings["max_pixels"])
-        return decode_image(image)
+        return decode_like(self.semantic, image)
 
     def encode(self, image: Any) -> PaintedImage:
         """Decode ``image`` once and encode it for both pipelines."""

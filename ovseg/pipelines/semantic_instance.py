@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ovseg.errors import ConfigError, PromptError
+from ovseg.errors import ConfigError
 from ovseg.models.classifiers import (
     boxes_from_masks,
     class_wise_nms,
@@ -45,7 +45,13 @@ from ovseg.models.classifiers import (
     with_background_classes,
 )
 from ovseg.models.decoders.prompted import masks_for_boxes
-from ovseg.pipelines.base import EncodedImage, PromptablePipeline, VocabularyDefault, decode_image
+from ovseg.pipelines.base import (
+    EncodedImage,
+    PromptablePipeline,
+    VocabularyDefault,
+    decode_like,
+    resolve_clicks,
+)
 from ovseg.registry import MASK_DECODERS, PIPELINES
 from ovseg.structures import Instances, PointPrompts
 from ovseg.vocab import Vocabulary, thing_vocabulary
@@ -224,10 +230,7 @@ class SemanticInstanceSegmenter(PromptablePipeline, VocabularyDefault):
         return {name: self.postprocess[name] for name in CALL_SETTINGS}
 
     def load_image(self, image: Any) -> np.ndarray:
-        settings = getattr(self.semantic, "inference", None) or {}
-        if "max_pixels" in settings:
-            return decode_image(image, settings["max_pixels"])
-        return decode_image(image)
+        return decode_like(self.semantic, image)
 
     def encode(self, image: Any) -> SemanticInstanceImage:
         """Decode ``image`` once and encode it for the semantic pipeline (and SAM)."""
@@ -268,15 +271,8 @@ class SemanticInstanceSegmenter(PromptablePipeline, VocabularyDefault):
                 "segment_clicks needs a SAM decoder; set the pipeline's decoder (e.g. "
                 "{type: SamDecoder, model_type: ovseg-sam-tiny, pretrained: shapes})."
             )
-        if not isinstance(encoded, SemanticInstanceImage):
-            if points is not None and vocabulary is None:
-                vocabulary = points
-            encoded, points = self._current, encoded
-            if encoded is None:
-                raise PromptError("No image; pass encode(image) or call set_image(image) first.")
+        encoded, points, vocabulary = resolve_clicks(self, encoded, points, vocabulary)
         vocab = self.resolve_vocabulary(vocabulary)
-        if points is None or len(points) == 0:
-            raise PromptError("Give at least one click (PointPrompts with one point or more).")
         coords, labels = points.sam_frame()
         prediction = self.decoder.predict(
             point_coords=coords, point_labels=labels, multimask=True, embedding=encoded.embedding

@@ -95,6 +95,26 @@ def _class_masks(sample, class_names):
     }
 
 
+def _objects_found(inst, samples, class_names):
+    """``(objects overlapped at IoU > 0.5 by a mask with their name, objects)`` of an instance
+    pipeline queried with the thing classes on synthetic samples."""
+    things = [c for c in class_names if c not in ("grass", "sand", "water", "wall")]
+    hits = total = 0
+    for sample in samples:
+        found = inst(sample["image"], things)
+        assert found.class_names == things
+        truth = _class_masks(sample, class_names)
+        total += len(truth)
+        for name, target in truth.items():
+            best = [
+                (m & target).sum() / (m | target).sum()
+                for m, label in zip(found.masks, found.labels, strict=True)
+                if things[label] == name
+            ]
+            hits += bool(best) and max(best) > 0.5
+    return hits, total
+
+
 @pytest.mark.parametrize(
     ("task", "bound"),
     # measured on these 12 scenes (2026-12-05): detector boxes -> SAM 91.7, similarity points
@@ -115,20 +135,7 @@ def test_referring_preset_finds_named_objects(scenes, task, bound):
 def test_instance_preset_names_objects_and_skips_stuff(scenes, task):
     inst = ovseg.create_pipeline("shapes-tiny", task=task)
     assert inst.proposal_source == {"instance": "detector", "instance_sam": "sam"}[task]
-    things = [c for c in scenes.class_names if c not in ("grass", "sand", "water", "wall")]
-    hits = total = 0
-    for sample in list(scenes)[:6]:
-        found = inst(sample["image"], things)
-        assert found.class_names == things
-        truth = _class_masks(sample, scenes.class_names)
-        total += len(truth)
-        for name, target in truth.items():
-            best = [
-                (m & target).sum() / (m | target).sum()
-                for m, label in zip(found.masks, found.labels, strict=True)
-                if things[label] == name
-            ]
-            hits += bool(best) and max(best) > 0.5
+    hits, total = _objects_found(inst, list(scenes)[:6], scenes.class_names)
     assert hits / total > 0.3
 
 
@@ -140,14 +147,7 @@ def test_sam_route_gives_each_quick_start_object_a_mask_with_its_name():
     found = ovseg.create_pipeline("shapes-tiny", task="instance_sam")(
         ovseg.io.read_image(SCENE), classes
     )
-    best = {}
-    for index, name in enumerate(classes[:NUM_OBJECTS]):
-        target = truth == index
-        best[name] = max(
-            ((mask & target).sum() / (mask | target).sum() for mask, label in
-             zip(found.masks, found.labels, strict=True) if label == index),
-            default=0.0,
-        )  # fmt: skip
+    best = _best_named_ious(found, truth, classes)
     # measured (2026-12-05, ovseg-sam-tiny's second stage): star 0.83, diamond 0.65, square
     # 0.80, ring 0.93 (README, SAM section); with the first stage the diamond's only mask was
     # named "blue ring" and the ring came in arcs (IoU 0.43 at best)
@@ -187,20 +187,7 @@ def test_denseclip_instances_give_each_quick_start_object_one_mask_with_its_name
 
 def test_denseclip_instances_find_the_objects_of_fresh_scenes(scenes):
     inst = ovseg.create_pipeline("shapes-tiny-denseclip", task="instance")
-    things = [c for c in scenes.class_names if c not in ("grass", "sand", "water", "wall")]
-    hits = total = 0
-    for sample in scenes:
-        found = inst(sample["image"], things)
-        assert found.class_names == things
-        truth = _class_masks(sample, scenes.class_names)
-        total += len(truth)
-        for name, target in truth.items():
-            best = [
-                (m & target).sum() / (m | target).sum()
-                for m, label in zip(found.masks, found.labels, strict=True)
-                if things[label] == name
-            ]
-            hits += bool(best) and max(best) > 0.5
+    hits, total = _objects_found(inst, scenes, scenes.class_names)
     # measured on these 12 scenes (2026-12-05): 25 of the 28 objects (shapes-tiny's detector
     # route: 22)
     assert hits / total > 0.7
