@@ -53,6 +53,7 @@ from ovseg.pipelines.base import (
     resolve_clicks,
 )
 from ovseg.registry import MASK_DECODERS, PIPELINES
+from ovseg.settings import merge_settings
 from ovseg.structures import Instances, PointPrompts
 from ovseg.vocab import Vocabulary, thing_vocabulary
 
@@ -202,13 +203,7 @@ class SemanticInstanceSegmenter(PromptablePipeline, VocabularyDefault):
         if isinstance(stuff, str):
             raise ConfigError("stuff must list class names, e.g. [grass, sand, water, wall].")
         self.stuff = tuple(str(name) for name in stuff)
-        unknown = set(postprocess or {}) - set(POSTPROCESS_DEFAULTS)
-        if unknown:
-            raise ConfigError(
-                f"Unknown postprocess settings {sorted(unknown)}; known: "
-                f"{sorted(POSTPROCESS_DEFAULTS)}."
-            )
-        self.postprocess = {**POSTPROCESS_DEFAULTS, **(postprocess or {})}
+        self.postprocess = merge_settings(POSTPROCESS_DEFAULTS, postprocess, "postprocess")
         if int(self.postprocess["connectivity"]) not in (4, 8):
             raise ConfigError("postprocess.connectivity must be 4 or 8.")
         self.vocabulary = Vocabulary.create(vocabulary) if vocabulary is not None else None

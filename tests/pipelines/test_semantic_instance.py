@@ -197,7 +197,7 @@ def test_bad_settings_are_config_errors():
         SemanticInstanceSegmenter(object())
     with pytest.raises(ConfigError, match="stuff must list"):
         SemanticInstanceSegmenter(semantic, stuff="wall")
-    with pytest.raises(ConfigError, match="Unknown postprocess settings"):
+    with pytest.raises(ConfigError, match="Unknown postprocess keys"):
         SemanticInstanceSegmenter(semantic, postprocess={"min_areas": 3})
     with pytest.raises(ConfigError, match="connectivity"):
         SemanticInstanceSegmenter(semantic, postprocess={"connectivity": 6})
