@@ -58,8 +58,10 @@ from ovseg.models.classifiers import (
     MaskContext,
     boxes_from_masks,
     build_crop_classifier,
+    check_cross_class_iou,
     class_probabilities,
     class_wise_nms,
+    cross_class_nms,
     ensemble_probabilities,
     merge_parts,
     query_probabilities,
@@ -280,13 +282,7 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
             raise ConfigError(
                 f"postprocess.nms_mode must be 'box' or 'mask', not {self.postprocess['nms_mode']!r}."
             )
-        cross = self.postprocess["cross_class_iou"]
-        if cross is not None and not (
-            isinstance(cross, (int, float)) and not isinstance(cross, bool) and 0 < cross <= 1
-        ):
-            raise ConfigError(
-                f"postprocess.cross_class_iou must be null or a mask IoU in (0, 1], got {cross!r}."
-            )
+        check_cross_class_iou(self.postprocess["cross_class_iou"])
         crop_weight = float(self.postprocess["crop_weight"])
         if not 0.0 <= crop_weight <= 1.0:
             raise ConfigError(f"postprocess.crop_weight must lie in [0, 1], got {crop_weight}.")
@@ -417,20 +413,7 @@ class InstanceSegmenter(SamClipPipeline, VocabularyDefault):
             iou_threshold=float(settings["nms_threshold"]),
             mode=self.postprocess["nms_mode"],
         )
-        cross = self.postprocess["cross_class_iou"]
-        if cross is not None and len(order) > 1:
-            # one object named twice: the lower-scored name goes (one label for all: no class
-            # boundary); class_wise_nms keeps the score order
-            kept = torch.from_numpy(order)
-            order = order[
-                class_wise_nms(
-                    torch.as_tensor(scores)[kept],
-                    torch.zeros(len(order), dtype=torch.int64),
-                    masks=torch.as_tensor(masks)[kept],
-                    iou_threshold=float(cross),
-                    mode="mask",
-                )
-            ]
+        order = cross_class_nms(order, scores, masks, self.postprocess["cross_class_iou"])
         return order[: int(settings["max_instances"])]
 
     # ----------------------------------------------------------------- entry points

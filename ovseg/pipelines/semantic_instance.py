@@ -40,7 +40,9 @@ from scipy import ndimage
 from ovseg.errors import ConfigError
 from ovseg.models.classifiers import (
     boxes_from_masks,
+    check_cross_class_iou,
     class_wise_nms,
+    cross_class_nms,
     matched_mask_iou,
     with_background_classes,
 )
@@ -206,6 +208,7 @@ class SemanticInstanceSegmenter(PromptablePipeline, VocabularyDefault):
         self.postprocess = merge_settings(POSTPROCESS_DEFAULTS, postprocess, "postprocess")
         if int(self.postprocess["connectivity"]) not in (4, 8):
             raise ConfigError("postprocess.connectivity must be 4 or 8.")
+        check_cross_class_iou(self.postprocess["cross_class_iou"])
         self.vocabulary = Vocabulary.create(vocabulary) if vocabulary is not None else None
         self.meta: dict[str, Any] = {}
         self.config: Any = None
@@ -325,19 +328,7 @@ class SemanticInstanceSegmenter(PromptablePipeline, VocabularyDefault):
             iou_threshold=float(settings["nms_threshold"]),
             mode="mask",
         )
-        cross = self.postprocess["cross_class_iou"]
-        if cross is not None and len(order) > 1:
-            # one object named twice: the lower-scored name goes
-            kept = torch.from_numpy(order)
-            order = order[
-                class_wise_nms(
-                    scores_t[kept],
-                    torch.zeros(len(order), dtype=torch.int64),
-                    masks=masks_t[kept],
-                    iou_threshold=float(cross),
-                    mode="mask",
-                )
-            ]
+        order = cross_class_nms(order, scores_t, masks_t, self.postprocess["cross_class_iou"])
         order_t = torch.from_numpy(order[: int(settings["max_instances"])])
         height, width = encoded.size
         kept = masks_t[order_t]

@@ -201,6 +201,8 @@ def test_bad_settings_are_config_errors():
         SemanticInstanceSegmenter(semantic, postprocess={"min_areas": 3})
     with pytest.raises(ConfigError, match="connectivity"):
         SemanticInstanceSegmenter(semantic, postprocess={"connectivity": 6})
+    with pytest.raises(ConfigError, match="cross_class_iou"):
+        SemanticInstanceSegmenter(semantic, postprocess={"cross_class_iou": 1.5})
     with pytest.raises(ConfigError, match="unknown|Unknown"):
         SemanticInstanceSegmenter(semantic)(np.zeros((5, 6, 3), np.uint8), ["a"], bogus=1)
 

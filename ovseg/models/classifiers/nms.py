@@ -7,12 +7,23 @@ Boxes are XYXY in input-image pixels with exclusive ``x2, y2`` (as in
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from ovseg.errors import ConfigError
 
-__all__ = ["box_iou", "boxes_from_masks", "class_wise_nms", "mask_iou", "merge_parts"]
+__all__ = [
+    "box_iou",
+    "boxes_from_masks",
+    "check_cross_class_iou",
+    "class_wise_nms",
+    "cross_class_nms",
+    "mask_iou",
+    "matched_mask_iou",
+    "merge_parts",
+]
 
 
 def _as_tensor(values, dtype=None) -> torch.Tensor:
@@ -148,6 +159,41 @@ def class_wise_nms(
             alive &= ~(later & (ious[position] > iou_threshold))
     keep.sort(key=lambda index: (-float(scores[index]), index))
     return np.asarray(keep, dtype=np.int64)
+
+
+def check_cross_class_iou(value: Any) -> float | None:
+    """``postprocess.cross_class_iou`` checked: None, or a mask IoU in ``(0, 1]``."""
+    if value is not None and not (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
+    ):
+        raise ConfigError(
+            f"postprocess.cross_class_iou must be null or a mask IoU in (0, 1], got {value!r}."
+        )
+    return None if value is None else float(value)
+
+
+def cross_class_nms(
+    order: np.ndarray,
+    scores: torch.Tensor | np.ndarray,
+    masks: torch.Tensor | np.ndarray,
+    iou_threshold: float | None,
+) -> np.ndarray:
+    """Mask NMS across classes over the kept indices ``order`` (best score first, e.g. from
+    :func:`class_wise_nms`): an item whose mask IoU with a better-scored kept item of any class
+    exceeds ``iou_threshold`` goes, so one object named twice keeps its better name. ``masks``
+    ``(N, H, W)``; ``None`` returns ``order`` unchanged."""
+    if iou_threshold is None or len(order) < 2:
+        return order
+    kept = torch.from_numpy(np.asarray(order))
+    return order[
+        class_wise_nms(
+            _as_tensor(scores)[kept],
+            torch.zeros(len(order), dtype=torch.int64),
+            masks=_as_tensor(masks)[kept],
+            iou_threshold=float(iou_threshold),
+            mode="mask",
+        )
+    ]
 
 
 def merge_parts(

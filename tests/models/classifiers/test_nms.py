@@ -12,7 +12,9 @@ from ovseg.models.classifiers import (
     box_iou,
     box_masks,
     boxes_from_masks,
+    check_cross_class_iou,
     class_wise_nms,
+    cross_class_nms,
     mask_iou,
 )
 
@@ -122,3 +124,23 @@ def test_merge_parts_joins_arcs_of_one_object_and_keeps_other_objects():
     assert len(merge_parts(masks, scores, labels, 0.9)[0]) == 5
     with pytest.raises(ConfigError):
         merge_parts(masks, scores, labels, 0.0)
+
+
+def test_cross_class_nms_drops_the_worse_name_of_one_object():
+    masks = np.zeros((3, 4, 4), dtype=bool)
+    masks[0, :2] = True
+    masks[1, :2, :3] = True  # IoU 6/8 with mask 0, another class, lower score
+    masks[2, 3] = True
+    order = np.array([0, 1, 2])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    assert cross_class_nms(order, scores, masks, 0.7).tolist() == [0, 2]
+    assert cross_class_nms(order, scores, masks, 0.8).tolist() == [0, 1, 2]
+    assert cross_class_nms(order, scores, masks, None) is order
+    assert cross_class_nms(np.array([1, 2]), scores, masks, 0.7).tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, -0.1, True, "0.5"])
+def test_cross_class_iou_must_be_null_or_an_iou(bad):
+    assert check_cross_class_iou(None) is None and check_cross_class_iou(1) == 1.0
+    with pytest.raises(ConfigError, match="cross_class_iou"):
+        check_cross_class_iou(bad)
